@@ -1,0 +1,178 @@
+"""The ``benchbone`` command. Imports no torch until a command needs it."""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from benchbone.errors import BenchboneError, UsageError
+
+KINDS = ("backbones", "datasets", "strategies", "metrics")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="benchbone", description="Benchmark pretrained vision backbones: backbone x dataset x strategy.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-p", "--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
+                        help="load a plugin from a module name or a .py file (repeatable)")
+    common.add_argument("--no-plugin", action="append", default=[], metavar="NAME",
+                        help="block a plugin by name, built-in or installed (repeatable)")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    run = sub.add_parser("run", parents=[common], help="run a grid and print its leaderboard",
+                         description="Run backbone x dataset x strategy (x seed) and print the leaderboard.")
+    run.add_argument("--backbone", "-b", action="append", default=[], metavar="NAME",
+                     help="backbone name or pattern; NAME@random for random init (repeatable)")
+    run.add_argument("--dataset", "-d", action="append", default=[], metavar="NAME", help="dataset name or pattern")
+    run.add_argument("--strategy", "-s", action="append", default=[], metavar="NAME", help="strategy name or pattern")
+    run.add_argument("--metric", "-m", action="append", default=[], metavar="NAME",
+                     help="metric name or pattern (default: all registered)")
+    run.add_argument("--seeds", type=int, default=1, metavar="N", help="run each cell with seeds 0..N-1")
+    run.add_argument("--suite", metavar="FILE", help="a TOML suite file; flags add to it")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                     help="override a parameter: key=value for every strategy that has it, or strategy.key=value")
+    run.add_argument("--out", metavar="DIR", help="run directory (default: benchbone-runs/<suite name or 'default'>)")
+    run.add_argument("--data-dir", metavar="DIR", help="where the datasets' files are")
+    run.add_argument("--cache-dir", metavar="DIR", help="feature cache (default: $BENCHBONE_CACHE_DIR or ~/.cache/benchbone)")
+    run.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: picked automatically)")
+    run.add_argument("--no-download", action="store_true", help="never download data")
+    run.add_argument("--sort-by", metavar="METRIC", help="rank by this metric (default: the first)")
+    run.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+    lst = sub.add_parser("list", parents=[common], help="list registered names")
+    lst.add_argument("kind", choices=KINDS)
+    lst.add_argument("pattern", nargs="?", help="shell-style pattern, e.g. 'resnet*'")
+
+    plugins = sub.add_parser("plugins", parents=[common], help="list plugins and what failed to load")
+    plugins.add_argument("--hook", help="only plugins that implement this hook")
+
+    board = sub.add_parser("leaderboard", parents=[common], help="the leaderboard of one or more run directories")
+    board.add_argument("run_dirs", nargs="+", metavar="DIR")
+    board.add_argument("--format", "-f", choices=("table", "md", "csv", "json"), default="table")
+    board.add_argument("--sort-by", metavar="METRIC")
+    board.add_argument("--output", "-o", metavar="FILE", help="write here instead of printing")
+    return parser
+
+
+def _manager(args):
+    from benchbone.plugins import get_plugin_manager
+
+    return get_plugin_manager(blocked=args.no_plugin, extra=args.plugin)
+
+
+def cmd_list(args) -> int:
+    registry = _manager(args).registries().kind(args.kind)
+    names = registry.names(args.pattern)
+    if args.pattern and not names:
+        raise UsageError(f"no {args.kind} match {args.pattern!r}; try `benchbone list {args.kind}`")
+    for name in names:
+        entry = registry.get(name)
+        extra = []
+        if entry.meta.get("aliases"):
+            extra.append("alias " + ", ".join(entry.meta["aliases"]))
+        if args.kind == "strategies":
+            extra.append(", ".join(f"{k}={v!r}" for k, v in entry.meta.items() if k != "aliases"))
+        if args.kind == "metrics":
+            extra.append("higher is better" if entry.meta.get("higher_is_better", True) else "lower is better")
+        if entry.meta.get("description"):
+            extra.append(entry.meta["description"])
+        detail = "; ".join(e for e in extra if e)
+        print(f"{name:<40} [{entry.plugin}]" + (f"  {detail}" if detail else ""))
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    pm = _manager(args)
+    for name, plugin in sorted(pm.list_name_plugin()):
+        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
+        if args.hook and args.hook not in hooks:
+            continue
+        print(f"{name} {pm.versions.get(name, '')}: {', '.join(hooks)}")
+    for name, problem in sorted(pm.problems.items()):
+        print(f"{name}: FAILED to load: {problem}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from benchbone.grid import GridSpec, load_suite, parse_overrides
+
+    spec = GridSpec(args.backbone, args.dataset, args.strategy, args.metric, args.seeds,
+                    parse_overrides(args.overrides), args.data_dir)
+    name = "default"
+    if args.suite:
+        spec = load_suite(args.suite).merge(spec)
+        name = Path(args.suite).stem
+    if args.seeds < 1:
+        raise UsageError(f"--seeds must be at least 1, not {args.seeds}")
+    from benchbone.harness import run_grid
+
+    board = run_grid(
+        spec, out=Path(args.out) if args.out else Path("benchbone-runs") / name, pm=_manager(args),
+        device=args.device, cache_dir=args.cache_dir, download=not args.no_download, quiet=args.quiet,
+        fail_fast=args.fail_fast, sort_by=args.sort_by, command=_command_line(),
+    )
+    return 1 if (board["status"] != "ok").any() else 0
+
+
+def _command_line() -> str:
+    return " ".join(["benchbone", *map(shlex.quote, sys.argv[1:])])
+
+
+def cmd_leaderboard(args) -> int:
+    from benchbone import leaderboard
+    from benchbone.records import read_records, write_atomic
+
+    _manager(args)  # plugins may be broken: still report their problems consistently
+    records = read_records([Path(d) for d in args.run_dirs])
+    board = leaderboard.build(records, sort_by=args.sort_by)
+    text = leaderboard.markdown_page(board, records) if args.format == "md" else leaderboard.to_text(board, args.format)
+    if args.output:
+        write_atomic(Path(args.output), text if text.endswith("\n") else text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "plugins": cmd_plugins, "leaderboard": cmd_leaderboard}
+
+
+def main(argv: list[str] | None = None) -> int:
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("BENCHBONE_DEBUG"))
+    try:
+        args = build_parser().parse_args(argv)
+        if args.version:
+            from benchbone.plugins import _benchbone_version
+
+            print(f"benchbone {_benchbone_version()}")
+            return 0
+        if not args.command:
+            build_parser().print_help()
+            return 2
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        if debug:
+            raise
+        print(f"benchbone: error: {exc}", file=sys.stderr)
+        return 2
+    except BenchboneError as exc:
+        if debug:
+            raise
+        print(f"benchbone: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("benchbone: interrupted; finished cells are kept, run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""One exception type per kind of failure; the CLI turns a UsageError into one line and exit status 2."""
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+class BenchboneError(Exception):
+    """Base class of every error benchbone raises on purpose."""
+
+
+class UsageError(BenchboneError):
+    """Bad input from the user: a name, a flag, a file, a directory. Reported as one line, exit 2."""
+
+
+class UnknownNameError(UsageError, KeyError):
+    """A backbone, dataset, strategy or metric name that no plugin registered."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]):
+        known = list(known)
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        if not close:
+            close = [k for k in known if name.lower() in k.lower()][:3]
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        super().__init__(f"unknown {kind} {name!r}.{hint} See `benchbone list {kind}s`.")
+        self.kind, self.name = kind, name
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class DuplicateNameError(UsageError):
+    """Two plugins registered the same name."""
+
+
+class PluginLoadError(UsageError):
+    """A plugin could not be imported or registered."""
+
+
+class OfflineError(UsageError):
+    """Something had to be downloaded and could not be; the message says what to pass instead."""
+
+
+class PluginError(BenchboneError):
+    """A plugin returned something that breaks the API contract; its cell is recorded as failed."""

@@ -1,0 +1,251 @@
+"""A grid (from flags, a suite file or ``benchbone.run``) and the cells it expands to."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchbone.errors import UsageError
+from benchbone.plugins import Registries
+
+RANDOM_SUFFIX = "@random"
+PLURAL = {"backbone": "backbones", "dataset": "datasets", "strategy": "strategies", "metric": "metrics"}
+# Parameters of the harness itself, settable with --set like a strategy's.
+HARNESS_DEFAULTS: dict[str, Any] = {"val_fraction": 0.1, "image_size": None, "batch_size": 64}
+# Harness parameters that do not change a cell's result, so stay out of its id.
+_NOT_IN_ID = {"batch_size"}
+SUITE_KEYS = {"backbones", "datasets", "strategies", "metrics", "seeds", "set", "data_dir", "device", "out",
+              "download", "description"}
+
+
+@dataclass
+class GridSpec:
+    """What the user asked for: names or patterns, seeds and parameter overrides."""
+
+    backbones: list[str] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)
+    strategies: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)
+    seeds: int = 1
+    overrides: dict[str, Any] = field(default_factory=dict)
+    data_dir: str | None = None
+
+    def merge(self, other: "GridSpec") -> "GridSpec":
+        """``other`` (the command line) adds names and overrides to this one (a suite)."""
+        return GridSpec(
+            backbones=self.backbones + [b for b in other.backbones if b not in self.backbones],
+            datasets=self.datasets + [d for d in other.datasets if d not in self.datasets],
+            strategies=self.strategies + [s for s in other.strategies if s not in self.strategies],
+            metrics=self.metrics + [m for m in other.metrics if m not in self.metrics],
+            seeds=other.seeds if other.seeds != 1 else self.seeds,
+            overrides={**self.overrides, **other.overrides},
+            data_dir=other.data_dir or self.data_dir,
+        )
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: backbone x dataset x strategy x seed, with its parameters. Small and picklable."""
+
+    backbone: str
+    pretrained: bool
+    dataset: str
+    strategy: str
+    seed: int
+    params: tuple[tuple[str, Any], ...]
+    options: tuple[tuple[str, Any], ...]
+    metrics: tuple[str, ...]
+    data_dir: str | None = None
+
+    @property
+    def backbone_label(self) -> str:
+        return self.backbone if self.pretrained else self.backbone + RANDOM_SUFFIX
+
+    @property
+    def id(self) -> str:
+        """A stable hash of everything that defines the cell's result."""
+        defining = {
+            "backbone": self.backbone, "pretrained": self.pretrained, "dataset": self.dataset,
+            "strategy": self.strategy, "seed": self.seed, "params": dict(self.params),
+            "options": {k: v for k, v in self.options if k not in _NOT_IN_ID}, "data_dir": self.data_dir,
+        }
+        blob = json.dumps(defining, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Cell":
+        return cls(**{**data, "params": tuple(map(tuple, data["params"])),
+                      "options": tuple(map(tuple, data["options"])), "metrics": tuple(data["metrics"])})
+
+
+def parse_value(text: str) -> Any:
+    """A --set value: true/false/none, an int, a float, a comma list, or a string."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    if "," in text:
+        return [parse_value(part) for part in text.split(",") if part.strip()]
+    return text
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["key=value", "strategy.key=value"]`` from the command line."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {item!r} is not key=value; write e.g. --set val_fraction=0.2")
+        overrides[key.strip()] = parse_value(value)
+    return overrides
+
+
+def coerce(key: str, value: Any, default: Any) -> Any:
+    """``value`` as the type of ``default``, or a UsageError naming the key and the expected type."""
+    if default is None or value is None:
+        return value
+    expected = type(default)
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+    elif expected is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif expected is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif expected in (list, tuple):
+        return list(value) if isinstance(value, (list, tuple)) else [value]
+    elif isinstance(value, expected):
+        return value
+    raise UsageError(f"--set {key}={value!r}: expected {expected.__name__} (default {default!r})")
+
+
+def load_suite(path: str | Path) -> GridSpec:
+    """A TOML suite file as a GridSpec; errors name the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read suite file {path}: {exc.strerror or exc}; pass --suite with a TOML file") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: malformed TOML: {exc}") from None
+
+    def where(key: str) -> str:
+        for number, line in enumerate(text.splitlines(), 1):
+            if re.match(rf"\s*\[?\s*{re.escape(key)}\b", line):
+                return f"{path}:{number}"
+        return str(path)
+
+    unknown = sorted(set(data) - SUITE_KEYS)
+    if unknown:
+        raise UsageError(f"{where(unknown[0])}: unknown key {unknown[0]!r}; suite keys are {', '.join(sorted(SUITE_KEYS))}")
+
+    def names(key: str) -> list[str]:
+        value = data.get(key, [])
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UsageError(f"{where(key)}: {key} must be a list of names")
+        return value
+
+    seeds = data.get("seeds", 1)
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise UsageError(f"{where('seeds')}: seeds must be a positive integer")
+    overrides = data.get("set", {})
+    if not isinstance(overrides, dict):
+        raise UsageError(f"{where('set')}: [set] must be a table of key = value")
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():  # [set.linear-probe] tables become "linear-probe.key"
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    data_dir = data.get("data_dir")
+    if data_dir is not None:
+        data_dir = str((path.parent / data_dir).resolve()) if not Path(data_dir).is_absolute() else data_dir
+    return GridSpec(names("backbones"), names("datasets"), names("strategies"), names("metrics"), seeds, flat, data_dir)
+
+
+def split_backbone(name: str) -> tuple[str, bool]:
+    """``"resnet50@random"`` -> ("resnet50", False)."""
+    if name.endswith(RANDOM_SUFFIX):
+        return name[: -len(RANDOM_SUFFIX)], False
+    if "@" in name:
+        raise UsageError(f"unknown weights suffix in {name!r}; the only suffix is {RANDOM_SUFFIX} (random init)")
+    return name, True
+
+
+def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
+    """The cross-product of a grid spec, every name resolved and every parameter checked."""
+    for kind, values in (("backbone", spec.backbones), ("dataset", spec.datasets), ("strategy", spec.strategies)):
+        if not values:
+            raise UsageError(f"no {kind} given; pass --{kind} NAME (see `benchbone list {PLURAL[kind]}`)")
+    if spec.seeds < 1:
+        raise UsageError(f"--seeds must be at least 1, not {spec.seeds}")
+    backbones: list[tuple[str, bool]] = []
+    for pattern in spec.backbones:
+        base, pretrained = split_backbone(pattern)
+        for name in registries.backbones.resolve([base]):
+            meta = registries.backbones.get(name).meta
+            if pretrained and meta.get("pretrained") is False:
+                why = f" ({meta['description']})" if meta.get("description") else ""
+                raise UsageError(f"backbone {name!r} has no pretrained weights here{why}; "
+                                 f"ask for {name}{RANDOM_SUFFIX} for random init")
+            if (name, pretrained) not in backbones:
+                backbones.append((name, pretrained))
+    datasets = registries.datasets.resolve(spec.datasets)
+    strategies = registries.strategies.resolve(spec.strategies)
+    metrics = tuple(registries.metrics.resolve(spec.metrics) if spec.metrics else registries.metrics.registered())
+    if not metrics:
+        raise UsageError("no metric is registered; install a metrics plugin or pass --metric NAME")
+
+    harness = dict(HARNESS_DEFAULTS)
+    per_strategy = {s: dict(registries.strategies.get(s).meta) for s in strategies}
+    for params in per_strategy.values():
+        params.pop("aliases", None)
+    for key, value in spec.overrides.items():
+        scope, dot, name = key.rpartition(".")
+        if dot and scope in registries.strategies:
+            scope = registries.strategies.get(scope).name
+            if scope not in per_strategy:
+                raise UsageError(f"--set {key}: strategy {scope!r} is not in this run")
+            targets = [scope]
+        else:
+            name, targets = key, [s for s in strategies if name in per_strategy[s]]
+        if not dot and name in harness:
+            harness[name] = coerce(name, value, HARNESS_DEFAULTS[name])
+            continue
+        if not targets:
+            known = sorted({*harness, *(k for p in per_strategy.values() for k in p)})
+            raise UsageError(f"--set {key}: unknown parameter {name!r} for {', '.join(strategies)}; known: {', '.join(known)}")
+        for strategy in targets:
+            if name not in per_strategy[strategy]:
+                raise UsageError(f"--set {key}: strategy {strategy!r} has no parameter {name!r}; "
+                                 f"it takes {', '.join(sorted(per_strategy[strategy])) or 'none'}")
+            per_strategy[strategy][name] = coerce(key, value, per_strategy[strategy][name])
+    if harness["image_size"] is not None and (not isinstance(harness["image_size"], int) or harness["image_size"] < 8):
+        raise UsageError(f"--set image_size={harness['image_size']!r}: give a whole number of pixels >= 8")
+    if harness["batch_size"] < 1:
+        raise UsageError(f"--set batch_size={harness['batch_size']}: give a positive number")
+    options = tuple(sorted(harness.items()))
+    return [
+        Cell(backbone, pretrained, dataset, strategy, seed, tuple(sorted(per_strategy[strategy].items())),
+             options, metrics, spec.data_dir)
+        for backbone, pretrained in backbones
+        for dataset in datasets
+        for seed in range(spec.seeds)
+        for strategy in strategies
+    ]

@@ -1,0 +1,340 @@
+"""Cells into records: build the backbone and data, call the strategy, score it, write the record."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import random
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from benchbone.api import Backbone, DatasetSplits, Predictions
+from benchbone.errors import BenchboneError, PluginError, UsageError
+from benchbone.grid import Cell
+from benchbone.plugins import PluginManager
+from benchbone.records import finished_record, write_record
+
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "benchbone"
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for dist in ("benchbone", "torch", "torchvision", "timm", "numpy", "scikit-learn", "pluggy"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+class Session:
+    """Shared state of one run: plugins, device, caches of built datasets, backbones and features."""
+
+    def __init__(
+        self,
+        pm: PluginManager,
+        *,
+        device: str | None = None,
+        cache_dir: str | Path | None = None,
+        download: bool = True,
+        quiet: bool = False,
+    ):
+        from benchbone.features import FeatureStore
+
+        self.pm = pm
+        self.registries = pm.registries()
+        self.device = pm.hook.benchbone_pick_device(requested=device)
+        cache = os.environ.get("BENCHBONE_CACHE_DIR", cache_dir or DEFAULT_CACHE)
+        self.store = FeatureStore(Path(cache) if str(cache) else None)
+        self.download = download
+        self.quiet = quiet
+        self.command: str | None = None
+        self._datasets: dict[tuple, DatasetSplits] = {}
+        self._images: dict[tuple, Any] = {}
+        self._backbone: tuple[tuple, Backbone] | None = None
+        self._features: dict = {}
+
+    def progress(self, iterable, desc: str, total: int | None = None):
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, desc=desc, total=total, disable=self.quiet, leave=False, file=sys.stderr)
+
+    def dataset(self, name: str, data_dir: str | None) -> DatasetSplits:
+        """Build a dataset once per run; bad or missing data raise UsageError before any cell runs."""
+        key = (name, data_dir)
+        if key not in self._datasets:
+            entry = self.registries.datasets.get(name)
+            data = entry.obj(data_dir=Path(data_dir) if data_dir else None, download=self.download)
+            if not isinstance(data, DatasetSplits):
+                raise PluginError(f"dataset {name!r} (plugin {entry.plugin}) returned {type(data).__name__}, not DatasetSplits")
+            check_splits(name, data)
+            self._datasets[key] = data
+        return self._datasets[key]
+
+    def images(self, dataset: str, data_dir: str | None, source: str):
+        from benchbone.data import LoadedImages
+
+        key = (dataset, data_dir, source)
+        if key not in self._images:
+            self._images[key] = LoadedImages(getattr(self.dataset(dataset, data_dir), source))
+        return self._images[key]
+
+    def backbone(self, cell: Cell) -> Backbone:
+        """Build a backbone, keeping the last one for the next cells that share it."""
+        key = (cell.backbone, cell.pretrained, None if cell.pretrained else cell.seed)
+        if self._backbone is None or self._backbone[0] != key:
+            self._backbone = None
+            entry = self.registries.backbones.get(cell.backbone)
+            seed_everything(cell.seed)
+            backbone = entry.obj(pretrained=cell.pretrained)
+            if not isinstance(backbone, Backbone):
+                raise PluginError(f"backbone {cell.backbone!r} (plugin {entry.plugin}) returned "
+                                  f"{type(backbone).__name__}, not Backbone")
+            backbone.model.eval()
+            self._backbone = (key, backbone)
+        return self._backbone[1]
+
+
+def check_splits(name: str, data: DatasetSplits) -> None:
+    """A dataset needs at least two classes and non-empty train and test splits."""
+    if len(data.classes) < 2:
+        raise UsageError(f"dataset {name!r} has {len(data.classes)} class(es); classification needs at least two")
+    for split in ("train", "test"):
+        if getattr(data, split) is None or len(getattr(data, split)) == 0:
+            raise UsageError(f"dataset {name!r} has an empty {split} split; check its data directory")
+    if data.val is not None and len(data.val) == 0:
+        raise UsageError(f"dataset {name!r} has an empty val split; remove it or add images")
+
+
+def resolved_splits(data: DatasetSplits, views: dict) -> DatasetSplits:
+    """The splits a strategy sees: train and val as carved for this seed."""
+    from torch.utils.data import Subset
+
+    train = Subset(data.train, views["train"].indices.tolist())
+    val = data.val if data.val is not None else Subset(data.train, views["val"].indices.tolist())
+    return DatasetSplits(train, data.test, data.classes, val, dict(data.info))
+
+
+def _as_numpy(values: Any) -> np.ndarray:
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().float().numpy() if values.is_floating_point() else values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
+def score(cell: Cell, predictions: Predictions, registries, num_classes: int, n_test: int) -> dict[str, float]:
+    """Every metric of the cell on the strategy's test predictions."""
+    if not isinstance(predictions, Predictions):
+        raise PluginError(f"strategy {cell.strategy!r} returned {type(predictions).__name__}, not Predictions")
+    y_true, y_pred = _as_numpy(predictions.y_true).astype(np.int64), _as_numpy(predictions.y_pred).astype(np.int64)
+    y_score = None if predictions.y_score is None else _as_numpy(predictions.y_score).astype(np.float64)
+    if len(y_true) != n_test or len(y_pred) != n_test:
+        raise PluginError(f"strategy {cell.strategy!r} returned {len(y_pred)} predictions for {n_test} test images")
+    if y_score is not None and y_score.shape != (n_test, num_classes):
+        raise PluginError(f"strategy {cell.strategy!r} returned y_score of shape {y_score.shape}, "
+                          f"expected ({n_test}, {num_classes})")
+    return {name: float(registries.metrics.get(name).obj(y_true, y_pred, y_score)) for name in cell.metrics}
+
+
+def run_cell(cell: Cell, session: Session) -> dict:
+    """Run one cell and return its record (status "ok"); plugin failures propagate to the caller."""
+    from benchbone.context import Context
+    from benchbone.data import Preprocess, carve_validation, whole
+
+    registries = session.registries
+    options = dict(cell.options)
+    started = dt.datetime.now(dt.timezone.utc)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    data = session.dataset(cell.dataset, cell.data_dir)
+    timings["data_s"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    backbone = session.backbone(cell)
+    timings["build_s"] = time.perf_counter() - t
+
+    views = {"train": whole("train", data.train), "test": whole("test", data.test)}
+    if data.val is None:
+        views["train"], views["val"] = carve_validation(views["train"], options["val_fraction"], cell.seed)
+    else:
+        views["val"] = whole("val", data.val)
+    strategy = registries.strategies.get(cell.strategy)
+    preprocess = Preprocess.for_backbone(backbone, options["image_size"])
+    identity = {
+        "backbone": cell.backbone, "weights": backbone.weights or ("pretrained" if cell.pretrained else "random"),
+        "init_seed": None if cell.pretrained else cell.seed, "dataset": cell.dataset, "data_dir": cell.data_dir,
+    }
+    ctx = Context(
+        device=session.device, seed=cell.seed, params=dict(cell.params), classes=list(data.classes),
+        backbone=backbone, views=views,
+        images=lambda source: session.images(cell.dataset, cell.data_dir, source),
+        preprocess=preprocess, feature_identity=identity, store=session.store, memory=session._features,
+        batch_size=options["batch_size"], progress=session.progress,
+    )
+    seed_everything(cell.seed)
+    t = time.perf_counter()
+    predictions = strategy.obj(backbone, resolved_splits(data, views), ctx)
+    timings["strategy_s"] = time.perf_counter() - t
+    metrics = score(cell, predictions, registries, len(data.classes), len(views["test"]))
+    timings["total_s"] = time.perf_counter() - t0
+
+    return {
+        **base_record(cell, session),
+        "status": "ok",
+        "metrics": metrics,
+        "timings": {k: round(v, 4) for k, v in timings.items()},
+        "backbone_info": {
+            "num_features": backbone.num_features, "input_size": list(preprocess.size),
+            "weights": identity["weights"], "preprocess": preprocess.describe(), **backbone.info,
+        },
+        "data": {"train": len(views["train"]), "val": len(views["val"]), "test": len(views["test"]),
+                 "num_classes": len(data.classes), "val_carved": data.val is None, **data.info},
+        "strategy_info": {**ctx.info, **predictions.info},
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def base_record(cell: Cell, session: Session) -> dict:
+    """The part of a record known before the cell runs: what it is, where and with what."""
+    from benchbone.records import SCHEMA
+
+    regs = session.registries
+    plugins = {"backbone": regs.backbones.get(cell.backbone).plugin, "dataset": regs.datasets.get(cell.dataset).plugin,
+               "strategy": regs.strategies.get(cell.strategy).plugin}
+    return {
+        "schema": SCHEMA,
+        "cell_id": cell.id,
+        "cell": cell.to_json(),
+        "backbone": cell.backbone_label,
+        "dataset": cell.dataset,
+        "strategy": cell.strategy,
+        "seed": cell.seed,
+        "params": dict(cell.params),
+        "options": dict(cell.options),
+        "higher_is_better": {m: bool(regs.metrics.get(m).meta.get("higher_is_better", True)) for m in cell.metrics},
+        "percent": {m: bool(regs.metrics.get(m).meta.get("percent", False)) for m in cell.metrics},
+        "plugins": {kind: {"name": name, "version": session.pm.versions.get(name, "unknown")}
+                    for kind, name in plugins.items()},
+        "command": session.command,
+        "device": session.device,
+        "host": platform.node(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+        "versions": versions(),
+    }
+
+
+def failed_record(cell: Cell, session: Session, exc: BaseException) -> dict:
+    return {
+        **base_record(cell, session),
+        "status": "failed",
+        "error": f"{type(exc).__name__}: {exc}",
+        "traceback": traceback.format_exc(limit=20),
+        "metrics": {},
+        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def run_cells(
+    cells: list[Cell],
+    session: Session,
+    run_dir: Path,
+    *,
+    fail_fast: bool = False,
+    on_record: Callable[[dict, str], None] | None = None,
+) -> list[dict]:
+    """Run each cell not yet finished in ``run_dir``; a usage error stops the run, other errors fail one cell.
+
+    Every dataset is built before the first cell, so bad data fails before anything is written.
+    """
+    for key in {(c.dataset, c.data_dir) for c in cells}:
+        session.dataset(*key)
+    records = []
+    for cell in cells:
+        done = finished_record(run_dir, cell.id)
+        if done is not None:
+            records.append(done)
+            if on_record:
+                on_record(done, "cached")
+            continue
+        try:
+            record = run_cell(cell, session)
+        except (UsageError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a plugin may fail in any way: record it and go on
+            record = failed_record(cell, session, exc)
+            write_record(run_dir, record)
+            records.append(record)
+            if on_record:
+                on_record(record, "failed")
+            if fail_fast:
+                raise BenchboneError(f"cell {cell.backbone_label} x {cell.dataset} x {cell.strategy} "
+                                     f"(seed {cell.seed}) failed: {record['error']}") from exc
+            continue
+        write_record(run_dir, record)
+        records.append(record)
+        if on_record:
+            on_record(record, "ok")
+    return records
+
+
+def run_grid(
+    spec,
+    *,
+    out: Path,
+    pm: PluginManager | None = None,
+    device: str | None = None,
+    cache_dir: str | Path | None = None,
+    download: bool = True,
+    quiet: bool = False,
+    fail_fast: bool = False,
+    sort_by: str | None = None,
+    command: str | None = None,
+    echo: bool = True,
+):
+    """Expand ``spec`` into cells, run those not yet finished in ``out``, and return the leaderboard.
+
+    The leaderboard (CSV, markdown, JSON) is written to ``out`` from the records of this grid.
+    """
+    from benchbone import leaderboard
+    from benchbone.grid import expand
+    from benchbone.plugins import get_plugin_manager
+
+    pm = pm or get_plugin_manager()
+    cells = expand(spec, pm.registries())
+    if sort_by is not None and sort_by not in cells[0].metrics:
+        raise UsageError(f"--sort-by {sort_by!r} is not a metric of this run ({', '.join(cells[0].metrics)})")
+    session = Session(pm, device=device, cache_dir=cache_dir, download=download, quiet=quiet)
+    session.command = command
+    say = (lambda msg: print(msg, file=sys.stderr)) if echo and not quiet else (lambda msg: None)
+    say(f"benchbone: {len(cells)} cell(s) on {session.device}, run directory {out}")
+
+    def report(record: dict, how: str) -> None:
+        head = f"{record['backbone']} x {record['dataset']} x {record['strategy']} (seed {record['seed']})"
+        if how == "failed":
+            say(f"  FAILED {head}: {record['error']}")
+        else:
+            shown = ", ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items())
+            say(f"  {'cached' if how == 'cached' else 'done'} {head}: {shown}")
+
+    records = run_cells(cells, session, Path(out), fail_fast=fail_fast, on_record=report)
+    board = leaderboard.build(records, sort_by=sort_by)
+    leaderboard.write(board, records, Path(out))
+    if echo:
+        print(leaderboard.to_text(board, "table"))
+        say(f"benchbone: wrote {out}/leaderboard.csv, leaderboard.md and records/")
+    return board

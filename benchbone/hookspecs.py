@@ -1,0 +1,70 @@
+"""The hook specifications of plugin API v1. Nothing but specs lives here."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import pluggy
+
+if TYPE_CHECKING:
+    from benchbone.api import Backbone, DatasetSplits, Predictions
+
+hookspec = pluggy.HookspecMarker("benchbone")
+hookimpl = pluggy.HookimplMarker("benchbone")
+
+# -------------------------------------------------------------------------
+# Registration: each plugin offers named factories through a callback.
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def benchbone_register_backbones(register: Callable[..., None]) -> None:
+    """Offer backbones to the harness.
+
+    :param register: call ``register(name, build, **meta)`` once per backbone, where
+        ``build(pretrained: bool) -> Backbone``. ``build`` must not download or import anything
+        heavy until it is called. ``meta`` may hold ``aliases`` (other names that resolve to this
+        one), ``pretrained`` (whether pretrained weights exist) and ``description``.
+    """
+
+
+@hookspec
+def benchbone_register_datasets(register: Callable[..., None]) -> None:
+    """Offer datasets to the harness.
+
+    :param register: call ``register(name, build, **meta)`` once per dataset, where
+        ``build(data_dir: pathlib.Path | None, download: bool) -> DatasetSplits``. ``meta`` may hold
+        ``aliases`` and ``description``.
+    """
+
+
+@hookspec
+def benchbone_register_strategies(register: Callable[..., None]) -> None:
+    """Offer adaptation strategies to the harness.
+
+    :param register: call ``register(name, fn, **default_params)`` once per strategy, where
+        ``fn(backbone: Backbone, data: DatasetSplits, ctx: Context) -> Predictions``. The defaults
+        name every parameter the strategy accepts; ``--set`` may override only those.
+    """
+
+
+@hookspec
+def benchbone_register_metrics(register: Callable[..., None]) -> None:
+    """Offer metrics to the harness.
+
+    :param register: call ``register(name, fn, higher_is_better=True)`` once per metric, where
+        ``fn(y_true, y_pred, y_score) -> float`` takes numpy arrays. ``percent=True`` shows the
+        value as a percentage in leaderboards.
+    """
+
+
+# -------------------------------------------------------------------------
+# Running: one answer is enough.
+# -------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def benchbone_pick_device(requested: str | None) -> str | None:
+    """Return the torch device string to run on. Stops at first non-None result.
+
+    :param requested: what the user asked for with ``--device`` (None for automatic).
+    """

@@ -1,0 +1,180 @@
+"""The plugin manager: built-ins, installed entry points and ``-p`` plugins, all through one path."""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import pluggy
+
+from benchbone import hookspecs
+from benchbone.errors import PluginLoadError, UsageError
+from benchbone.registry import Registry, make_registrar
+
+ENTRY_POINT_GROUP = "benchbone"
+
+DEFAULT_PLUGINS = (
+    "benchbone.device",
+    "benchbone_plugins.torchvision_backbones",
+    "benchbone_plugins.timm_backbones",
+    "benchbone_plugins.efficientnet_lite",
+    "benchbone_plugins.cifar",
+    "benchbone_plugins.digits",
+    "benchbone_plugins.linear_probe",
+    "benchbone_plugins.finetune",
+    "benchbone_plugins.classification_metrics",
+)
+
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager plus what ``benchbone plugins`` reports: versions and load problems."""
+
+    def __init__(self) -> None:
+        pluggy.PluginManager.__init__(self, ENTRY_POINT_GROUP)
+        self.add_hookspecs(hookspecs)
+        self.versions: dict[str, str] = {}
+        self.problems: dict[str, str] = {}
+        self.entrypoint_names: set[str] = set()
+        self._registries: Registries | None = None
+
+    def registries(self) -> "Registries":
+        """The four registries, filled once by calling every registration hook."""
+        if self._registries is None:
+            self._registries = Registries.collect(self)
+        return self._registries
+
+
+def _benchbone_version() -> str:
+    try:
+        return importlib.metadata.version("benchbone")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def get_plugin_manager(
+    *,
+    entrypoints: bool | None = None,
+    blocked: Iterable[str] = (),
+    extra: Iterable[str] = (),
+    strict: bool = False,
+) -> PluginManager:
+    """A new manager: built-ins, then installed entry points, then ``extra`` (module names or .py paths).
+
+    ``entrypoints=None`` loads them unless ``BENCHBONE_LOAD_PLUGINS`` is set to an empty string.
+    ``blocked`` adds to ``BENCHBONE_DISABLE_PLUGINS`` (comma-separated plugin names).
+    """
+    pm = PluginManager()
+    for name in [*os.environ.get("BENCHBONE_DISABLE_PLUGINS", "").split(","), *blocked]:
+        if name.strip():
+            pm.set_blocked(name.strip())
+    version = _benchbone_version()
+    for module_name in DEFAULT_PLUGINS:
+        name = module_name.rsplit(".", 1)[-1]
+        if not pm.is_blocked(name):
+            _register(pm, importlib.import_module(module_name), name, version)
+    if entrypoints is None:
+        entrypoints = os.environ.get("BENCHBONE_LOAD_PLUGINS", "1") != ""
+    if entrypoints:
+        load_entrypoint_plugins(pm, strict=strict)
+    for spec in extra:
+        _register(pm, _import_explicit(spec), Path(spec).stem if spec.endswith(".py") else spec, "local")
+    pm.check_pending()
+    if os.environ.get("BENCHBONE_TRACE_PLUGINS"):
+        pm.trace.root.setwriter(sys.stderr.write)
+        pm.enable_tracing()
+    return pm
+
+
+def _register(pm: PluginManager, plugin: object, name: str, version: str) -> None:
+    if pm.has_plugin(name):
+        raise PluginLoadError(f"two plugins are named {name!r}; rename one of them")
+    pm.register(plugin, name=name)
+    pm.versions[name] = version
+
+
+def load_entrypoint_plugins(pm: PluginManager, *, strict: bool) -> None:
+    """Register each installed ``benchbone`` entry point; a broken one is recorded, not fatal."""
+    seen = set()
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in seen or pm.is_blocked(ep.name) or pm.has_plugin(ep.name):
+            continue
+        seen.add(ep.name)
+        version = ep.dist.version if ep.dist is not None else "unknown"
+        try:
+            _register(pm, ep.load(), ep.name, version)
+            pm.entrypoint_names.add(ep.name)
+        except Exception as exc:  # a plugin may fail in any way; it must not take the CLI down
+            if pm.has_plugin(ep.name):
+                pm.unregister(name=ep.name)
+            message = f"{ep.name} = {ep.value}: {type(exc).__name__}: {exc}"
+            if strict:
+                raise PluginLoadError(f"plugin {message}") from exc
+            pm.problems[ep.name] = message
+
+
+def _import_explicit(spec: str) -> object:
+    """Import a ``-p`` plugin given as a module name or as a path to a .py file."""
+    try:
+        if spec.endswith(".py"):
+            path = Path(spec)
+            if not path.is_file():
+                raise UsageError(f"plugin file {spec} does not exist; pass -p with a .py file or a module name")
+            module_spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+            return module
+        return importlib.import_module(spec)
+    except UsageError:
+        raise
+    except Exception as exc:
+        raise PluginLoadError(f"plugin {spec!r} failed to import: {type(exc).__name__}: {exc}") from exc
+
+
+@dataclass
+class Registries:
+    """The four name spaces, filled by calling each plugin's registration hooks in turn."""
+
+    backbones: Registry = field(default_factory=lambda: Registry("backbone"))
+    datasets: Registry = field(default_factory=lambda: Registry("dataset"))
+    strategies: Registry = field(default_factory=lambda: Registry("strategy"))
+    metrics: Registry = field(default_factory=lambda: Registry("metric"))
+
+    @classmethod
+    def collect(cls, pm: PluginManager) -> "Registries":
+        regs = cls()
+        for hook_name, registry in (
+            ("benchbone_register_backbones", regs.backbones),
+            ("benchbone_register_datasets", regs.datasets),
+            ("benchbone_register_strategies", regs.strategies),
+            ("benchbone_register_metrics", regs.metrics),
+        ):
+            for impl in getattr(pm.hook, hook_name).get_hookimpls():
+                regs._collect_one(pm, impl, hook_name, registry)
+        return regs
+
+    def _collect_one(self, pm: PluginManager, impl, hook_name: str, registry: Registry) -> None:
+        """Call one plugin's hook; apply its registrations only if the whole call succeeded."""
+        staged: list = []
+        try:
+            impl.function(**{arg: lambda *a, **k: staged.append((a, k)) for arg in impl.argnames})
+        except Exception as exc:
+            message = f"{impl.plugin_name} failed in {hook_name}: {type(exc).__name__}: {exc}"
+            if impl.plugin_name not in pm.entrypoint_names:  # built-ins and -p plugins fail loudly
+                raise PluginLoadError(f"plugin {message}") from exc
+            pm.problems[impl.plugin_name] = message
+            return
+        register = make_registrar(registry, impl.plugin_name)
+        for args, kwargs in staged:
+            register(*args, **kwargs)
+
+    def kind(self, kind: str) -> Registry:
+        """The registry for 'backbones', 'datasets', 'strategies' or 'metrics'."""
+        try:
+            return getattr(self, kind)
+        except AttributeError:
+            raise UsageError(f"unknown kind {kind!r}; use backbones, datasets, strategies or metrics") from None

@@ -1,0 +1,1 @@
+"""benchbone's built-in plugins. Each module uses only the public benchbone API."""
