@@ -6,7 +6,6 @@ import importlib.metadata
 import importlib.util
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -135,27 +134,44 @@ def _import_explicit(spec: str) -> object:
         raise PluginLoadError(f"plugin {spec!r} failed to import: {type(exc).__name__}: {exc}") from exc
 
 
-@dataclass
-class Registries:
-    """The four name spaces, filled by calling each plugin's registration hooks in turn."""
+KIND_HOOKS = {
+    "backbones": ("backbone", "benchbone_register_backbones"),
+    "datasets": ("dataset", "benchbone_register_datasets"),
+    "strategies": ("strategy", "benchbone_register_strategies"),
+    "metrics": ("metric", "benchbone_register_metrics"),
+}
 
-    backbones: Registry = field(default_factory=lambda: Registry("backbone"))
-    datasets: Registry = field(default_factory=lambda: Registry("dataset"))
-    strategies: Registry = field(default_factory=lambda: Registry("strategy"))
-    metrics: Registry = field(default_factory=lambda: Registry("metric"))
+
+class Registries:
+    """The four name spaces, each filled on first use by calling every plugin's registration hook.
+
+    Lazy per kind: ``benchbone list strategies`` never runs (or imports) the backbone plugins' code.
+    """
+
+    def __init__(self, pm: PluginManager):
+        self._pm = pm
+        self._filled: dict[str, Registry] = {}
 
     @classmethod
     def collect(cls, pm: PluginManager) -> "Registries":
-        regs = cls()
-        for hook_name, registry in (
-            ("benchbone_register_backbones", regs.backbones),
-            ("benchbone_register_datasets", regs.datasets),
-            ("benchbone_register_strategies", regs.strategies),
-            ("benchbone_register_metrics", regs.metrics),
-        ):
-            for impl in getattr(pm.hook, hook_name).get_hookimpls():
-                regs._collect_one(pm, impl, hook_name, registry)
-        return regs
+        return cls(pm)
+
+    def kind(self, kind: str) -> Registry:
+        """The registry for 'backbones', 'datasets', 'strategies' or 'metrics'."""
+        if kind not in KIND_HOOKS:
+            raise UsageError(f"unknown kind {kind!r}; use backbones, datasets, strategies or metrics")
+        if kind not in self._filled:
+            singular, hook_name = KIND_HOOKS[kind]
+            registry = Registry(singular)
+            for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
+                self._collect_one(self._pm, impl, hook_name, registry)
+            self._filled[kind] = registry
+        return self._filled[kind]
+
+    backbones = property(lambda self: self.kind("backbones"))
+    datasets = property(lambda self: self.kind("datasets"))
+    strategies = property(lambda self: self.kind("strategies"))
+    metrics = property(lambda self: self.kind("metrics"))
 
     def _collect_one(self, pm: PluginManager, impl, hook_name: str, registry: Registry) -> None:
         """Call one plugin's hook; apply its registrations only if the whole call succeeded."""
@@ -172,9 +188,3 @@ class Registries:
         for args, kwargs in staged:
             register(*args, **kwargs)
 
-    def kind(self, kind: str) -> Registry:
-        """The registry for 'backbones', 'datasets', 'strategies' or 'metrics'."""
-        try:
-            return getattr(self, kind)
-        except AttributeError:
-            raise UsageError(f"unknown kind {kind!r}; use backbones, datasets, strategies or metrics") from None

@@ -9,7 +9,7 @@ from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 from benchbone.errors import DuplicateNameError, UnknownNameError, UsageError
 
 T = TypeVar("T")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/+]*$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/+]*:?$")
 PATTERN_CHARS = set("*?[")
 
 
@@ -35,6 +35,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
         self._aliases: dict[str, str] = {}
+        self._derived: dict[str, Entry[T]] = {}
 
     def add(self, name: str, obj: T, *, plugin: str, **meta: Any) -> None:
         if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
@@ -42,8 +43,10 @@ class Registry(Generic[T]):
                 f"plugin {plugin!r} registered an invalid {self.kind} name {name!r}: use letters, digits and . _ - / +"
             )
         aliases = tuple(meta.pop("aliases", ()))
+        if meta.get("prefix") and not name.endswith(":"):
+            raise UsageError(f"plugin {plugin!r} registered prefix {self.kind} {name!r}: a prefix name ends with ':'")
         for key in (name, *aliases):
-            owner = self._owner(key)
+            owner = self._entries.get(key) or self._entries.get(self._aliases.get(key, ""))
             if owner is not None:
                 if owner.obj is obj and owner.name == name:
                     return  # the same object registered twice is harmless
@@ -60,7 +63,20 @@ class Registry(Generic[T]):
             return self._entries[key]
         if key in self._aliases:
             return self._entries[self._aliases[key]]
-        return None
+        return self._derive(key)
+
+    def _derive(self, key: str) -> Entry[T] | None:
+        """``prefix:VALUE`` names: a prefix entry's object is a factory called with VALUE."""
+        if key in self._derived:
+            return self._derived[key]
+        head, colon, value = key.partition(":")
+        entry = self._entries.get(head + colon) if colon else None
+        if entry is None or not entry.meta.get("prefix"):
+            return None
+        if not value:
+            raise UsageError(f"{self.kind} {key!r} needs a value after the colon, e.g. {key}PATH")
+        self._derived[key] = Entry(key, entry.obj(value), entry.plugin, dict(entry.meta, prefix=False))
+        return self._derived[key]
 
     def __contains__(self, name: str) -> bool:
         return self._owner(name) is not None
