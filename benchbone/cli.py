@@ -93,6 +93,9 @@ def cmd_list(args) -> int:
 
 def cmd_plugins(args) -> int:
     pm = _manager(args)
+    registries = pm.registries()
+    for kind in KINDS:  # run every registration hook, so that failing ones are reported below
+        registries.kind(kind)
     for name, plugin in sorted(pm.list_name_plugin()):
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
         if args.hook and args.hook not in hooks:
@@ -119,13 +122,13 @@ def cmd_run(args) -> int:
     board = run_grid(
         spec, out=Path(args.out) if args.out else Path("benchbone-runs") / name, pm=_manager(args),
         device=args.device, cache_dir=args.cache_dir, download=not args.no_download, quiet=args.quiet,
-        fail_fast=args.fail_fast, sort_by=args.sort_by, command=_command_line(),
+        fail_fast=args.fail_fast, sort_by=args.sort_by, command=_command_line(args.argv),
     )
     return 1 if (board["status"] != "ok").any() else 0
 
 
-def _command_line() -> str:
-    return " ".join(["benchbone", *map(shlex.quote, sys.argv[1:])])
+def _command_line(argv: list[str]) -> str:
+    return " ".join(["benchbone", *map(shlex.quote, argv)])
 
 
 def cmd_leaderboard(args) -> int:
@@ -150,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("BENCHBONE_DEBUG"))
     try:
         args = build_parser().parse_args(argv)
+        args.argv = list(argv if argv is not None else sys.argv[1:])
         if args.version:
             from benchbone.plugins import _benchbone_version
 
@@ -169,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"benchbone: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `benchbone list backbones | head`
+        return 0
     except KeyboardInterrupt:
         print("benchbone: interrupted; finished cells are kept, run the same command to resume", file=sys.stderr)
         return 130

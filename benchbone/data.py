@@ -143,7 +143,7 @@ class Preprocess:
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         x = random_resized_crop_flip(x, self.size, augment) if augment is not None else self.resize_crop(x)
-        return self.normalise(x.clamp_(0, 1) if augment is None else x.clamp(0, 1))
+        return self.normalise(x.clamp(0, 1))  # bicubic overshoots
 
 
 def random_resized_crop_flip(

@@ -262,7 +262,7 @@ def run_cells(
     Every dataset is built before the first cell, so bad data fails before anything is written.
     """
     for key in {(c.dataset, c.data_dir) for c in cells}:
-        session.dataset(*key)
+        session.dataset(*key)  # built once per session: cheap when run_grid already did
     records = []
     for cell in cells:
         done = finished_record(run_dir, cell.id)
@@ -320,6 +320,8 @@ def run_grid(
         raise UsageError(f"--sort-by {sort_by!r} is not a metric of this run ({', '.join(cells[0].metrics)})")
     session = Session(pm, device=device, cache_dir=cache_dir, download=download, quiet=quiet)
     session.command = command
+    for key in {(c.dataset, c.data_dir) for c in cells}:  # bad data fails here, before anything is written
+        session.dataset(*key)
     say = (lambda msg: print(msg, file=sys.stderr)) if echo and not quiet else (lambda msg: None)
     say(f"benchbone: {len(cells)} cell(s) on {session.device}, run directory {out}")
 

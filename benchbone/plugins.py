@@ -82,11 +82,26 @@ def get_plugin_manager(
         load_entrypoint_plugins(pm, strict=strict)
     for spec in extra:
         _register(pm, _import_explicit(spec), Path(spec).stem if spec.endswith(".py") else spec, "local")
-    pm.check_pending()
+    _check_hook_names(pm)
     if os.environ.get("BENCHBONE_TRACE_PLUGINS"):
         pm.trace.root.setwriter(sys.stderr.write)
         pm.enable_tracing()
     return pm
+
+
+def _check_hook_names(pm: PluginManager) -> None:
+    """A misspelled hook fails loudly; an installed plugin with one is reported and dropped instead."""
+    while True:
+        try:
+            pm.check_pending()
+            return
+        except pluggy.PluginValidationError as exc:
+            name = pm.get_name(exc.plugin)
+            if name not in pm.entrypoint_names:
+                raise PluginLoadError(f"plugin {name!r}: {exc}; hooks are named benchbone_register_* "
+                                      "(see `benchbone plugins`)") from None
+            pm.unregister(name=name)
+            pm.problems[name] = str(exc)
 
 
 def _register(pm: PluginManager, plugin: object, name: str, version: str) -> None:

@@ -60,6 +60,8 @@ class Registry(Generic[T]):
 
     def _owner(self, key: str) -> Entry[T] | None:
         if key in self._entries:
+            if self._entries[key].meta.get("prefix"):
+                raise UsageError(f"{self.kind} {key!r} needs a value after the colon, e.g. {key}PATH")
             return self._entries[key]
         if key in self._aliases:
             return self._entries[self._aliases[key]]
@@ -73,8 +75,6 @@ class Registry(Generic[T]):
         entry = self._entries.get(head + colon) if colon else None
         if entry is None or not entry.meta.get("prefix"):
             return None
-        if not value:
-            raise UsageError(f"{self.kind} {key!r} needs a value after the colon, e.g. {key}PATH")
         self._derived[key] = Entry(key, entry.obj(value), entry.plugin, dict(entry.meta, prefix=False))
         return self._derived[key]
 

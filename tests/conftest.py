@@ -1,0 +1,44 @@
+"""Shared fixtures: every test runs without installed plugins and with its own cache directory."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchbone.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch, tmp_path):
+    monkeypatch.setenv("BENCHBONE_LOAD_PLUGINS", "")
+    monkeypatch.setenv("BENCHBONE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("BENCHBONE_DISABLE_PLUGINS", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+class CLIResult:
+    def __init__(self, code: int, out: str, err: str):
+        self.code, self.out, self.err = code, out, err
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``benchbone ARGS`` in this process; returns exit code, stdout and stderr."""
+
+    def run(*args: str) -> CLIResult:
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CLIResult(code, captured.out, captured.err)
+
+    return run
+
+
+def run_subprocess(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m benchbone.cli ARGS`` in a fresh interpreter."""
+    return subprocess.run([sys.executable, "-m", "benchbone.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
