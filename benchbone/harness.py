@@ -121,8 +121,8 @@ class Session:
         from benchbone.efficiency import describe
 
         key = (self._backbone[0] if self._backbone else id(backbone), tuple(size))
-        if key not in self._efficiency:
-            self._efficiency[key] = describe(backbone.model, size, backbone.num_features)
+        if key not in self._efficiency:  # on the run's device, where the model goes next anyway
+            self._efficiency[key] = describe(backbone.model.to(self.device), size, backbone.num_features)
         return self._efficiency[key]
 
 
