@@ -7,6 +7,8 @@ preprocessing comes from the weights' own transforms. Pretrained files are read 
 """
 from __future__ import annotations
 
+import contextlib
+import sys
 from functools import partial
 
 from benchbone import Backbone, hookimpl
@@ -60,7 +62,8 @@ def build(arch: str, tag: str, pretrained: bool) -> Backbone:
         path = checkpoint_path(weights)
         if not path.is_file() and is_offline(HOST):
             raise offline_error(f"tv/{arch}.{tag}", f"no {path}")
-        model = torchvision.models.get_model(arch, weights=weights, progress=False)
+        with contextlib.redirect_stdout(sys.stderr):  # torch.hub prints "Downloading: ..." on stdout
+            model = torchvision.models.get_model(arch, weights=weights, progress=False)
     else:
         model = torchvision.models.get_model(arch, weights=None, **arch_kwargs(arch, weights))
     num_features, classifier = strip_classifier(model)
