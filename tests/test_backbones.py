@@ -150,9 +150,9 @@ def test_efficiency_counts():
 
 
 def test_runs_record_costs_and_preprocessing(run_tiny_benchmark, tmp_path):
-    board = run_tiny_benchmark(backbones=["test/tiny-cnn", "pixels:8"], overrides={"c_steps": 2})
-    assert {"params_m", "gmacs", "num_features"} <= set(board.columns)
-    assert dict(zip(board.backbone, board.num_features)) == {"test/tiny-cnn": 8, "pixels:8": 192}
+    board = run_tiny_benchmark(overrides={"c_steps": 2})
+    assert (board.num_features[0], board.params_m[0]) == (8, round((8 * 27 + 8 + 16 + 8 * 72 + 8) / 1e6, 3))
+    assert board.gmacs[0] > 0
     record = json.loads(next((tmp_path / "run" / "records").glob("*.json")).read_text())
     info = record["backbone_info"]
     assert {"params_m", "gmacs", "num_features", "preprocess", "weights"} <= set(info)
