@@ -32,6 +32,7 @@ def run(
     metrics: str | Iterable[str] | None = None,
     seeds: int = 1,
     params: dict[str, Any] | None = None,
+    weights: dict[str, str | Path] | None = None,
     suite: str | Path | None = None,
     out: str | Path = "benchbone-runs/default",
     data_dir: str | Path | None = None,
@@ -44,14 +45,16 @@ def run(
 ):
     """Run a grid and return its leaderboard as a pandas DataFrame (also written to ``out``).
 
-    ``params`` holds overrides as ``--set`` does: ``{"val_fraction": 0.2, "linear-probe.max_iter": 50}``.
+    ``params`` holds overrides as ``--set`` does: ``{"val_fraction": 0.2, "linear-probe.max_iter": 50}``;
+    ``weights`` maps backbone names to local state-dict files, as ``--weights NAME=PATH`` does.
     """
-    from benchbone.grid import GridSpec, load_suite
+    from benchbone.grid import GridSpec, load_suite, parse_weights
     from benchbone.harness import run_grid
     from benchbone.plugins import get_plugin_manager
 
     spec = GridSpec(_names(backbones), _names(datasets), _names(strategies), _names(metrics), seeds,
-                    dict(params or {}), str(data_dir) if data_dir else None)
+                    dict(params or {}), str(data_dir) if data_dir else None,
+                    parse_weights([f"{k}={v}" for k, v in (weights or {}).items()]))
     if suite is not None:
         spec = load_suite(suite).merge(spec)
     return run_grid(spec, out=Path(out), pm=get_plugin_manager(extra=plugins), device=device,

@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strategy", "-s", action="append", default=[], metavar="NAME", help="strategy name or pattern")
     run.add_argument("--metric", "-m", action="append", default=[], metavar="NAME",
                      help="metric name or pattern (default: all registered)")
+    run.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
+                     help="load backbone NAME from a local .safetensors/.pth state dict instead of its pretrained "
+                          "weights (repeatable)")
     run.add_argument("--seeds", type=int, default=1, metavar="N", help="run each cell with seeds 0..N-1")
     run.add_argument("--suite", metavar="FILE", help="a TOML suite file; flags add to it")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
@@ -107,10 +110,10 @@ def cmd_plugins(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from benchbone.grid import GridSpec, load_suite, parse_overrides
+    from benchbone.grid import GridSpec, load_suite, parse_overrides, parse_weights
 
     spec = GridSpec(args.backbone, args.dataset, args.strategy, args.metric, args.seeds,
-                    parse_overrides(args.overrides), args.data_dir)
+                    parse_overrides(args.overrides), args.data_dir, parse_weights(args.weights))
     name = "default"
     if args.suite:
         spec = load_suite(args.suite).merge(spec)

@@ -19,7 +19,7 @@ HARNESS_DEFAULTS: dict[str, Any] = {"val_fraction": 0.1, "image_size": None, "ba
 # Harness parameters that do not change a cell's result, so stay out of its id.
 _NOT_IN_ID = {"batch_size"}
 SUITE_KEYS = {"backbones", "datasets", "strategies", "metrics", "seeds", "set", "data_dir", "device", "out",
-              "download", "description"}
+              "download", "description", "weights"}
 
 
 @dataclass
@@ -33,6 +33,7 @@ class GridSpec:
     seeds: int = 1
     overrides: dict[str, Any] = field(default_factory=dict)
     data_dir: str | None = None
+    weights: dict[str, str] = field(default_factory=dict)  # backbone name -> local state-dict file
 
     def merge(self, other: "GridSpec") -> "GridSpec":
         """``other`` (the command line) adds names and overrides to this one (a suite)."""
@@ -44,6 +45,7 @@ class GridSpec:
             seeds=other.seeds if other.seeds != 1 else self.seeds,
             overrides={**self.overrides, **other.overrides},
             data_dir=other.data_dir or self.data_dir,
+            weights={**self.weights, **other.weights},
         )
 
 
@@ -60,9 +62,13 @@ class Cell:
     options: tuple[tuple[str, Any], ...]
     metrics: tuple[str, ...]
     data_dir: str | None = None
+    weights: str | None = None  # a local state-dict file replacing the pretrained weights
+    weights_sha256: str | None = None
 
     @property
     def backbone_label(self) -> str:
+        if self.weights:
+            return f"{self.backbone}@{Path(self.weights).name}"
         return self.backbone if self.pretrained else self.backbone + RANDOM_SUFFIX
 
     @property
@@ -73,6 +79,8 @@ class Cell:
             "strategy": self.strategy, "seed": self.seed, "params": dict(self.params),
             "options": {k: v for k, v in self.options if k not in _NOT_IN_ID}, "data_dir": self.data_dir,
         }
+        if self.weights_sha256:
+            defining["weights_sha256"] = self.weights_sha256
         blob = json.dumps(defining, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -176,7 +184,37 @@ def load_suite(path: str | Path) -> GridSpec:
     data_dir = data.get("data_dir")
     if data_dir is not None:
         data_dir = str((path.parent / data_dir).resolve()) if not Path(data_dir).is_absolute() else data_dir
-    return GridSpec(names("backbones"), names("datasets"), names("strategies"), names("metrics"), seeds, flat, data_dir)
+    weights = data.get("weights", {})
+    if not isinstance(weights, dict) or not all(isinstance(v, str) for v in weights.values()):
+        raise UsageError(f"{where('weights')}: [weights] must be a table of backbone = \"path/to/file.safetensors\"")
+    weights = {k: str((path.parent / v).resolve()) for k, v in weights.items()}
+    return GridSpec(names("backbones"), names("datasets"), names("strategies"), names("metrics"), seeds, flat,
+                    data_dir, weights)
+
+
+def parse_weights(items: list[str]) -> dict[str, str]:
+    """``["NAME=PATH", ...]`` from ``--weights``, paths made absolute."""
+    weights = {}
+    for item in items:
+        name, sep, file = item.partition("=")
+        if not sep or not name.strip() or not file.strip():
+            raise UsageError(f"--weights {item!r} is not NAME=PATH; write e.g. --weights resnet50=resnet50.safetensors")
+        weights[name.strip()] = str(Path(file.strip()).expanduser().resolve())
+    return weights
+
+
+def resolve_weights(spec: GridSpec, registries: Registries) -> dict[str, tuple[str, str]]:
+    """Canonical backbone name -> (weights file, its sha256), every file checked to exist."""
+    from benchbone.weights import file_digest
+
+    out = {}
+    for name, file in spec.weights.items():
+        if name.endswith(RANDOM_SUFFIX):
+            raise UsageError(f"--weights {name}={file}: weights from a file are not random init; drop {RANDOM_SUFFIX}")
+        if not Path(file).is_file():
+            raise UsageError(f"--weights {name}={file}: no such file; pass an existing .safetensors or .pth file")
+        out[registries.backbones.get(name).name] = (file, file_digest(file))
+    return out
 
 
 def split_backbone(name: str) -> tuple[str, bool]:
@@ -195,12 +233,13 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
             raise UsageError(f"no {kind} given; pass --{kind} NAME (see `benchbone list {PLURAL[kind]}`)")
     if spec.seeds < 1:
         raise UsageError(f"--seeds must be at least 1, not {spec.seeds}")
+    weights = resolve_weights(spec, registries)
     backbones: list[tuple[str, bool]] = []
     for pattern in spec.backbones:
         base, pretrained = split_backbone(pattern)
         for name in registries.backbones.resolve([base]):
             meta = registries.backbones.get(name).meta
-            if pretrained and meta.get("pretrained") is False:
+            if pretrained and meta.get("pretrained") is False and name not in weights:
                 why = f" ({meta['description']})" if meta.get("description") else ""
                 raise UsageError(f"backbone {name!r} has no pretrained weights here{why}; "
                                  f"ask for {name}{RANDOM_SUFFIX} for random init")
@@ -241,9 +280,13 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
     if harness["batch_size"] < 1:
         raise UsageError(f"--set batch_size={harness['batch_size']}: give a positive number")
     options = tuple(sorted(harness.items()))
+    unused = sorted(set(weights) - {b for b, pretrained in backbones if pretrained})
+    if unused:
+        raise UsageError(f"--weights {unused[0]}=...: backbone {unused[0]!r} is not in this run (without @random); "
+                         f"add it with --backbone {unused[0]}")
     return [
         Cell(backbone, pretrained, dataset, strategy, seed, tuple(sorted(per_strategy[strategy].items())),
-             options, metrics, spec.data_dir)
+             options, metrics, spec.data_dir, *(weights.get(backbone, ()) if pretrained else ()))
         for backbone, pretrained in backbones
         for dataset in datasets
         for seed in range(spec.seeds)

@@ -68,6 +68,7 @@ class Session:
         self._images: dict[tuple, Any] = {}
         self._backbone: tuple[tuple, Backbone] | None = None
         self._features: dict = {}
+        self._efficiency: dict[tuple, dict] = {}
 
     def progress(self, iterable, desc: str, total: int | None = None):
         from tqdm.auto import tqdm
@@ -96,18 +97,33 @@ class Session:
 
     def backbone(self, cell: Cell) -> Backbone:
         """Build a backbone, keeping the last one for the next cells that share it."""
-        key = (cell.backbone, cell.pretrained, None if cell.pretrained else cell.seed)
+        key = (cell.backbone, cell.pretrained, None if cell.pretrained else cell.seed, cell.weights_sha256)
         if self._backbone is None or self._backbone[0] != key:
             self._backbone = None
             entry = self.registries.backbones.get(cell.backbone)
             seed_everything(cell.seed)
-            backbone = entry.obj(pretrained=cell.pretrained)
+            backbone = entry.obj(pretrained=cell.pretrained and not cell.weights)
             if not isinstance(backbone, Backbone):
                 raise PluginError(f"backbone {cell.backbone!r} (plugin {entry.plugin}) returned "
                                   f"{type(backbone).__name__}, not Backbone")
+            if cell.weights:
+                from benchbone.weights import CLASSIFIER_PREFIXES, load_backbone_weights, load_state_dict_file
+
+                classifier = backbone.info.get("classifier") or CLASSIFIER_PREFIXES
+                load_backbone_weights(backbone.model, load_state_dict_file(cell.weights), classifier)
+                backbone.weights = f"file:{Path(cell.weights).name}@sha256:{cell.weights_sha256}"
             backbone.model.eval()
             self._backbone = (key, backbone)
         return self._backbone[1]
+
+    def efficiency(self, backbone: Backbone, size: tuple[int, int]) -> dict:
+        """Parameters, GMACs at ``size`` and feature dimension, measured once per backbone and size."""
+        from benchbone.efficiency import describe
+
+        key = (self._backbone[0] if self._backbone else id(backbone), tuple(size))
+        if key not in self._efficiency:  # on the run's device, where the model goes next anyway
+            self._efficiency[key] = describe(backbone.model.to(self.device), size, backbone.num_features)
+        return self._efficiency[key]
 
 
 def check_splits(name: str, data: DatasetSplits) -> None:
@@ -174,6 +190,7 @@ def run_cell(cell: Cell, session: Session) -> dict:
         views["val"] = whole("val", data.val)
     strategy = registries.strategies.get(cell.strategy)
     preprocess = Preprocess.for_backbone(backbone, options["image_size"])
+    efficiency = session.efficiency(backbone, preprocess.size)
     identity = {
         "backbone": cell.backbone, "weights": backbone.weights or ("pretrained" if cell.pretrained else "random"),
         "init_seed": None if cell.pretrained else cell.seed, "dataset": cell.dataset, "data_dir": cell.data_dir,
@@ -198,8 +215,8 @@ def run_cell(cell: Cell, session: Session) -> dict:
         "metrics": metrics,
         "timings": {k: round(v, 4) for k, v in timings.items()},
         "backbone_info": {
-            "num_features": backbone.num_features, "input_size": list(preprocess.size),
-            "weights": identity["weights"], "preprocess": preprocess.describe(), **backbone.info,
+            "input_size": list(preprocess.size), "weights": identity["weights"],
+            "preprocess": preprocess.describe(), **backbone.info, **efficiency,
         },
         "data": {"train": len(views["train"]), "val": len(views["val"]), "test": len(views["test"]),
                  "num_classes": len(data.classes), "val_carved": data.val is None, **data.info},

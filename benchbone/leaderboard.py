@@ -11,6 +11,7 @@ from benchbone.errors import UsageError
 from benchbone.records import write_atomic
 
 KEYS = ["dataset", "strategy", "backbone", "params"]
+COST = ["params_m", "gmacs", "num_features"]  # from each record's backbone_info
 FORMATS = ("table", "md", "csv", "json")
 
 
@@ -44,7 +45,7 @@ def build(records: Iterable[dict], sort_by: str | None = None) -> pd.DataFrame:
         row["params"] = json.dumps(r.get("params", {}), sort_keys=True)
         row.update({m: r.get("metrics", {}).get(m) for m in metrics})
         row["time_s"] = r.get("timings", {}).get("total_s")
-        row["num_features"] = r.get("backbone_info", {}).get("num_features")
+        row.update({c: r.get("backbone_info", {}).get(c) for c in COST})
         row["error"] = r.get("error")
         rows.append(row)
     flat = pd.DataFrame(rows)
@@ -58,7 +59,8 @@ def build(records: Iterable[dict], sort_by: str | None = None) -> pd.DataFrame:
             values = ok[m].dropna().astype(float)
             row[m] = values.mean() if len(values) else float("nan")
             row[f"{m}_std"] = values.std(ddof=1) if len(values) > 1 else float("nan")
-        row["num_features"] = ok["num_features"].dropna().iloc[0] if ok["num_features"].notna().any() else None
+        for c in COST:
+            row[c] = ok[c].dropna().iloc[0] if ok[c].notna().any() else None
         row["time_s"] = ok["time_s"].mean() if len(ok) else float("nan")
         errors = group["error"].dropna()
         row["error"] = errors.iloc[0] if len(errors) else ""
@@ -93,6 +95,9 @@ def display(board: pd.DataFrame) -> pd.DataFrame:
     for m in metrics:
         label = f"{m} {'↑' if directions[m] else '↓'}{' %' if percent[m] else ''}"
         show[label] = [_cell(v, s, percent[m]) for v, s in zip(board[m], board[f"{m}_std"])]
+    show["params M"] = [f"{v:.2f}" if pd.notna(v) else "-" for v in board["params_m"]]
+    show["GMACs"] = [f"{v:.3g}" if pd.notna(v) else "-" for v in board["gmacs"]]
+    show["features"] = [f"{int(v)}" if pd.notna(v) else "-" for v in board["num_features"]]
     show["seeds"] = board["seeds"]
     show["time s"] = [f"{t:.1f}" if pd.notna(t) else "-" for t in board["time_s"]]
     if (board["status"] != "ok").any():

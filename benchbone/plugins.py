@@ -22,6 +22,7 @@ DEFAULT_PLUGINS = (
     "benchbone_plugins.torchvision_backbones",
     "benchbone_plugins.timm_backbones",
     "benchbone_plugins.efficientnet_lite",
+    "benchbone_plugins.pixels",
     "benchbone_plugins.cifar",
     "benchbone_plugins.digits",
     "benchbone_plugins.linear_probe",

@@ -51,12 +51,12 @@ def build(variant: int, pretrained: bool) -> Backbone:
     if pretrained:
         path = weights_file(variant)
         load_in_order(model, torch.load(path, map_location="cpu", weights_only=True))
-        weights = path.name
+        weights = f"{path.parent.parent.name}/{path.name}"
     cfg = model.pretrained_cfg
     return Backbone(
         model=model, num_features=model.num_features, input_size=VARIANTS[variant], mean=(0.5,) * 3,
         std=(0.5,) * 3, interpolation=cfg.get("interpolation", "bicubic"), crop_pct=cfg.get("crop_pct", 0.875),
-        weights=weights, info={"params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3)},
+        weights=weights, info={"library": "timm", "arch": f"tf_efficientnet_lite{variant}", "classifier": "classifier"},
     )
 
 

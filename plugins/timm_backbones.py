@@ -1,43 +1,127 @@
-"""Backbones from timm, with pretrained weights through timm's own mechanism (Hugging Face hub)."""
+"""Every timm model, as ``timm/<arch>.<tag>`` per pretrained tag, plus ``timm/hf-hub:org/name``.
+
+``timm/<arch>`` is an alias of timm's default tag; an arch without pretrained tags is listed as
+``timm/<arch>`` for random init or ``--weights``. Features are ``forward_head(..., pre_logits=True)``
+(``num_classes=0``); preprocessing comes from the pretrained config. Weights are read from the local
+caches (Hugging Face under HF_HOME, torch.hub under TORCH_HOME) before any network access, and a
+missing file fails at once when the hub cannot be reached.
+"""
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
-from benchbone import Backbone, OfflineError, hookimpl
+from benchbone import Backbone, UsageError, hookimpl
 
-# timm names with their pretrained tag; the first tag of an architecture is its default
-MODELS = ("resnet50.a1_in1k",)
+HUB_HOST = "huggingface.co"
+HUB_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+
+
+def _hub_cached(repo: str, filenames) -> str | None:
+    """The path of the first of ``filenames`` in the local Hugging Face cache, if any."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in filenames:
+        found = try_to_load_from_cache(repo, filename)
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def local_weights(name: str) -> str | None:
+    """A cached weights file for a ``arch.tag`` name, looked up without touching the network."""
+    import os
+    from urllib.parse import urlparse
+
+    import torch
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is None:
+        return None
+    if cfg.file and Path(cfg.file).is_file():
+        return cfg.file
+    if cfg.hf_hub_id:
+        found = _hub_cached(cfg.hf_hub_id, [f for f in (cfg.hf_hub_filename, *HUB_FILES) if f])
+        if found:
+            return found
+    if cfg.url:
+        path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(cfg.url).path)
+        if path.is_file():
+            return str(path)
+    return None
+
+
+def to_backbone(model, weights: str, info: dict) -> Backbone:
+    from timm.data import resolve_data_config
+
+    config = resolve_data_config({}, model=model)
+    return Backbone(
+        model=model, num_features=getattr(model, "head_hidden_size", None) or model.num_features,
+        input_size=config["input_size"], mean=config["mean"], std=config["std"],
+        interpolation=config["interpolation"], crop_pct=config["crop_pct"], weights=weights,
+        info={"library": "timm", "classifier": model.pretrained_cfg.get("classifier"),
+              "crop_mode": config.get("crop_mode", "center"), **info},
+    )
 
 
 def build(name: str, pretrained: bool) -> Backbone:
     import timm
-    from timm.data import resolve_data_config
 
-    try:
-        model = timm.create_model(name, pretrained=pretrained, num_classes=0)
-    except Exception as exc:  # hub errors, no network
-        if not pretrained:
-            raise
-        raise OfflineError(
-            f"could not download timm weights {name} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-            "put them in the Hugging Face cache (HF_HOME, then HF_HUB_OFFLINE=1) "
-            f"or use timm/{name}@random"
-        ) from None
-    config = resolve_data_config({}, model=model)
-    return Backbone(
-        model=model, num_features=model.num_features, input_size=config["input_size"], mean=config["mean"],
-        std=config["std"], interpolation=config["interpolation"], crop_pct=config["crop_pct"],
-        weights=name if pretrained else "random",
-        info={"params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3)},
-    )
+    from benchbone.weights import is_offline, offline_error
+
+    overlay = {}
+    if pretrained:
+        file = local_weights(name)
+        if file:
+            overlay = {"file": file}
+        elif is_offline(HUB_HOST):
+            raise offline_error(f"timm/{name}", "not in the Hugging Face or torch.hub cache")
+    model = timm.create_model(name, pretrained=pretrained, num_classes=0, pretrained_cfg_overlay=overlay or None)
+    return to_backbone(model, f"timm/{name}" if pretrained else "random", {"arch": name.split(".")[0], "name": name})
+
+
+def build_hub(repo: str, pretrained: bool) -> Backbone:
+    """A model from a Hugging Face repo holding a timm config.json (and weights)."""
+    import timm
+
+    from benchbone.weights import is_offline, offline_error
+
+    config = _hub_cached(repo, ["config.json"])
+    weights = _hub_cached(repo, HUB_FILES)
+    if config and (weights or not pretrained):
+        source = f"local-dir:{Path(config).parent}"
+    elif is_offline(HUB_HOST):
+        raise offline_error(f"timm/hf-hub:{repo}", "its config.json and weights are not in the Hugging Face cache")
+    else:
+        source = f"hf-hub:{repo}"
+    model = timm.create_model(source, pretrained=pretrained, num_classes=0)
+    return to_backbone(model, f"hf-hub:{repo}" if pretrained else "random", {"hf_hub_id": repo})
+
+
+def hub_entry(repo: str):
+    """The factory behind ``timm/hf-hub:org/name``."""
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise UsageError(f"timm/hf-hub:{repo}: give a Hugging Face repo as org/name, e.g. timm/hf-hub:timm/resnet50.a1_in1k")
+    return partial(build_hub, repo)
 
 
 @hookimpl
 def benchbone_register_backbones(register):
-    defaults = set()
-    for name in MODELS:
-        arch = name.split(".")[0]
-        aliases = () if arch in defaults else (f"timm/{arch}",)
-        defaults.add(arch)
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    with_weights = set()
+    for name in timm.list_models(pretrained=True):
+        arch, _, tag = name.partition(".")
+        with_weights.add(arch)
+        default = get_pretrained_cfg(arch)
+        aliases = (f"timm/{arch}",) if default is not None and default.tag == tag else ()
         register(f"timm/{name}", partial(build, name), aliases=aliases, pretrained=True,
-                 description=f"timm {name}")
+                 description=f"timm {arch}, {tag} weights")
+    for arch in timm.list_models():
+        if arch not in with_weights:
+            register(f"timm/{arch}", partial(build, arch), pretrained=False,
+                     description=f"timm {arch}, no pretrained weights in timm: @random or --weights")
+    register("timm/hf-hub:", hub_entry, prefix=True, pretrained=True,
+             description="any timm model on the Hugging Face hub: timm/hf-hub:org/name")
