@@ -107,7 +107,7 @@ def subsample(view: SplitView, *, per_class: int | None, fraction: float | None,
     picked = []
     for label in np.unique(view.labels):
         pos = np.flatnonzero(view.labels == label)
-        k = per_class if per_class is not None else max(1, round(fraction * len(pos)))
+        k = per_class if per_class is not None else max(1, math.floor(fraction * len(pos) + 0.5))
         if k > len(pos):
             raise UsageError(f"--set train_per_class={per_class}: class {label} has only {len(pos)} training "
                              f"images after the validation split; ask for at most {len(pos)}")
