@@ -135,7 +135,7 @@ def fetch(name: str, root: Path) -> None:
         download_and_extract_archive(spec["url"], download_root=str(root), md5=spec["archive_md5"])
     except Exception as exc:  # URLError, timeouts, DNS, a bad md5: whatever the network gave
         reason = (str(exc).splitlines() or [""])[0]
-        raise OfflineError(f"{name}: cannot download {spec['url']} to {root} ({type(exc).__name__}: {reason}); "
+        raise OfflineError(f"{name}: could not download {spec['url']} to {root} ({type(exc).__name__}: {reason}); "
                            f"pass --data-dir DIR holding {spec['folder']}/ or train/<class>/ and test/<class>/ "
                            "image folders") from None
 

@@ -87,7 +87,7 @@ def fetch(name: str, root: Path) -> Path:
         cls(str(root), train=True, download=True)
     except Exception as exc:  # URLError, timeouts, DNS, a bad md5: whatever the network gave
         reason = (str(exc).splitlines() or [""])[0]
-        raise OfflineError(f"{name}: cannot download to {root} ({type(exc).__name__}: {reason}); pass --data-dir "
+        raise OfflineError(f"{name}: could not download to {root} ({type(exc).__name__}: {reason}); pass --data-dir "
                            f"DIR holding {FILES['train'][0]}[.gz] and the other idx files") from None
     return root / SETS[name]["torchvision"] / "raw"
 

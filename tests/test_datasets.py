@@ -133,7 +133,7 @@ def test_cifar_offline_and_no_download(build, tmp_path, monkeypatch):
 
     monkeypatch.setattr(tv_utils, "download_and_extract_archive", offline)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(OfflineError, match=r"cifar10: cannot download .* pass --data-dir") as info:
+    with pytest.raises(OfflineError, match=r"cifar10: could not download .* pass --data-dir") as info:
         build("cifar10", tmp_path / "empty", download=True)
     assert "\n" not in str(info.value)
     with pytest.raises(UsageError, match=r"cifar10: no cifar-10-batches-py/ in .*empty; pass --data-dir"):
