@@ -68,6 +68,7 @@ class ImageFiles:
     def __init__(self, paths: Sequence[Path], labels: Sequence[int]):
         self.paths = list(paths)
         self.targets = list(labels)
+        self._fingerprint: str | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -76,7 +77,9 @@ class ImageFiles:
         return read_image(self.paths[index]), self.targets[index]
 
     def fingerprint(self) -> str:
-        """A digest of every file's path, size, mtime and label: the key of the decode cache."""
+        """A digest of every file's path, size, mtime and label (taken once): keys the decode and feature caches."""
+        if self._fingerprint is not None:
+            return self._fingerprint
         h = hashlib.sha256()
         for path, label in zip(self.paths, self.targets):
             try:
@@ -84,7 +87,8 @@ class ImageFiles:
             except OSError as exc:
                 raise UsageError(f"cannot read image {path}: {exc.strerror or exc}; remove or replace the file") from None
             h.update(f"{os.path.abspath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\0{label}\n".encode())
-        return h.hexdigest()
+        self._fingerprint = h.hexdigest()
+        return self._fingerprint
 
 
 def load_split_folders(root: Path, splits: Sequence[str]) -> tuple[dict[str, ImageFiles], list[str]]:

@@ -323,3 +323,16 @@ def test_real_cifar10_jpeg(build, tmp_path):
     assert LoadedImages(data.test, tmp_path / "cache").source == "decode cache"
     x, y = next(iterate_batches(images, whole("test", data.test), preprocess(64), batch_size=8, device="cpu"))
     assert x.shape == (8, 3, 64, 64) and x.dtype == torch.float32
+
+
+def test_changed_image_files_get_new_features(run_tiny_benchmark, tmp_path):
+    write_folders(tmp_path / "pets", n=4)
+    probe = {"linear-probe.C": 1.0, "linear-probe.max_iter": 20}
+    run_tiny_benchmark(datasets=["imagefolder:pets"], overrides=probe, out=tmp_path / "one")
+    features = tmp_path / "cache" / "features"
+    before = set(features.glob("*.safetensors"))
+    write_png(tmp_path / "pets" / "test" / "dog" / "0.png", 200)
+    os.utime(tmp_path / "pets" / "test" / "dog" / "0.png", ns=(1, 1))
+    run_tiny_benchmark(datasets=["imagefolder:pets"], overrides=probe, out=tmp_path / "two")
+    after = set(features.glob("*.safetensors"))
+    assert len(before) == 2 and len(after - before) == 1  # train reused, the changed test split extracted anew
