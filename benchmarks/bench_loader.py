@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, help="CIFAR-10 class folders (default: ../shared/data/cifar10-jpeg)")
     parser.add_argument("--images", type=int, default=5000, help="test images to load (spread over all classes)")
     parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--image-size", type=int, help="as --set image_size (default: the backbone's own)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--model-batches", type=int, default=4, help="batches timed through the model")
     parser.add_argument("--device", help="default: picked automatically")
@@ -62,7 +63,7 @@ def main() -> None:
     n = len(subset)
     backbone = pm.registries().backbones.get(args.backbone).obj(pretrained=False)
     model = backbone.model.to(device).eval()
-    preprocess = Preprocess.for_backbone(backbone)
+    preprocess = Preprocess.for_backbone(backbone, args.image_size)
     view = whole("test", subset)
     print(f"{n} CIFAR-10 JPEG images from {data_dir}, {args.backbone} at {preprocess.size[0]} px, "
           f"batch {args.batch_size}, device {device}, {torch.get_num_threads()} torch threads")
