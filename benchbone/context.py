@@ -83,6 +83,8 @@ class Context:
         view = self._view(split)
         description = dict(self._identity, split=view.source, preprocess=self.preprocess.describe(),
                            items=len(view.dataset))
+        if callable(getattr(view.dataset, "fingerprint", None)):  # image files: changed files, new features
+            description["files"] = view.dataset.fingerprint()
         key = repr(sorted(description.items()))
         if key not in self._memory:
             while len(self._memory) >= 4:  # a few source splits in memory; the rest stay on disk

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -12,6 +14,7 @@ import torch.nn.functional as F
 
 from benchbone.api import Backbone, ImageTensorDataset
 from benchbone.errors import UsageError
+from benchbone.features import FeatureStore, feature_key
 
 _MODES = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest", "area": "area"}
 
@@ -93,6 +96,26 @@ def carve_validation(view: SplitView, fraction: float, seed: int) -> tuple[Split
     return pick(train_pos), pick(val_pos)
 
 
+def subsample(view: SplitView, *, per_class: int | None, fraction: float | None, seed: int) -> SplitView:
+    """A seeded subset of ``view``: ``per_class`` images of every class (few-shot) or ``fraction`` of each class.
+
+    ``grid.expand`` has checked the values (one of them, a positive int or a fraction in (0, 1]).
+    """
+    if per_class is None and fraction is None:
+        return view
+    rng = np.random.default_rng([seed, 1])  # a stream of its own, apart from the validation carve
+    picked = []
+    for label in np.unique(view.labels):
+        pos = np.flatnonzero(view.labels == label)
+        k = per_class if per_class is not None else max(1, math.floor(fraction * len(pos) + 0.5))
+        if k > len(pos):
+            raise UsageError(f"--set train_per_class={per_class}: class {label} has only {len(pos)} training "
+                             f"images after the validation split; ask for at most {len(pos)}")
+        picked.append(rng.choice(pos, size=k, replace=False))
+    pos = np.sort(np.concatenate(picked))
+    return SplitView(view.source, view.dataset, view.indices[pos], view.labels[pos])
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """Resize (shorter side to size / crop_pct), centre-crop and normalise, in batches on the device."""
@@ -166,33 +189,108 @@ def random_resized_crop_flip(
     return torch.where(flip.view(n, 1, 1, 1), out.flip(-1), out)
 
 
-class LoadedImages:
-    """A split's images decoded once: a uint8 tensor [N, C, h, w] when all share one size."""
+SMALL_PIXELS = 128 * 128  # images up to this size are decoded once and held in memory
+PARALLEL_FROM = 2000  # decode with worker processes from this many images on
 
-    def __init__(self, dataset: Any):
+
+def loader_workers() -> int:
+    """Worker processes for decoding: the CPUs this process may use, at most 8."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(8, cpus)
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+class _Decoded(torch.utils.data.Dataset):
+    """Index -> uint8 image [C, H, W]; with ``preprocess``, resized and cropped to its size with 3 channels."""
+
+    def __init__(self, dataset: Any, preprocess: Preprocess | None = None):
+        self.dataset, self.preprocess = dataset, preprocess
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        image = as_uint8_chw(self.dataset[int(index)][0])
+        if self.preprocess is None:
+            return image
+        x = self.preprocess.resize_crop(image[None].float()).round_().clamp_(0, 255).to(torch.uint8)[0]
+        return x.expand(3, -1, -1).contiguous() if x.shape[0] == 1 else x
+
+
+def _stack(images: list[torch.Tensor]) -> torch.Tensor | None:
+    """Images of one size as a uint8 batch (grey joins RGB as 3 channels), or None when sizes differ."""
+    if any(im.shape[-2:] != images[0].shape[-2:] for im in images):
+        return None
+    channels = max(im.shape[0] for im in images)
+    return torch.stack([im.expand(channels, -1, -1) for im in images])
+
+
+class LoadedImages:
+    """A split's images for batching: in memory or streamed.
+
+    Small images of one size (CIFAR, MNIST) are decoded once into a uint8 tensor [N, C, h, w]; with
+    ``cache_root`` and a dataset that has ``fingerprint()`` (``benchbone.folders.ImageFiles``), that
+    tensor is kept on disk as safetensors under ``cache_root/images``, checked by digest on load.
+    Other datasets stream through a DataLoader whose ``workers`` decode, resize and crop each image.
+    """
+
+    def __init__(self, dataset: Any, cache_root: str | Path | None = None, workers: int | None = None):
         self.dataset = dataset
+        self.workers = workers if workers is not None else (loader_workers() if len(dataset) >= PARALLEL_FROM else 0)
         self.tensor: torch.Tensor | None = None
+        self.source = "streamed"
         if isinstance(dataset, ImageTensorDataset):
             self.tensor = torch.as_tensor(dataset.images)
+            self.source = "in memory"
             if self.tensor.dtype != torch.uint8 or self.tensor.ndim != 4 or self.tensor.shape[1] not in (1, 3):
                 raise UsageError(
                     f"ImageTensorDataset images must be uint8 [N, C, H, W] with C = 1 or 3, "
                     f"not {self.tensor.dtype} {tuple(self.tensor.shape)}"
                 )
-        else:
-            first = as_uint8_chw(dataset[0][0]) if len(dataset) else None
-            if first is not None and first.shape[-1] * first.shape[-2] <= 128 * 128:
-                images = [as_uint8_chw(dataset[i][0]) for i in range(len(dataset))]
-                if all(im.shape == first.shape for im in images):
-                    self.tensor = torch.stack(images)
-
-    def batch(self, indices: Sequence[int], preprocess: Preprocess) -> torch.Tensor:
-        """uint8 images for ``indices``, each at one size (the preprocessing's resize for streamed sets)."""
+            return
+        fingerprint = getattr(dataset, "fingerprint", None)
+        store = FeatureStore(Path(cache_root), folder="images") if cache_root and callable(fingerprint) else None
+        description = {"decoded_images": fingerprint()} if store else None
+        if store is not None:
+            cached = store.load(feature_key(description))
+            if cached is not None and len(cached["images"]) == len(dataset):
+                self.tensor, self.source = cached["images"], "decode cache"
+                return
+        first = as_uint8_chw(dataset[0][0]) if len(dataset) else None
+        if first is None or first.shape[-1] * first.shape[-2] > SMALL_PIXELS:
+            return
+        self.tensor = self._decode_all(first.shape[-2:])
         if self.tensor is not None:
-            return self.tensor[torch.as_tensor(indices)]
-        images = [as_uint8_chw(self.dataset[int(i)][0]) for i in indices]
-        x = [preprocess.resize_crop(im[None].float()).round().clamp(0, 255).to(torch.uint8) for im in images]
-        return torch.cat([im.expand(-1, 3, -1, -1) for im in x])
+            self.source = "decoded"
+            if store is not None:
+                store.save(feature_key(description), {"images": self.tensor}, description)
+
+    def _decode_all(self, size: torch.Size) -> torch.Tensor | None:
+        """Every image stacked as uint8 [N, C, h, w], or None when sizes differ."""
+        loader = torch.utils.data.DataLoader(_Decoded(self.dataset), batch_size=256, num_workers=self.workers,
+                                             collate_fn=_stack, worker_init_fn=_one_thread)
+        parts = []
+        for batch in loader:
+            if batch is None or batch.shape[-2:] != size:
+                return None
+            parts.append(batch)
+        channels = max(part.shape[1] for part in parts)
+        return torch.cat([part.expand(-1, channels, -1, -1) for part in parts])
+
+    def batches(self, indices: np.ndarray, batch_size: int, preprocess: Preprocess) -> Iterator[torch.Tensor]:
+        """uint8 batches of ``indices`` in order: the in-memory images, or streamed ones at the preprocessing's size."""
+        chunks = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
+        if self.tensor is not None:
+            for chunk in chunks:
+                yield self.tensor[torch.as_tensor(chunk)]
+            return
+        yield from torch.utils.data.DataLoader(
+            _Decoded(self.dataset, preprocess), batch_sampler=[c.tolist() for c in chunks],
+            num_workers=self.workers, worker_init_fn=_one_thread, prefetch_factor=4 if self.workers else None,
+        )
 
 
 def iterate_batches(
@@ -209,9 +307,9 @@ def iterate_batches(
     order = torch.randperm(len(view), generator=shuffle) if shuffle is not None else torch.arange(len(view))
     labels = torch.as_tensor(view.labels)
     pin = device.startswith("cuda")
-    for start in range(0, len(view), batch_size):
+    batches = images.batches(view.indices[order.numpy()], batch_size, preprocess)
+    for start, x in zip(range(0, len(view), batch_size), batches):
         pos = order[start:start + batch_size]
-        x = images.batch(view.indices[pos.numpy()], preprocess)
         if pin:
             x = x.pin_memory()
         x = x.to(device, non_blocking=pin)

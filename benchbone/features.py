@@ -30,11 +30,12 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
 class FeatureStore:
     """A content-addressed directory of feature files, safe for concurrent writers (write, then rename)."""
 
-    def __init__(self, root: Path | None):
+    def __init__(self, root: Path | None, folder: str = "features"):
         self.root = Path(root) if root else None
+        self.folder = folder
 
     def path(self, key: str) -> Path:
-        return self.root / "features" / f"{key}.safetensors"
+        return self.root / self.folder / f"{key}.safetensors"
 
     def load(self, key: str) -> dict[str, torch.Tensor] | None:
         """The stored tensors, or None when absent or damaged (a damaged file is removed)."""
@@ -53,7 +54,7 @@ class FeatureStore:
         except Exception as exc:  # truncated or corrupted: never read as numbers
             import warnings
 
-            warnings.warn(f"feature cache {path} is damaged ({exc}); recomputing it", stacklevel=2)
+            warnings.warn(f"cache file {path} is damaged ({exc}); recomputing it", stacklevel=2)
             path.unlink(missing_ok=True)
             return None
 

@@ -1,6 +1,8 @@
 """Helpers for dataset plugins: image files in class folders (``root/<class>/*.jpg``)."""
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -9,17 +11,28 @@ from benchbone.errors import UsageError
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff"}
 
 
+def data_root() -> Path:
+    """Where datasets download to without --data-dir: $BENCHBONE_DATA_DIR or ~/.cache/benchbone/data."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return Path(os.environ.get("BENCHBONE_DATA_DIR", cache / "benchbone" / "data"))
+
+
 def scan_class_folders(root: Path) -> tuple[list[Path], list[int], list[str]]:
     """Image paths, labels and sorted class names of ``root/<class>/<image>``."""
     root = Path(root)
     if not root.is_dir():
         raise UsageError(f"data directory {root} does not exist; pass --data-dir with the data set's folder")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    entries = [p for p in root.iterdir() if not p.name.startswith(".")]
+    classes = sorted(p.name for p in entries if p.is_dir())
     if not classes:
-        raise UsageError(f"{root} has no class folders; expected {root}/<class>/<image files>")
+        loose = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
+        if loose:
+            raise UsageError(f"{root} holds images but no class folders; move them into {root}/<class>/ folders")
+        raise UsageError(f"{root} {'is empty' if not entries else 'has no class folders'}; "
+                         f"expected {root}/<class>/<image files>")
     paths, labels = [], []
     for label, name in enumerate(classes):
-        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not files:
             raise UsageError(f"class folder {root / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         paths += files
@@ -55,12 +68,27 @@ class ImageFiles:
     def __init__(self, paths: Sequence[Path], labels: Sequence[int]):
         self.paths = list(paths)
         self.targets = list(labels)
+        self._fingerprint: str | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int):
         return read_image(self.paths[index]), self.targets[index]
+
+    def fingerprint(self) -> str:
+        """A digest of every file's path, size, mtime and label (taken once): keys the decode and feature caches."""
+        if self._fingerprint is not None:
+            return self._fingerprint
+        h = hashlib.sha256()
+        for path, label in zip(self.paths, self.targets):
+            try:
+                stat = path.stat()
+            except OSError as exc:
+                raise UsageError(f"cannot read image {path}: {exc.strerror or exc}; remove or replace the file") from None
+            h.update(f"{os.path.abspath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\0{label}\n".encode())
+        self._fingerprint = h.hexdigest()
+        return self._fingerprint
 
 
 def load_split_folders(root: Path, splits: Sequence[str]) -> tuple[dict[str, ImageFiles], list[str]]:
@@ -70,9 +98,11 @@ def load_split_folders(root: Path, splits: Sequence[str]) -> tuple[dict[str, Ima
     for split in splits:
         paths, labels, names = scan_class_folders(root / split)
         if classes is not None and names != classes:
-            missing = sorted(set(classes) ^ set(names))
-            raise UsageError(f"class folders differ between {root / splits[0]} and {root / split} "
-                             f"({', '.join(missing[:5])}); every split needs the same classes")
+            first, here = root / splits[0], root / split
+            only = [f"only in {where}: {', '.join(sorted(diff)[:5])}" for where, diff in
+                    ((first, set(classes) - set(names)), (here, set(names) - set(classes))) if diff]
+            raise UsageError(f"class folders differ between {first} and {here} ({'; '.join(only)}); "
+                             "every split needs the same classes")
         classes = names
         out[split] = ImageFiles(paths, labels)
     return out, classes

@@ -92,7 +92,7 @@ class Session:
 
         key = (dataset, data_dir, source)
         if key not in self._images:
-            self._images[key] = LoadedImages(getattr(self.dataset(dataset, data_dir), source))
+            self._images[key] = LoadedImages(getattr(self.dataset(dataset, data_dir), source), self.store.root)
         return self._images[key]
 
     def backbone(self, cell: Cell) -> Backbone:
@@ -169,7 +169,7 @@ def score(cell: Cell, predictions: Predictions, registries, num_classes: int, n_
 def run_cell(cell: Cell, session: Session) -> dict:
     """Run one cell and return its record (status "ok"); plugin failures propagate to the caller."""
     from benchbone.context import Context
-    from benchbone.data import Preprocess, carve_validation, whole
+    from benchbone.data import Preprocess, carve_validation, subsample, whole
 
     registries = session.registries
     options = dict(cell.options)
@@ -188,6 +188,8 @@ def run_cell(cell: Cell, session: Session) -> dict:
         views["train"], views["val"] = carve_validation(views["train"], options["val_fraction"], cell.seed)
     else:
         views["val"] = whole("val", data.val)
+    views["train"] = subsample(views["train"], per_class=options["train_per_class"],
+                               fraction=options["train_fraction"], seed=cell.seed)
     strategy = registries.strategies.get(cell.strategy)
     preprocess = Preprocess.for_backbone(backbone, options["image_size"])
     efficiency = session.efficiency(backbone, preprocess.size)
@@ -219,7 +221,9 @@ def run_cell(cell: Cell, session: Session) -> dict:
             "preprocess": preprocess.describe(), **backbone.info, **efficiency,
         },
         "data": {"train": len(views["train"]), "val": len(views["val"]), "test": len(views["test"]),
-                 "num_classes": len(data.classes), "val_carved": data.val is None, **data.info},
+                 "num_classes": len(data.classes), "val_carved": data.val is None,
+                 "train_per_class": options["train_per_class"], "train_fraction": options["train_fraction"],
+                 "indices_digest": {split: view.digest() for split, view in views.items()}, **data.info},
         "strategy_info": {**ctx.info, **predictions.info},
         "started_at": started.isoformat(timespec="seconds"),
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -25,6 +25,8 @@ DEFAULT_PLUGINS = (
     "benchbone_plugins.pixels",
     "benchbone_plugins.cifar",
     "benchbone_plugins.digits",
+    "benchbone_plugins.mnist",
+    "benchbone_plugins.imagefolder",
     "benchbone_plugins.linear_probe",
     "benchbone_plugins.finetune",
     "benchbone_plugins.classification_metrics",

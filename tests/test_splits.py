@@ -1,0 +1,73 @@
+"""Splits: stratified validation carve, few-shot and fraction subsets, what the record says."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from benchbone import UsageError
+from benchbone.data import SplitView, carve_validation, subsample
+
+PROBE = {"linear-probe.C": 1.0, "linear-probe.max_iter": 50}  # one quick fit
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch, tmp_path):
+    monkeypatch.setenv("BENCHBONE_LOAD_PLUGINS", "")
+    monkeypatch.setenv("BENCHBONE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+
+
+def view(counts=(30, 20, 10)) -> SplitView:
+    labels = np.concatenate([np.full(n, c) for c, n in enumerate(counts)])
+    return SplitView("train", None, np.arange(len(labels)) + 100, labels)
+
+
+def test_validation_carve_is_stratified_and_seeded():
+    train, val = carve_validation(view(), 0.1, seed=0)
+    assert np.bincount(val.labels).tolist() == [3, 2, 1] and len(train) == 54
+    assert not set(train.indices) & set(val.indices)
+    assert carve_validation(view(), 0.1, seed=0)[1].digest() == val.digest()
+    assert carve_validation(view(), 0.1, seed=1)[1].digest() != val.digest()
+
+
+def test_few_shot_counts_and_seeds():
+    few = subsample(view(), per_class=4, fraction=None, seed=0)
+    assert np.bincount(few.labels).tolist() == [4, 4, 4]
+    assert set(few.indices) <= set(view().indices) and list(few.indices) == sorted(few.indices)
+    assert subsample(view(), per_class=4, fraction=None, seed=0).digest() == few.digest()
+    assert subsample(view(), per_class=4, fraction=None, seed=1).digest() != few.digest()
+    with pytest.raises(UsageError, match=r"train_per_class=11: class 2 has only 10 training images .*at most 10"):
+        subsample(view(), per_class=11, fraction=None, seed=0)
+
+
+def test_fraction_is_per_class():
+    part = subsample(view(), per_class=None, fraction=0.25, seed=0)
+    assert np.bincount(part.labels).tolist() == [8, 5, 3]  # rounded half up, at least one per class
+    assert subsample(view(), per_class=None, fraction=None, seed=0) is not None
+
+
+@pytest.mark.parametrize("overrides, pattern", [
+    ({"train_per_class": 2, "train_fraction": 0.5}, "exclude each other"),
+    ({"train_per_class": 0}, r"train_per_class=0: give a whole number"),
+    ({"train_per_class": 2.5}, r"train_per_class=2.5: give a whole number"),
+    ({"train_fraction": 1.5}, r"train_fraction=1.5: give a fraction in \(0, 1\]"),
+])
+def test_bad_subset_parameters_fail_before_any_cell(run_tiny_benchmark, tmp_path, overrides, pattern):
+    with pytest.raises(UsageError, match=pattern):
+        run_tiny_benchmark(overrides=overrides)
+    assert not (tmp_path / "run").exists()
+
+
+def test_record_holds_the_split_used(run_tiny_benchmark, tmp_path):
+    run_tiny_benchmark(overrides={"train_per_class": 5, **PROBE})
+    run_tiny_benchmark(overrides={"train_fraction": 0.5, **PROBE}, out=tmp_path / "half")
+    few, = (json.loads(p.read_text()) for p in (tmp_path / "run" / "records").glob("*.json"))
+    half, = (json.loads(p.read_text()) for p in (tmp_path / "half" / "records").glob("*.json"))
+    assert few["status"] == "ok" and (few["data"]["train"], few["data"]["val"], few["data"]["test"]) == (20, 10, 48)
+    assert few["data"]["train_per_class"] == 5 and few["data"]["val_carved"]
+    assert set(few["data"]["indices_digest"]) == {"train", "val", "test"}
+    assert half["data"]["train"] == 44 and half["data"]["train_fraction"] == 0.5
+    assert half["data"]["indices_digest"]["val"] == few["data"]["indices_digest"]["val"]
+    assert half["cell_id"] != few["cell_id"]
