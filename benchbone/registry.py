@@ -110,8 +110,8 @@ class Registry(Generic[T]):
         """Turn user names and patterns into canonical names, in order, without repeats."""
         out: list[str] = []
         for pattern in patterns:
-            if PATTERN_CHARS & set(pattern):
-                matched = self.names(pattern)
+            if PATTERN_CHARS & set(pattern):  # prefix entries (name:) need a value, so patterns skip them
+                matched = [n for n in self.names(pattern) if not self._entries[n].meta.get("prefix")]
                 if not matched:
                     raise UsageError(f"no {self.kind} matches {pattern!r}; see `benchbone list {self.kind}s`")
             else:

@@ -23,7 +23,7 @@ def test_help_and_listing_do_not_import_torch():
 def test_list_with_pattern(cli):
     result = cli("list", "backbones", "tv/*")
     assert result.code == 0
-    assert "tv/resnet50.IMAGENET1K_V2" in result.out and "alias resnet50" in result.out
+    assert "tv/resnet50.IMAGENET1K_V2" in result.out and "alias tv/resnet50, resnet50" in result.out
     assert "timm/" not in result.out
     assert cli("list", "backbones", "nothing*").code == 2
 

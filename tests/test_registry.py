@@ -72,5 +72,7 @@ def test_prefix_entries_build_from_the_value():
     entry = reg.get("imagefolder:/data/pets")
     assert entry.obj == ("built", "/data/pets") and entry.name == "imagefolder:/data/pets"
     assert reg.get("imagefolder:/data/pets") is entry
+    reg.add("images", object(), plugin="p")
+    assert reg.resolve(["image*"]) == ["images"]  # a pattern never picks a prefix entry
     with pytest.raises(UsageError, match="needs a value after the colon"):
         reg.get("imagefolder:")
