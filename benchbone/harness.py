@@ -1,6 +1,7 @@
 """Cells into records: build the backbone and data, call the strategy, score it, write the record."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -156,6 +157,13 @@ def work_dir(run_dir: Path, cell: Cell) -> Path:
     return Path(run_dir) / "work" / cell.id
 
 
+def remove_work_dir(run_dir: Path, cell: Cell) -> None:
+    """Remove a finished cell's scratch directory, and ``work/`` once it is empty."""
+    shutil.rmtree(work_dir(run_dir, cell), ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (Path(run_dir) / "work").rmdir()
+
+
 def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
     """Run one cell and return its record (status "ok"); plugin failures propagate to the caller."""
     from benchbone.context import Context
@@ -293,7 +301,7 @@ def run_cells(
                                      f"(seed {cell.seed}) failed: {record['error']}") from exc
             continue
         write_record(run_dir, record)
-        shutil.rmtree(work_dir(run_dir, cell), ignore_errors=True)  # kept only while the cell is unfinished
+        remove_work_dir(run_dir, cell)
         records.append(record)
         if on_record:
             on_record(record, "ok")
