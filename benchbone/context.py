@@ -1,6 +1,7 @@
 """What a strategy sees of the run: device, seed, parameters, cached features and image batches."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
@@ -17,7 +18,8 @@ class Context:
     """Handed to every strategy as ``ctx``.
 
     ``ctx.device``, ``ctx.seed``, ``ctx.params`` (the strategy's parameters after overrides),
-    ``ctx.classes``, ``ctx.num_classes``; ``ctx.features(split)`` and ``ctx.batches(split, ...)``.
+    ``ctx.classes``, ``ctx.num_classes``; ``ctx.features(split)`` and ``ctx.batches(split, ...)``;
+    ``ctx.workdir``, a scratch directory of this cell for checkpoints.
     """
 
     def __init__(
@@ -36,6 +38,7 @@ class Context:
         memory: dict,
         batch_size: int,
         progress: Callable[..., Iterable],
+        workdir: Path,
     ):
         self.device = device
         self.seed = seed
@@ -51,6 +54,14 @@ class Context:
         self._store = store
         self._memory = memory
         self._progress = progress
+        self._workdir = Path(workdir)
+
+    @property
+    def workdir(self) -> Path:
+        """This cell's scratch directory, created on first use. It survives a failed or interrupted
+        cell (so the strategy can resume from what it saved) and is removed once the cell's record is written."""
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        return self._workdir
 
     @property
     def num_classes(self) -> int:

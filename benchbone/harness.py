@@ -1,10 +1,12 @@
 """Cells into records: build the backbone and data, call the strategy, score it, write the record."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import platform
 import random
+import shutil
 import sys
 import time
 import traceback
@@ -166,7 +168,19 @@ def score(cell: Cell, predictions: Predictions, registries, num_classes: int, n_
     return {name: float(registries.metrics.get(name).obj(y_true, y_pred, y_score)) for name in cell.metrics}
 
 
-def run_cell(cell: Cell, session: Session) -> dict:
+def work_dir(run_dir: Path, cell: Cell) -> Path:
+    """The scratch directory of ``cell`` in ``run_dir`` (``ctx.workdir``)."""
+    return Path(run_dir) / "work" / cell.id
+
+
+def remove_work_dir(run_dir: Path, cell: Cell) -> None:
+    """Remove a finished cell's scratch directory, and ``work/`` once it is empty."""
+    shutil.rmtree(work_dir(run_dir, cell), ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (Path(run_dir) / "work").rmdir()
+
+
+def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
     """Run one cell and return its record (status "ok"); plugin failures propagate to the caller."""
     from benchbone.context import Context
     from benchbone.data import Preprocess, carve_validation, subsample, whole
@@ -202,7 +216,7 @@ def run_cell(cell: Cell, session: Session) -> dict:
         backbone=backbone, views=views,
         images=lambda source: session.images(cell.dataset, cell.data_dir, source),
         preprocess=preprocess, feature_identity=identity, store=session.store, memory=session._features,
-        batch_size=options["batch_size"], progress=session.progress,
+        batch_size=options["batch_size"], progress=session.progress, workdir=work_dir(run_dir, cell),
     )
     seed_everything(cell.seed)
     t = time.perf_counter()
@@ -280,7 +294,8 @@ def run_cells(
 ) -> list[dict]:
     """Run each cell not yet finished in ``run_dir``; a usage error stops the run, other errors fail one cell.
 
-    Every dataset is built before the first cell, so bad data fails before anything is written.
+    Every dataset is built before the first cell, so bad data fails before anything is written. A cell's
+    scratch directory (``ctx.workdir``) is removed after its "ok" record and kept after a failure, to resume from.
     """
     for key in {(c.dataset, c.data_dir) for c in cells}:
         session.dataset(*key)  # built once per session: cheap when run_grid already did
@@ -293,7 +308,7 @@ def run_cells(
                 on_record(done, "cached")
             continue
         try:
-            record = run_cell(cell, session)
+            record = run_cell(cell, session, run_dir)
         except (UsageError, KeyboardInterrupt):
             raise
         except Exception as exc:  # a plugin may fail in any way: record it and go on
@@ -307,6 +322,7 @@ def run_cells(
                                      f"(seed {cell.seed}) failed: {record['error']}") from exc
             continue
         write_record(run_dir, record)
+        remove_work_dir(run_dir, cell)
         records.append(record)
         if on_record:
             on_record(record, "ok")

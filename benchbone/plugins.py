@@ -29,6 +29,8 @@ DEFAULT_PLUGINS = (
     "benchbone_plugins.imagefolder",
     "benchbone_plugins.linear_probe",
     "benchbone_plugins.finetune",
+    "benchbone_plugins.knn",
+    "benchbone_plugins.head_sgd",
     "benchbone_plugins.classification_metrics",
 )
 

@@ -1,56 +1,101 @@
-"""finetune: every weight trained, a new linear head, the best epoch chosen on the validation split."""
+"""finetune: every weight trained with a new linear head; the best epoch is chosen on the validation split.
+
+AdamW or SGD (momentum 0.9), a linear warm-up then a cosine schedule stepped per batch, label smoothing,
+random resized crop and flip on train, gradient clipping; bf16 autocast and channels_last on CUDA.
+A checkpoint (model, optimizer, schedule, best state, RNG state) is written atomically to ``ctx.workdir``
+after each epoch, and a cell that failed or was interrupted resumes from it when run again.
+A loss that becomes NaN or infinite fails the cell with a message that says so.
+The shared backbone is never modified: training runs on a copy.
+"""
 from __future__ import annotations
 
-import copy
-import math
-
-from benchbone import Predictions, hookimpl
+from benchbone import Predictions, UsageError, hookimpl
 
 DEFAULTS = dict(epochs=3, batch_size=32, lr=1e-4, head_lr=1e-3, weight_decay=0.05, optimizer="adamw",
                 warmup_epochs=0.5, label_smoothing=0.1, clip_grad=1.0, augment=True)
+CHECKPOINT = "finetune-checkpoint.pt"
 
 
-def _evaluate(model, ctx, split: str):
+def check_params(p: dict) -> None:
+    if p["optimizer"] not in ("adamw", "sgd"):
+        raise UsageError(f"finetune: optimizer={p['optimizer']!r}; use adamw or sgd")
+    if p["epochs"] < 1 or p["batch_size"] < 1 or p["lr"] <= 0 or p["head_lr"] <= 0:
+        raise UsageError(f"finetune: need epochs >= 1, batch_size >= 1, lr > 0 and head_lr > 0, got epochs={p['epochs']}, "
+                         f"batch_size={p['batch_size']}, lr={p['lr']}, head_lr={p['head_lr']}")
+    if p["warmup_epochs"] < 0 or not 0 <= p["label_smoothing"] < 1 or p["clip_grad"] < 0:
+        raise UsageError("finetune: need warmup_epochs >= 0, 0 <= label_smoothing < 1 and clip_grad >= 0 (0 = off)")
+
+
+def save_atomic(state: dict, path) -> None:
+    """``torch.save`` to a temporary file, then rename: a crash leaves the previous checkpoint whole."""
+    import os
+
     import torch
 
-    model.eval()
-    scores = []
-    with torch.inference_mode():
-        for x, _ in ctx.batches(split):
-            scores.append(torch.softmax(model(x).float(), dim=1).cpu())
-    return torch.cat(scores)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
 
 
 def finetune(backbone, data, ctx) -> Predictions:
+    import contextlib
+    import copy
+    import math
+
     import torch
     import torch.nn.functional as F
 
     p = ctx.params
+    check_params(p)
+    cuda = ctx.device.startswith("cuda")
     head = torch.nn.Linear(backbone.num_features, ctx.num_classes)
-    model = torch.nn.Sequential(backbone.model, head).to(ctx.device)
-    groups = [{"params": backbone.model.parameters(), "lr": p["lr"]}, {"params": head.parameters(), "lr": p["head_lr"]}]
+    model = torch.nn.Sequential(copy.deepcopy(backbone.model), head).to(ctx.device)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
+
+    def inputs(x):
+        return x.contiguous(memory_format=torch.channels_last) if cuda else x
+
+    groups = [{"params": model[0].parameters(), "lr": p["lr"]}, {"params": head.parameters(), "lr": p["head_lr"]}]
     if p["optimizer"] == "adamw":
         opt = torch.optim.AdamW(groups, weight_decay=p["weight_decay"])
-    elif p["optimizer"] == "sgd":
-        opt = torch.optim.SGD(groups, momentum=0.9, weight_decay=p["weight_decay"])
     else:
-        raise ValueError(f"optimizer must be 'adamw' or 'sgd', not {p['optimizer']!r}")
+        opt = torch.optim.SGD(groups, momentum=0.9, weight_decay=p["weight_decay"])
     steps_per_epoch = math.ceil(ctx.split_size("train") / p["batch_size"])
     total, warmup = p["epochs"] * steps_per_epoch, int(p["warmup_epochs"] * steps_per_epoch)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup))))
+
+    def evaluate(split: str):
+        model.eval()
+        with torch.inference_mode(), autocast():
+            return torch.cat([torch.softmax(model(inputs(x)).float(), dim=1).cpu() for x, _ in ctx.batches(split)])
+
+    path = ctx.workdir / CHECKPOINT
+    start, best, history, resumed = 0, (-1.0, None, 0), [], None
+    if path.exists():
+        state = torch.load(path, map_location=ctx.device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        torch.set_rng_state(state["rng"]["cpu"])
+        if cuda and state["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state(state["rng"]["cuda"])
+        start, best, history = state["epoch"], state["best"], state["history"]
+        resumed = start
+
     y_val = ctx.labels("val")
-    best = (-1.0, None, -1)
-    history = []
-    for epoch in range(p["epochs"]):
+    for epoch in range(start, p["epochs"]):
         model.train()
         batches = ctx.batches("train", p["batch_size"], shuffle=True, augment=p["augment"], epoch=epoch)
         running = 0.0
         for step, (x, y) in enumerate(ctx.progress(batches, desc=f"finetune epoch {epoch + 1}", total=steps_per_epoch)):
-            loss = F.cross_entropy(model(x), y, label_smoothing=p["label_smoothing"])
+            with autocast():
+                loss = F.cross_entropy(model(inputs(x)).float(), y, label_smoothing=p["label_smoothing"])
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"finetune loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                                         "lower the learning rate (--set finetune.lr=...)")
+                raise FloatingPointError(f"finetune loss became {loss.item()} (not finite) at epoch {epoch + 1}, "
+                                         f"step {step + 1}; lower the learning rate (--set finetune.lr=...)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if p["clip_grad"]:
@@ -58,13 +103,18 @@ def finetune(backbone, data, ctx) -> Predictions:
             opt.step()
             schedule.step()
             running += loss.item()
-        val_acc = (_evaluate(model, ctx, "val").argmax(1) == y_val).float().mean().item()
-        history.append({"epoch": epoch + 1, "train_loss": running / steps_per_epoch, "val_top1": val_acc})
+        val_acc = (evaluate("val").argmax(1) == y_val).float().mean().item()
+        history.append({"epoch": epoch + 1, "train_loss": round(running / steps_per_epoch, 6), "val_top1": round(val_acc, 6)})
         if val_acc > best[0]:
             best = (val_acc, copy.deepcopy(model.state_dict()), epoch + 1)
+        save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": schedule.state_dict(),
+                     "epoch": epoch + 1, "best": best, "history": history,
+                     "rng": {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if cuda else None}}, path)
     model.load_state_dict(best[1])
-    scores = _evaluate(model, ctx, "test")
-    ctx.info.update(best_epoch=best[2], val_top1=best[0], history=history)
+    scores = evaluate("test")
+    ctx.info.update(best_epoch=best[2], val_top1=best[0], history=history, resumed_from_epoch=resumed,
+                    steps_per_epoch=steps_per_epoch, warmup_steps=warmup, total_steps=total,
+                    amp="bf16" if cuda else "off", channels_last=cuda)
     return Predictions(y_true=ctx.labels("test"), y_pred=scores.argmax(1), y_score=scores)
 
 

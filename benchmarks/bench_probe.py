@@ -1,0 +1,157 @@
+"""linear-probe's whole C sweep vs scikit-learn's LogisticRegression over the same strengths, side by side.
+
+Both run the same protocol on the same standardised features: fit on train at each C, choose C on val,
+refit on train + val, score test. scikit-learn gets the same stopping rule (lbfgs, tol=1e-6, max_iter=1000)
+and fits each C from scratch, as one calls it; the probe warm-starts along the sweep.
+
+    python benchmarks/bench_probe.py [--threads 1] [--image-size 64] [--cache-dir DIR]
+
+Cases: synthetic 50,000 x 64 features (CIFAR-10-sized, 10 classes) and real efficientnet_lite0 features
+of scikit-learn digits (extracted once through benchbone and read back from its feature cache).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class FeatureContext:
+    """Just enough of a Context to run the linear-probe strategy on given features."""
+
+    def __init__(self, splits: dict, num_classes: int, params: dict):
+        self.splits, self.num_classes, self.params = splits, num_classes, params
+        self.device, self.seed, self.info = "cpu", 0, {}
+
+    def features(self, split):
+        return self.splits[split]
+
+    def progress(self, iterable, desc, total=None):
+        return iterable
+
+    def generator(self, offset=0):
+        return torch.Generator().manual_seed(offset)
+
+
+def synthetic(n_train=50_000, n_test=10_000, dim=64, classes=10, seed=0) -> dict:
+    """Gaussian classes with overlapping means and a shared, correlated covariance: not linearly separable."""
+    g = np.random.default_rng(seed)
+    means = g.normal(scale=0.2, size=(classes, dim))
+    mix = np.linalg.qr(g.normal(size=(dim, dim)))[0] * np.logspace(-0.5, 0.5, dim)  # axes of std 0.3..3, rotated
+
+    def draw(n):
+        y = g.integers(0, classes, size=n)
+        return means[y] + g.normal(size=(n, dim)) @ mix, y
+
+    X, y = draw(n_train)
+    val = g.permutation(n_train)[: n_train // 10]
+    train = np.setdiff1d(np.arange(n_train), val)
+    Xte, yte = draw(n_test)
+    as_t = lambda X, y: (torch.tensor(X, dtype=torch.float32), torch.tensor(y))  # noqa: E731
+    return {"train": as_t(X[train], y[train]), "val": as_t(X[val], y[val]), "test": as_t(Xte, yte)}
+
+
+def real_digits(image_size: int, cache_dir: Path) -> dict:
+    """efficientnet_lite0 features of digits through benchbone's feature cache, val carved as the harness does."""
+    import benchbone
+    from benchbone.data import carve_validation, whole
+    from benchbone_plugins.digits import build_digits
+
+    benchbone.run("efficientnet_lite0", "digits", "knn", params={"image_size": image_size},
+                  out=cache_dir / "run", cache_dir=cache_dir)
+    files = {}
+    from safetensors import safe_open
+
+    for path in (cache_dir / "features").glob("*.safetensors"):
+        with safe_open(str(path), framework="pt") as f:
+            description = json.loads(f.metadata()["description"])
+            files[description["split"]] = {k: f.get_tensor(k) for k in f.keys()}
+    data = build_digits(None, False)
+    tr, va = carve_validation(whole("train", data.train), 0.1, 0)
+    pick = lambda source, rows: (files[source]["features"][rows], files[source]["labels"][rows])  # noqa: E731
+    return {"train": pick("train", tr.indices), "val": pick("train", va.indices),
+            "test": pick("test", np.arange(len(files["test"]["labels"])))}
+
+
+def sklearn_sweep(splits: dict, Cs: list[float], max_iter: int, tol: float) -> dict:
+    from sklearn.linear_model import LogisticRegression
+
+    (Xtr, ytr), (Xva, yva), (Xte, yte) = (tuple(t.numpy() for t in splits[s]) for s in ("train", "val", "test"))
+    Xtr, Xva, Xte = (X.astype(np.float64) for X in (Xtr, Xva, Xte))
+    mean, std = Xtr.mean(0), Xtr.std(0, ddof=1).clip(1e-6)
+    val = [LogisticRegression(C=C, tol=tol, max_iter=max_iter).fit((Xtr - mean) / std, ytr)
+           .score((Xva - mean) / std, yva) for C in Cs]
+    C = Cs[int(np.argmax(val))]
+    Xfit, yfit = np.concatenate([Xtr, Xva]), np.concatenate([ytr, yva])
+    mean, std = Xfit.mean(0), Xfit.std(0, ddof=1).clip(1e-6)
+    clf = LogisticRegression(C=C, tol=tol, max_iter=max_iter).fit((Xfit - mean) / std, yfit)
+    return {"C": C, "val": max(val), "test": clf.score((Xte - mean) / std, yte)}
+
+
+def run_case(name: str, splits: dict, params: dict) -> dict:
+    from benchbone_plugins.linear_probe import linear_probe, sweep_values
+
+    Cs = sweep_values(params)
+    ctx = FeatureContext(splits, int(splits["train"][1].max()) + 1, params)
+    t = time.perf_counter()
+    pred = linear_probe(None, None, ctx)
+    probe_s = time.perf_counter() - t
+    probe_test = (pred.y_pred == splits["test"][1]).double().mean().item()
+    t = time.perf_counter()
+    sk = sklearn_sweep(splits, Cs, params["max_iter"], params["tol"])
+    sk_s = time.perf_counter() - t
+    n, d = splits["train"][0].shape
+    return {"case": name, "train x dim": f"{n} x {d}", "fits": len(Cs) + 1, "probe_s": probe_s, "sklearn_s": sk_s,
+            "ratio": sk_s / probe_s, "probe_C": ctx.info["chosen_C"], "sklearn_C": sk["C"],
+            "probe_test": probe_test, "sklearn_test": sk["test"]}
+
+
+def cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown cpu"
+
+
+def main() -> None:
+    from threadpoolctl import threadpool_limits
+
+    from benchbone_plugins.linear_probe import DEFAULTS
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="threads for torch and for scikit-learn's BLAS/OpenMP")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--cache-dir", type=Path, default=None, help="benchbone cache (default: a temporary one)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    params = dict(DEFAULTS)
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {platform.machine()}, {cpu_model()}, "
+          f"{os.cpu_count()} cpus, torch {torch.__version__}, {args.threads} thread(s) each")
+    print(f"# C sweep: {params['c_steps']} values {params['c_min']:g}..{params['c_max']:g}, "
+          f"tol={params['tol']}, max_iter={params['max_iter']}; + 1 refit on train+val")
+    with threadpool_limits(args.threads), tempfile.TemporaryDirectory() as tmp:
+        warm = synthetic(200, 50, 8, 3)
+        run_case("warm-up", warm, params)  # first-use imports (torch.optim, sklearn) out of the timings
+        cache = args.cache_dir or Path(tmp)
+        rows = [run_case("synthetic Gaussians", synthetic(), params),
+                run_case(f"efficientnet_lite0 @ {args.image_size}px, digits", real_digits(args.image_size, cache), params)]
+    head = ["case", "train x dim", "fits", "probe_s", "sklearn_s", "ratio", "probe_C", "sklearn_C", "probe_test", "sklearn_test"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for row in rows:
+        cells = [f"{row[h]:.2f}" if h.endswith("_s") else f"{row[h]:.1f}x" if h == "ratio" else
+                 f"{row[h]:g}" if h.endswith("_C") else f"{100 * row[h]:.2f}%" if h.endswith("_test") else str(row[h])
+                 for h in head]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
