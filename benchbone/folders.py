@@ -42,20 +42,13 @@ def scan_class_folders(root: Path) -> tuple[list[Path], list[int], list[str]]:
 
 def read_image(path: Path):
     """One image file as a uint8 tensor [C, H, W] (C = 1 or 3); a clear error names an unreadable file."""
+    import numpy as np
     import torch
-    from torchvision.io import ImageReadMode, decode_image, read_file
+    from PIL import Image
 
     try:
-        if path.suffix.lower() in (".jpg", ".jpeg", ".png"):
-            image = decode_image(read_file(str(path)), mode=ImageReadMode.UNCHANGED)
-            if image.shape[0] in (1, 3):
-                return image
-            return decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
-        import numpy as np
-        from PIL import Image
-
         with Image.open(path) as im:
-            array = np.asarray(im.convert("L" if im.mode in ("L", "1", "I;16") else "RGB"))
+            array = np.asarray(im.convert("L" if im.mode in ("L", "1", "I", "I;16") else "RGB"))
         tensor = torch.from_numpy(array.copy())
         return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
     except Exception as exc:
