@@ -9,7 +9,7 @@ import torch
 from benchbone.api import Backbone
 from benchbone.data import LoadedImages, Preprocess, SplitView, iterate_batches
 from benchbone.errors import UsageError
-from benchbone.features import FeatureStore, extract
+from benchbone.features import ExtractionSettings, FeatureStore, extract
 
 SPLITS = ("train", "val", "test")
 
@@ -36,7 +36,7 @@ class Context:
         feature_identity: dict,
         store: FeatureStore,
         memory: dict,
-        batch_size: int,
+        extraction: ExtractionSettings,
         progress: Callable[..., Iterable],
         workdir: Path,
     ):
@@ -46,7 +46,9 @@ class Context:
         self.classes = list(classes)
         self.backbone = backbone
         self.preprocess = preprocess
-        self.batch_size = batch_size
+        self.batch_size = extraction.batch_size
+        self.extraction = extraction
+        self.extracted: dict[str, dict] = {}  # source split -> how its features were computed, or "cached"
         self.info: dict[str, Any] = {}
         self._views = views
         self._images = images
@@ -93,13 +95,14 @@ class Context:
         """
         view = self._view(split)
         description = dict(self._identity, split=view.source, preprocess=self.preprocess.describe(),
-                           items=len(view.dataset))
+                           items=len(view.dataset), compute=self.extraction.describe())
         if callable(getattr(view.dataset, "fingerprint", None)):  # image files: changed files, new features
             description["files"] = view.dataset.fingerprint()
         key = repr(sorted(description.items()))
         if key not in self._memory:
             while len(self._memory) >= 4:  # a few source splits in memory; the rest stay on disk
                 self._memory.pop(next(iter(self._memory)))
+            self.extracted.setdefault(view.source, {"cached": True})
             self._memory[key] = self._store.get_or_compute(description, lambda: self._extract(view))
         tensors = self._memory[key]
         index = torch.as_tensor(view.indices)
@@ -113,8 +116,9 @@ class Context:
         batches = iterate_batches(self._images(view.source), full, self.preprocess,
                                   batch_size=self.batch_size, device=self.device)
         total_batches = -(-len(full) // self.batch_size)
-        feats = extract(model, batches, self.backbone.num_features, len(full),
-                        lambda it, desc: self._progress(it, desc=f"features {view.source}", total=total_batches))
+        feats, stats = extract(model, batches, self.backbone.num_features, len(full), self.extraction,
+                               lambda it, desc: self._progress(it, desc=f"features {view.source}", total=total_batches))
+        self.extracted[view.source] = stats
         return {"features": feats, "labels": torch.as_tensor(full.labels)}
 
     def batches(

@@ -16,7 +16,9 @@ RANDOM_SUFFIX = "@random"
 PLURAL = {"backbone": "backbones", "dataset": "datasets", "strategy": "strategies", "metric": "metrics"}
 # Parameters of the harness itself, settable with --set like a strategy's.
 HARNESS_DEFAULTS: dict[str, Any] = {"val_fraction": 0.1, "image_size": None, "batch_size": 64,
-                                    "train_per_class": None, "train_fraction": None}
+                                    "train_per_class": None, "train_fraction": None,
+                                    "precision": "auto", "channels_last": None, "compile": False}  # None: automatic
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Harness parameters that do not change a cell's result, so stay out of its id.
 _NOT_IN_ID = {"batch_size"}
 SUITE_KEYS = {"backbones", "datasets", "strategies", "metrics", "seeds", "set", "data_dir", "device", "out",
@@ -278,6 +280,10 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
             per_strategy[strategy][name] = coerce(key, value, per_strategy[strategy][name])
     if harness["image_size"] is not None and (not isinstance(harness["image_size"], int) or harness["image_size"] < 8):
         raise UsageError(f"--set image_size={harness['image_size']!r}: give a whole number of pixels >= 8")
+    if harness["precision"] not in PRECISIONS:
+        raise UsageError(f"--set precision={harness['precision']!r}: use one of {', '.join(PRECISIONS)}")
+    if harness["channels_last"] not in (None, True, False):
+        raise UsageError(f"--set channels_last={harness['channels_last']!r}: use true, false or none (automatic)")
     if harness["batch_size"] < 1:
         raise UsageError(f"--set batch_size={harness['batch_size']}: give a positive number")
     per_class, fraction = harness["train_per_class"], harness["train_fraction"]

@@ -183,6 +183,7 @@ def remove_work_dir(run_dir: Path, cell: Cell) -> None:
 def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
     """Run one cell and return its record (status "ok"); plugin failures propagate to the caller."""
     from benchbone.context import Context
+    from benchbone.features import ExtractionSettings
     from benchbone.data import Preprocess, carve_validation, subsample, whole
 
     registries = session.registries
@@ -216,7 +217,9 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
         backbone=backbone, views=views,
         images=lambda source: session.images(cell.dataset, cell.data_dir, source),
         preprocess=preprocess, feature_identity=identity, store=session.store, memory=session._features,
-        batch_size=options["batch_size"], progress=session.progress, workdir=work_dir(run_dir, cell),
+        extraction=ExtractionSettings(session.device, options["batch_size"], options["precision"],
+                                      options["channels_last"], options["compile"]),
+        progress=session.progress, workdir=work_dir(run_dir, cell),
     )
     seed_everything(cell.seed)
     t = time.perf_counter()
@@ -239,6 +242,7 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
                  "train_per_class": options["train_per_class"], "train_fraction": options["train_fraction"],
                  "indices_digest": {split: view.digest() for split, view in views.items()}, **data.info},
         "strategy_info": {**ctx.info, **predictions.info},
+        "extraction": ctx.extracted,
         "started_at": started.isoformat(timespec="seconds"),
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }

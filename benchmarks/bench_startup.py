@@ -1,0 +1,56 @@
+"""CLI start-up: `benchbone --help` and `benchbone list strategies` against `python -c pass`.
+
+Neither command may import torch; each is timed as a fresh process, best of N, side by side.
+
+    python benchmarks/bench_startup.py [--runs 7]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+
+COMMANDS = {
+    "python -c pass": [sys.executable, "-c", "pass"],
+    "benchbone --help": [sys.executable, "-m", "benchbone.cli", "--help"],
+    "benchbone list strategies": [sys.executable, "-m", "benchbone.cli", "list", "strategies"],
+}
+PROBE = ("import sys; from benchbone.cli import main; main({argv!r}); "
+         "sys.stderr.write('TORCH-IMPORTED' if 'torch' in sys.modules else 'NO-TORCH')")
+
+
+def best_time(argv: list[str], runs: int) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def imports_torch(args: list[str]) -> bool:
+    out = subprocess.run([sys.executable, "-c", PROBE.format(argv=args)], capture_output=True, text=True)
+    return "TORCH-IMPORTED" in out.stderr
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    env_note = "installed plugins loaded" if os.environ.get("BENCHBONE_LOAD_PLUGINS", "1") else "no installed plugins"
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {platform.machine()}, {os.cpu_count()} cpus, "
+          f"Python {platform.python_version()}, best of {args.runs}, {env_note}")
+    baseline = best_time(COMMANDS["python -c pass"], args.runs)
+    print("| command | seconds | x python -c pass | imports torch |")
+    print("|---|---|---|---|")
+    for name, argv in COMMANDS.items():
+        seconds = best_time(argv, args.runs)
+        torch_note = "-" if name.startswith("python") else ("yes" if imports_torch(argv[3:]) else "no")
+        print(f"| {name} | {seconds:.3f} | {seconds / baseline:.1f}x | {torch_note} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Feature extraction: out-of-memory batches split in halves, precision and memory-format settings."""
+import pytest
+import torch
+
+from benchbone.features import ExtractionSettings, extract
+
+
+class RunsOutOfMemory(torch.nn.Module):
+    """Pools and flattens, but 'runs out of memory' on batches larger than ``limit``."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit, self.seen = limit, []
+
+    def forward(self, x):
+        if len(x) > self.limit:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate a batch of {len(x)}")
+        self.seen.append(len(x))
+        return x.mean(dim=(2, 3))
+
+
+def batches(n=20, size=8):
+    x = torch.arange(n * 3 * 4 * 4, dtype=torch.float32).view(n, 3, 4, 4)
+    return [(x[i:i + size], None) for i in range(0, n, size)], x.mean(dim=(2, 3))
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_every_image():
+    model = RunsOutOfMemory(limit=3)
+    data, expected = batches()
+    feats, stats = extract(model, data, 3, 20, ExtractionSettings("cpu", batch_size=8))
+    assert torch.equal(feats, expected)  # nothing lost, nothing repeated, order kept
+    assert stats["batch_size"] == 2 and max(model.seen) == 2
+    assert stats["images"] == 20 and stats["images_per_s"] > 0
+
+
+def test_other_errors_are_not_retried():
+    class Broken(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        extract(Broken(), batches()[0], 3, 20, ExtractionSettings("cpu", batch_size=8))
+
+
+def test_out_of_memory_on_a_single_image_fails():
+    with pytest.raises(torch.OutOfMemoryError):
+        extract(RunsOutOfMemory(limit=0), batches()[0], 3, 20, ExtractionSettings("cpu", batch_size=8))
+
+
+def test_automatic_settings_per_device():
+    assert ExtractionSettings("cpu", 64).describe() == {"dtype": "float32", "channels_last": False, "compile": False}
+    cuda = ExtractionSettings("cuda", 64)
+    assert cuda.autocast_dtype is torch.bfloat16 and cuda.use_channels_last
+    assert ExtractionSettings("cuda:1", 64, precision="fp32", channels_last=False).describe()["dtype"] == "float32"
+
+
+def test_bf16_and_channels_last_on_cpu_give_close_features_and_other_cells(run_tiny_benchmark, tmp_path):
+    import json
+
+    fp32 = run_tiny_benchmark(out=tmp_path / "a", metrics=["top1"])
+    bf16 = run_tiny_benchmark(out=tmp_path / "b", metrics=["top1"],
+                              overrides={"precision": "bf16", "channels_last": True})
+    assert fp32.loc[0, "status"] == bf16.loc[0, "status"] == "ok"
+    records = [json.loads(next((tmp_path / d / "records").glob("*.json")).read_text()) for d in "ab"]
+    assert records[0]["cell_id"] != records[1]["cell_id"]
+    assert records[1]["extraction"]["train"]["dtype"] == "bfloat16"
+    assert records[1]["extraction"]["train"]["channels_last"] is True
+    features = sorted((tmp_path / "cache" / "features").glob("*.safetensors"))
+    assert len(features) == 4  # train and test, once per precision: the settings are part of the cache key
