@@ -3,7 +3,7 @@
 The protocol of Kornblith et al. (2019) and CLIP: the regularisation strength C is chosen from a
 log-spaced sweep on the validation split, then the probe is refitted on train + val and scored once
 on test. The objective is scikit-learn's, ``C * sum(cross-entropy) + ||W||^2 / 2`` (bias not penalised),
-minimised full-batch with L-BFGS in torch (float64 except on MPS), warm-started from strong to weak
+minimised full-batch with L-BFGS in torch (float32 by default, ``dtype=float64`` on request), warm-started from strong to weak
 regularisation. Features are standardised with the statistics of the rows the probe is fitted on.
 
 ``shots=K`` is the K-shot probe: K images per class drawn with the cell's seed from the train split.
@@ -15,37 +15,41 @@ from __future__ import annotations
 from benchbone import Predictions, UsageError, hookimpl
 
 # Half-decade steps over 1e-4..1e4: fine enough that the chosen C sits within ~0.25 decade of the best.
-DEFAULTS = dict(C=None, c_min=1e-4, c_max=1e4, c_steps=17, max_iter=1000, tol=1e-6, standardize=True, shots=None)
+DEFAULTS = dict(C=None, c_min=1e-4, c_max=1e4, c_steps=17, max_iter=1000, tol=1e-6, standardize=True, shots=None,
+                dtype="float32")
 
 
 def fit_logistic(X, y, num_classes: int, C: float, max_iter: int = 1000, tol: float = 1e-6, init=None):
     """``(W [D, K], b [K], iterations)`` minimising scikit-learn's multinomial objective at strength ``C``.
 
-    The loss is divided by ``C * n`` (as scikit-learn does), so ``tol`` bounds the same gradient.
+    The loss is divided by ``C * n`` (as scikit-learn does), so ``tol`` bounds the same gradient. The
+    work is done class-major ([K, n] logits): both matrix products then stream over contiguous memory,
+    several times faster on a CPU than products with a transposed view of X.
     """
     import torch
     import torch.nn.functional as F
 
     n, d = X.shape
-    W = torch.zeros(d, num_classes, dtype=X.dtype, device=X.device) if init is None else init[0].clone()
+    XT = X.T.contiguous()  # [D, n]
+    WT = torch.zeros(num_classes, d, dtype=X.dtype, device=X.device) if init is None else init[0].T.contiguous()
     b = torch.zeros(num_classes, dtype=X.dtype, device=X.device) if init is None else init[1].clone()
-    onehot = F.one_hot(y, num_classes).to(X.dtype)
+    onehotT = F.one_hot(y, num_classes).T.to(X.dtype).contiguous()  # [K, n]
     penalty = 0.5 / (C * n)
-    opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-12,
+    opt = torch.optim.LBFGS([WT, b], lr=1, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-12,
                             history_size=20, line_search_fn="strong_wolfe")
 
-    def closure():  # loss and gradient by hand: two matmuls, no autograd graph
-        logits = torch.addmm(b, X, W)
-        lse = logits.logsumexp(1, keepdim=True)
-        loss = (lse.sum() - (logits * onehot).sum()) / n + penalty * W.pow(2).sum()
-        residual = logits.sub_(lse).exp_().sub_(onehot).div_(n)  # softmax - onehot, per sample / n
-        W.grad = torch.addmm(W, X.T, residual, beta=2 * penalty)
-        b.grad = residual.sum(0)
+    def closure():  # loss and gradient by hand: two matrix products, no autograd graph
+        logits = torch.addmm(b[:, None], WT, XT)  # [K, n]
+        lse = logits.logsumexp(0, keepdim=True)
+        loss = (lse.sum() - (logits * onehotT).sum()) / n + penalty * WT.pow(2).sum()
+        residual = logits.sub_(lse).exp_().sub_(onehotT).div_(n)  # softmax - onehot, per sample / n
+        WT.grad = torch.addmm(WT, residual, X, beta=2 * penalty)
+        b.grad = residual.sum(1)
         return loss
 
     opt.step(closure)
-    iterations = opt.state[W]["n_iter"]
-    return W.detach(), b.detach(), iterations
+    iterations = opt.state[WT]["n_iter"]
+    return WT.detach().T, b.detach(), iterations
 
 
 def sweep_values(p: dict) -> list[float]:
@@ -64,6 +68,8 @@ def check_params(p: dict) -> None:
         raise UsageError(f"linear-probe: need 0 < c_min <= c_max, got c_min={p['c_min']}, c_max={p['c_max']}")
     if p["c_steps"] < 1 or p["max_iter"] < 1 or p["tol"] <= 0:
         raise UsageError("linear-probe: c_steps and max_iter must be >= 1 and tol > 0")
+    if p["dtype"] not in ("float32", "float64"):
+        raise UsageError(f"linear-probe: dtype={p['dtype']!r} must be float32 or float64")
     shots = p["shots"]
     if shots is not None and (not isinstance(shots, int) or isinstance(shots, bool) or shots < 1):
         raise UsageError(f"linear-probe: shots={shots!r} must be a positive whole number of images per class")
@@ -91,7 +97,7 @@ def linear_probe(backbone, data, ctx) -> Predictions:
     if p["shots"] is not None:
         keep = sample_shots(ytr, p["shots"], ctx.num_classes, ctx.generator(offset=7))
         Xtr, ytr = Xtr[keep], ytr[keep]
-    dtype = torch.float32 if ctx.device.startswith("mps") else torch.float64
+    dtype = {"float32": torch.float32, "float64": torch.float64}[p["dtype"]]
     Xtr, Xva, Xte = (X.to(ctx.device, dtype) for X in (Xtr, Xva, Xte))
     ytr, yva = ytr.to(ctx.device), yva.to(ctx.device)
 

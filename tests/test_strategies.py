@@ -77,18 +77,25 @@ def test_probe_matches_sklearn_at_the_same_strength(digits, C):
     assert np.allclose(W.numpy().T, sk.coef_, atol=0.05 * max(1.0, np.abs(sk.coef_).max()))
 
 
-def test_probe_protocol_chooses_c_as_sklearn_would(digits):
-    """The sweep's validation accuracies, the chosen C and the refitted test accuracy agree with scikit-learn."""
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_probe_protocol_chooses_c_as_sklearn_would(digits, dtype):
+    """The sweep's validation accuracies, the chosen C and the refitted test accuracy agree with scikit-learn.
+
+    In float64 every point of the sweep agrees to one validation image; float32 (the default, several times
+    faster) may differ by a few images where regularisation is weakest, but chooses the same C.
+    """
     from sklearn.linear_model import LogisticRegression
 
-    params = dict(C=None, c_min=1e-4, c_max=1e4, c_steps=9, max_iter=1000, tol=1e-6, standardize=True, shots=None)
+    params = dict(C=None, c_min=1e-4, c_max=1e4, c_steps=9, max_iter=1000, tol=1e-6, standardize=True, shots=None,
+                  dtype=dtype)
     ctx = FeatureContext(digits, 10, params)
     pred = linear_probe(None, None, ctx)
     (Xtr, ytr), (Xva, yva), (Xte, yte) = (tuple(t.numpy() for t in digits[s]) for s in ("train", "val", "test"))
     mean, std = Xtr.mean(0), Xtr.std(0, ddof=1).clip(1e-6)
     val = [LogisticRegression(C=s["C"], tol=1e-6, max_iter=1000).fit((Xtr - mean) / std, ytr)
            .score((Xva - mean) / std, yva) for s in ctx.info["sweep"]]
-    assert [s["val_top1"] for s in ctx.info["sweep"]] == pytest.approx(val, abs=1.01 / len(yva))
+    images = 1 if dtype == "float64" else 3
+    assert [s["val_top1"] for s in ctx.info["sweep"]] == pytest.approx(val, abs=(images + 0.01) / len(yva))
     assert ctx.info["chosen_C"] == ctx.info["sweep"][int(np.argmax(val))]["C"]
     Xfit, yfit = np.concatenate([Xtr, Xva]), np.concatenate([ytr, yva])
     mean, std = Xfit.mean(0), Xfit.std(0, ddof=1).clip(1e-6)
