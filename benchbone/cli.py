@@ -75,16 +75,18 @@ def _manager(args):
 
 def cmd_list(args) -> int:
     registry = _manager(args).registries().kind(args.kind)
-    names = registry.names(args.pattern)
+    names = set(registry.names(args.pattern))
     if args.pattern and not names:
         raise UsageError(f"no {args.kind} match {args.pattern!r}; try `benchbone list {args.kind}`")
-    for name in names:
-        entry = registry.get(name)
+    for entry in registry:
+        if entry.name not in names:
+            continue
+        name = entry.name + ("VALUE" if entry.meta.get("prefix") else "")
         extra = []
         if entry.meta.get("aliases"):
             extra.append("alias " + ", ".join(entry.meta["aliases"]))
         if args.kind == "strategies":
-            extra.append(", ".join(f"{k}={v!r}" for k, v in entry.meta.items() if k != "aliases"))
+            extra.append(", ".join(f"{k}={v!r}" for k, v in entry.meta.items() if k not in ("aliases", "description")))
         if args.kind == "metrics":
             extra.append("higher is better" if entry.meta.get("higher_is_better", True) else "lower is better")
         if entry.meta.get("description"):

@@ -20,6 +20,11 @@ def test_help_and_listing_do_not_import_torch():
     assert helped.returncode == 0 and "run" in helped.stdout
 
 
+def test_list_shows_prefix_entries(cli):
+    result = cli("list", "datasets")
+    assert result.code == 0 and "imagefolder:VALUE" in result.out
+
+
 def test_list_with_pattern(cli):
     result = cli("list", "backbones", "tv/*")
     assert result.code == 0
