@@ -303,7 +303,10 @@ def iterate_batches(
     shuffle: torch.Generator | None = None,
     augment: torch.Generator | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Normalised image batches and labels of ``view`` on ``device``."""
+    """Normalised image batches and labels of ``view`` on ``device``.
+
+    Only the batch being yielded lives on the device: the generator keeps no reference to it.
+    """
     order = torch.randperm(len(view), generator=shuffle) if shuffle is not None else torch.arange(len(view))
     labels = torch.as_tensor(view.labels)
     pin = device.startswith("cuda")
@@ -312,5 +315,4 @@ def iterate_batches(
         pos = order[start:start + batch_size]
         if pin:
             x = x.pin_memory()
-        x = x.to(device, non_blocking=pin)
-        yield preprocess(x, augment), labels[pos].to(device, non_blocking=pin)
+        yield preprocess(x.to(device, non_blocking=pin), augment), labels[pos].to(device, non_blocking=pin)

@@ -162,6 +162,8 @@ def extract(model: torch.nn.Module, batches: Iterable, num_features: int, total:
             out[filled:filled + len(feats)].copy_(feats.float(), non_blocking=False)
             filled += len(feats)
             start += len(part)
+            del part, feats
+        del x  # before the next batch comes to the device
     if device_type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started

@@ -67,3 +67,32 @@ def test_bf16_and_channels_last_on_cpu_give_close_features_and_other_cells(run_t
     assert records[1]["extraction"]["train"]["channels_last"] is True
     features = sorted((tmp_path / "cache" / "features").glob("*.safetensors"))
     assert len(features) == 4  # train and test, once per precision: the settings are part of the cache key
+
+
+def test_at_most_one_batch_of_images_is_alive_during_extraction():
+    """When the next batch is made on the device, no reference to the previous one is left."""
+    import gc
+    import weakref
+
+    from benchbone import ImageTensorDataset
+    from benchbone.api import Backbone
+    from benchbone.data import LoadedImages, Preprocess, iterate_batches, whole
+
+    refs, alive = [], []
+
+    class Watched(Preprocess):
+        def __call__(self, images, augment=None):
+            gc.collect()
+            alive.append(sum(ref() is not None for ref in refs))
+            batch = super().__call__(images, augment)
+            refs.append(weakref.ref(batch))
+            return batch
+
+    images = torch.randint(0, 255, (40, 3, 8, 8), dtype=torch.uint8)
+    dataset = ImageTensorDataset(images, torch.zeros(40, dtype=torch.long))
+    model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    base = Preprocess.for_backbone(Backbone(model, 3, 16, (0.5,) * 3, (0.5,) * 3))
+    preprocess = Watched(base.size, base.crop_pct, base.interpolation, base.mean, base.std)
+    batches = iterate_batches(LoadedImages(dataset), whole("train", dataset), preprocess, batch_size=8, device="cpu")
+    extract(model, batches, 3, 40, ExtractionSettings("cpu", 8))
+    assert alive == [0] * 5
