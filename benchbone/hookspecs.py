@@ -1,12 +1,9 @@
 """The hook specifications of plugin API v1. Nothing but specs lives here."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import pluggy
-
-if TYPE_CHECKING:
-    from benchbone.api import Backbone, DatasetSplits, Predictions
 
 hookspec = pluggy.HookspecMarker("benchbone")
 hookimpl = pluggy.HookimplMarker("benchbone")

@@ -10,10 +10,10 @@ batch size, dtype and memory format. Repeats are interleaved and the best of eac
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import torch
+from machine import machine_line
 
 
 def main() -> None:
@@ -82,7 +82,7 @@ def main() -> None:
     for _ in range(args.repeats):
         best_bare = max(best_bare, bare())
         best_harness = max(best_harness, harness())
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {platform.machine()}, {torch.get_num_threads()} threads, "
+    print(f"{machine_line()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, device {args.device}")
     print(f"# {args.model} random init, {args.images} images {args.source_size}px -> {args.image_size}px, "
           f"batch {args.batch_size}, {settings.describe()}, best of {args.repeats}")

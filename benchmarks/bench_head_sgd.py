@@ -9,11 +9,10 @@ and linear-probe again on the now-warm cache. Times are the cells' strategy time
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
-import time
 from pathlib import Path
+
+from machine import machine_line
 
 
 def cell(backbone: str, dataset: str, strategy: str, image_size: int, out: Path, cache: Path, data_dir) -> dict:
@@ -29,14 +28,6 @@ def cell(backbone: str, dataset: str, strategy: str, image_size: int, out: Path,
     return record
 
 
-def cpu_model() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown cpu"
-
-
 def main() -> None:
     import torch
 
@@ -48,7 +39,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {platform.machine()}, {cpu_model()}, {os.cpu_count()} cpus, "
+    print(f"{machine_line()}, "
           f"torch {torch.__version__}, {args.threads} thread(s); {args.backbone} x {args.dataset} @ {args.image_size}px, seed 0, default params")
     with tempfile.TemporaryDirectory() as tmp:
         tmp, run = Path(tmp), lambda s, name: cell(args.backbone, args.dataset, s, args.image_size, tmp / name,

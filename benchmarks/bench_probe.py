@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from machine import machine_line
 
 
 class FeatureContext:
@@ -60,9 +59,10 @@ def synthetic(n_train=50_000, n_test=10_000, dim=64, classes=10, seed=0) -> dict
 
 def real_digits(image_size: int, cache_dir: Path) -> dict:
     """efficientnet_lite0 features of digits through benchbone's feature cache, val carved as the harness does."""
+    from benchbone_plugins.digits import build_digits
+
     import benchbone
     from benchbone.data import carve_validation, whole
-    from benchbone_plugins.digits import build_digits
 
     benchbone.run("efficientnet_lite0", "digits", "knn", params={"image_size": image_size},
                   out=cache_dir / "run", cache_dir=cache_dir)
@@ -113,18 +113,9 @@ def run_case(name: str, splits: dict, params: dict) -> dict:
             "probe_test": probe_test, "sklearn_test": sk["test"]}
 
 
-def cpu_model() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown cpu"
-
-
 def main() -> None:
-    from threadpoolctl import threadpool_limits
-
     from benchbone_plugins.linear_probe import DEFAULTS
+    from threadpoolctl import threadpool_limits
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="threads for torch and for scikit-learn's BLAS/OpenMP")
@@ -133,8 +124,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     params = dict(DEFAULTS)
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {platform.machine()}, {cpu_model()}, "
-          f"{os.cpu_count()} cpus, torch {torch.__version__}, {args.threads} thread(s) each")
+    print(f"{machine_line()}, torch {torch.__version__}, {args.threads} thread(s) each")
     print(f"# C sweep: {params['c_steps']} values {params['c_min']:g}..{params['c_max']:g}, "
           f"tol={params['tol']}, max_iter={params['max_iter']}; + 1 refit on train+val")
     with threadpool_limits(args.threads), tempfile.TemporaryDirectory() as tmp:

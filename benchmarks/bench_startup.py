@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 
+from machine import machine_line
+
 COMMANDS = {
     "python -c pass": [sys.executable, "-c", "pass"],
     "benchbone --help": [sys.executable, "-m", "benchbone.cli", "--help"],
@@ -41,7 +43,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
     env_note = "installed plugins loaded" if os.environ.get("BENCHBONE_LOAD_PLUGINS", "1") else "no installed plugins"
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {platform.machine()}, {os.cpu_count()} cpus, "
+    print(f"{machine_line()}, "
           f"Python {platform.python_version()}, best of {args.runs}, {env_note}")
     baseline = best_time(COMMANDS["python -c pass"], args.runs)
     print("| command | seconds | x python -c pass | imports torch |")

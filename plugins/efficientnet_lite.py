@@ -28,8 +28,6 @@ def weights_file(variant: int) -> Path:
 
 def load_in_order(model, state_dict: dict) -> None:
     """Copy ``state_dict``'s tensors onto ``model``'s, in order, checking every shape."""
-    import torch
-
     source = [(k, v) for k, v in state_dict.items() if not k.startswith("_fc.")]
     target = model.state_dict()
     if len(source) != len(target):
