@@ -425,3 +425,21 @@ def test_weights_files_are_read_without_running_code(tmp_path, cli):
                  "--out", tmp_path / "out")
     assert result.code == 2 and "cannot read weights file" in result.err and result.err.count("\n") == 1
     assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_cached_torchvision_weights_are_read_without_running_code(tmp_path, monkeypatch):
+    import pickle
+
+    from benchbone_plugins.torchvision_backbones import checkpoint_path
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    marker = tmp_path / "unpickled"
+    entry = get_plugin_manager(entrypoints=False).registries().backbones.get("tv/resnet18.IMAGENET1K_V1")
+    import torchvision
+
+    path = checkpoint_path(torchvision.models.get_model_weights("resnet18")["IMAGENET1K_V1"])
+    path.parent.mkdir(parents=True)
+    torch.save({"conv1.weight": Evil(marker)}, path)  # a tampered file in the torch.hub cache
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        entry.obj(pretrained=True)
+    assert not marker.exists() and "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ
