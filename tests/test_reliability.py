@@ -443,3 +443,17 @@ def test_cached_torchvision_weights_are_read_without_running_code(tmp_path, monk
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         entry.obj(pretrained=True)
     assert not marker.exists() and "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ
+
+
+def test_every_test_named_in_docs_reliability_exists():
+    import ast
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "reliability.md").read_text()
+    named = re.findall(r"`(R|tests/\w+\.py)::(test_\w+)", text)
+    assert len(named) > 20
+    for file, test in named:
+        path = Path(__file__) if file == "R" else root / file
+        functions = {n.name for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.FunctionDef)}
+        assert test in functions, f"docs/reliability.md names {file}::{test}, which does not exist"
