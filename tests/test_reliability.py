@@ -167,32 +167,35 @@ def test_stale_temporary_files_go_and_a_damaged_record_is_redone(tmp_path, cli):
 
 # --- caches ---------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "pickle"])
-def test_damaged_feature_cache_is_reported_and_rebuilt(tmp_path, cli, damage):
+def test_damaged_feature_cache_is_reported_and_rebuilt(tmp_path, cli):
     cache, marker = tmp_path / "cache", tmp_path / "unpickled"
     args = ["run", *TINY, "-s", "linear-probe", "--set", "c_steps=2", "--cache-dir", cache]
-    assert cli(*args, "--out", tmp_path / "a").code == 0
+    assert cli(*args, "--out", tmp_path / "whole").code == 0
     files = sorted((cache / "features").glob("*.safetensors"))
     assert len(files) == 2  # train and test
-    for path in files:
-        data = path.read_bytes()
-        if damage == "truncate":
-            path.write_bytes(data[: len(data) // 2])
-        elif damage == "flip":
-            path.write_bytes(data[:-8] + bytes(b ^ 0xFF for b in data[-8:]))  # numbers changed, size kept
-        else:
-            torch.save({"features": Evil(marker)}, path)
 
-    result = cli(*args, "--out", tmp_path / "b")
-    assert result.code == 0
-    warned = [line for line in result.err.splitlines() if "warning" in line]
-    assert len(warned) == 2 and all(line.startswith("benchbone: warning: cache file") and "damaged" in line
-                                    for line in warned)
+    def truncate(data: bytes) -> bytes:
+        return data[: len(data) // 2]
+
+    def flip(data: bytes) -> bytes:  # numbers changed, size and header kept
+        return data[:-8] + bytes(b ^ 0xFF for b in data[-8:])
+
+    def pickle(data: bytes) -> bytes:  # a pickle that runs code where a feature file belongs
+        torch.save({"features": Evil(marker)}, tmp_path / "evil.pt")
+        return (tmp_path / "evil.pt").read_bytes()
+
+    for out, damages in (("a", (truncate, pickle)), ("b", (flip, flip))):
+        for path, damage in zip(files, damages):
+            path.write_bytes(damage(path.read_bytes()))
+        result = cli(*args, "--out", tmp_path / out)
+        assert result.code == 0
+        warned = [line for line in result.err.splitlines() if "warning" in line]
+        assert len(warned) == 2 and all(line.startswith("benchbone: warning: cache file") and "damaged" in line
+                                        for line in warned), result.err
+        assert all(FeatureStore(cache).load(path.stem) is not None for path in files)  # rebuilt, whole again
+        pd.testing.assert_frame_equal(comparable(pd.read_csv(tmp_path / "whole" / "leaderboard.csv")),
+                                      comparable(pd.read_csv(tmp_path / out / "leaderboard.csv")))
     assert not marker.exists()
-    store = FeatureStore(cache)
-    assert all(store.load(path.stem) is not None for path in files)  # rebuilt, whole again
-    pd.testing.assert_frame_equal(comparable(pd.read_csv(tmp_path / "a" / "leaderboard.csv")),
-                                  comparable(pd.read_csv(tmp_path / "b" / "leaderboard.csv")))
 
 
 def test_two_runs_sharing_a_cache_at_once(tmp_path):
