@@ -54,7 +54,7 @@ def _writer_is_dead(tmp: Path) -> bool:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return True
-    except OSError:  # alive, owned by someone else
+    except (OSError, OverflowError):  # alive but another user's, or not a pid at all
         pass
     return False
 

@@ -442,6 +442,8 @@ def test_cached_torchvision_weights_are_read_without_running_code(tmp_path, monk
 
     path = checkpoint_path(torchvision.models.get_model_weights("resnet18")["IMAGENET1K_V1"])
     path.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(), path)  # a plain state dict still loads
+    assert entry.obj(pretrained=True).num_features == 512
     torch.save({"conv1.weight": Evil(marker)}, path)  # a tampered file in the torch.hub cache
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         entry.obj(pretrained=True)
