@@ -98,8 +98,12 @@ def test_sigkill_at_several_points_loses_and_recomputes_nothing(tmp_path, monkey
     out, cache = tmp_path / "run", tmp_path / "cache"
     args = ["run", "-p", "benchbone.testing", "-p", str(plugin), "-b", "slow/cnn", "-d", "test/blobs",
             "-s", "slow/centroid", "--seeds", "6", "--set", "batch_size=8", "-q"]
-    records = lambda: sorted((out / "records").glob("*.json"))  # noqa: E731
-    lines = lambda: log.read_text().splitlines() if log.exists() else []  # noqa: E731
+
+    def records() -> list[Path]:
+        return sorted((out / "records").glob("*.json"))
+
+    def lines() -> list[str]:
+        return log.read_text().splitlines() if log.exists() else []
 
     def kill_when(ready) -> dict[str, bytes]:
         with open(tmp_path / "stderr.txt", "w") as err:
@@ -153,9 +157,9 @@ def test_stale_temporary_files_go_and_a_damaged_record_is_redone(tmp_path, cli):
 
     result = cli(*args)
     assert result.code == 0
-    warnings = [line for line in result.err.splitlines() if "warning" in line]
-    assert warnings == [f"benchbone: warning: record {first} is damaged (not a benchbone record of schema 1); "
-                        "running its cell again"]
+    warnings = [line for line in result.err.splitlines() if line.startswith("benchbone: warning")]
+    assert warnings == [(f"benchbone: warning: record {first} is damaged (not a benchbone record of schema 1); "
+                         "running its cell again")]
     assert json.loads(first.read_text())["status"] == "ok" and second.read_bytes() == kept
     assert not dead.exists() and live.exists() and other_host.exists()
 
@@ -189,7 +193,7 @@ def test_damaged_feature_cache_is_reported_and_rebuilt(tmp_path, cli):
             path.write_bytes(damage(path.read_bytes()))
         result = cli(*args, "--out", tmp_path / out)
         assert result.code == 0
-        warned = [line for line in result.err.splitlines() if "warning" in line]
+        warned = [line for line in result.err.splitlines() if line.startswith("benchbone: warning")]
         assert len(warned) == 2 and all(line.startswith("benchbone: warning: cache file") and "damaged" in line
                                         for line in warned), result.err
         assert all(FeatureStore(cache).load(path.stem) is not None for path in files)  # rebuilt, whole again
@@ -206,7 +210,7 @@ def test_two_runs_sharing_a_cache_at_once(tmp_path):
                               stderr=subprocess.PIPE, text=True) for out in ("a", "b")]
     errors = [proc.communicate(timeout=300)[1] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], errors
-    assert not any("warning" in err for err in errors)
+    assert not any("benchbone: warning" in err for err in errors)
     pd.testing.assert_frame_equal(comparable(pd.read_csv(tmp_path / "a" / "leaderboard.csv")),
                                   comparable(pd.read_csv(tmp_path / "b" / "leaderboard.csv")))
     store = FeatureStore(cache)
