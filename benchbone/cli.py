@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import sys
+import warnings
 from pathlib import Path
 
 from benchbone.errors import BenchboneError, UsageError
@@ -119,7 +121,7 @@ def cmd_run(args) -> int:
     name = "default"
     if args.suite:
         spec = load_suite(args.suite).merge(spec)
-        name = Path(args.suite).stem
+        name = Path(args.suite).stem.strip(".") or "default"  # "...toml" must not name benchbone-runs/..
     if args.seeds < 1:
         raise UsageError(f"--seeds must be at least 1, not {args.seeds}")
     from benchbone.harness import run_grid
@@ -151,6 +153,26 @@ def cmd_leaderboard(args) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _one_line_warnings():
+    """Warnings of benchbone and its built-in plugins (a damaged cache file or record) as one line each on stderr."""
+    import importlib.util
+
+    plugins = importlib.util.find_spec("benchbone_plugins")
+    own = (str(Path(__file__).parent), *(plugins.submodule_search_locations or () if plugins else ()))
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if str(filename).startswith(own):
+            print(f"benchbone: warning: {message}", file=file or sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 COMMANDS = {"run": cmd_run, "list": cmd_list, "plugins": cmd_plugins, "leaderboard": cmd_leaderboard}
 
 
@@ -167,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.command:
             build_parser().print_help()
             return 2
-        return COMMANDS[args.command](args)
+        with contextlib.nullcontext() if debug else _one_line_warnings():
+            return COMMANDS[args.command](args)
     except UsageError as exc:
         if debug:
             raise

@@ -19,7 +19,7 @@ from benchbone.api import Backbone, DatasetSplits, Predictions
 from benchbone.errors import BenchboneError, PluginError, UsageError
 from benchbone.grid import Cell
 from benchbone.plugins import PluginManager
-from benchbone.records import finished_record, write_record
+from benchbone.records import finished_record, remove_stale_tmp, write_record
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "benchbone"
 
@@ -61,8 +61,10 @@ class Session:
         self.pm = pm
         self.registries = pm.registries()
         self.device = pm.hook.benchbone_pick_device(requested=device)
-        cache = os.environ.get("BENCHBONE_CACHE_DIR", cache_dir or DEFAULT_CACHE)
+        cache = cache_dir if cache_dir is not None else os.environ.get("BENCHBONE_CACHE_DIR", DEFAULT_CACHE)
         self.store = FeatureStore(Path(cache) if str(cache) else None)
+        for folder in ("features", "images") if self.store.root else ():
+            remove_stale_tmp(self.store.root / folder)  # what killed writers left
         self.download = download
         self.quiet = quiet
         self.command: str | None = None
@@ -160,6 +162,9 @@ def score(cell: Cell, predictions: Predictions, registries, num_classes: int, n_
         raise PluginError(f"strategy {cell.strategy!r} returned {type(predictions).__name__}, not Predictions")
     y_true, y_pred = _as_numpy(predictions.y_true).astype(np.int64), _as_numpy(predictions.y_pred).astype(np.int64)
     y_score = None if predictions.y_score is None else _as_numpy(predictions.y_score).astype(np.float64)
+    if y_score is not None and not np.isfinite(y_score).all():
+        raise PluginError(f"strategy {cell.strategy!r} diverged: {int((~np.isfinite(y_score)).sum())} of its "
+                          f"test scores are NaN or infinite")
     if len(y_true) != n_test or len(y_pred) != n_test:
         raise PluginError(f"strategy {cell.strategy!r} returned {len(y_pred)} predictions for {n_test} test images")
     if y_score is not None and y_score.shape != (n_test, num_classes):
@@ -303,6 +308,8 @@ def run_cells(
     """
     for key in {(c.dataset, c.data_dir) for c in cells}:
         session.dataset(*key)  # built once per session: cheap when run_grid already did
+    for folder in (Path(run_dir), Path(run_dir) / "records"):
+        remove_stale_tmp(folder)  # what a killed run left
     records = []
     for cell in cells:
         done = finished_record(run_dir, cell.id)
@@ -316,6 +323,13 @@ def run_cells(
         except (UsageError, KeyboardInterrupt):
             raise
         except Exception as exc:  # a plugin may fail in any way: record it and go on
+            done = finished_record(run_dir, cell.id)
+            if done is not None:  # a run sharing run_dir finished this cell meanwhile: keep its record
+                remove_work_dir(run_dir, cell)
+                records.append(done)
+                if on_record:
+                    on_record(done, "cached")
+                continue
             record = failed_record(cell, session, exc)
             write_record(run_dir, record)
             records.append(record)
@@ -363,6 +377,8 @@ def run_grid(
     session.command = command
     for key in {(c.dataset, c.data_dir) for c in cells}:  # bad data fails here, before anything is written
         session.dataset(*key)
+    for cell in {(c.backbone, c.weights): c for c in cells if c.weights}.values():
+        session.backbone(cell)  # and so do weights files that do not fit their backbone
     say = (lambda msg: print(msg, file=sys.stderr)) if echo and not quiet else (lambda msg: None)
     say(f"benchbone: {len(cells)} cell(s) on {session.device}, run directory {out}")
 

@@ -37,6 +37,23 @@ def save_atomic(state: dict, path) -> None:
     os.replace(tmp, path)
 
 
+def load_checkpoint(path, device) -> dict | None:
+    """The checkpoint at ``path`` (``weights_only``: tensors and plain data, never code), or None when
+    there is none or it cannot be read; a damaged one is reported and training starts over."""
+    import warnings
+
+    import torch
+
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:
+        warnings.warn(f"finetune checkpoint {path} is damaged ({type(exc).__name__}); training from epoch 1",
+                      stacklevel=2)
+        return None
+
+
 def finetune(backbone, data, ctx) -> Predictions:
     import contextlib
     import copy
@@ -74,8 +91,8 @@ def finetune(backbone, data, ctx) -> Predictions:
 
     path = ctx.workdir / CHECKPOINT
     start, best, history, resumed = 0, (-1.0, None, 0), [], None
-    if path.exists():
-        state = torch.load(path, map_location=ctx.device, weights_only=False)
+    state = load_checkpoint(path, ctx.device)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])

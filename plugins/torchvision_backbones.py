@@ -8,6 +8,7 @@ preprocessing comes from the weights' own transforms. Pretrained files are read 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from functools import partial
 
@@ -52,6 +53,21 @@ def checkpoint_path(weights):
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
 
 
+@contextlib.contextmanager
+def weights_only_loading():
+    """torch.hub unpickles cached checkpoints with ``weights_only=False``; torch.load honours this variable
+    and then reads tensors and plain data only, so a tampered file in the cache cannot run code."""
+    before = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+        else:
+            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = before
+
+
 def build(arch: str, tag: str, pretrained: bool) -> Backbone:
     import torchvision
 
@@ -62,7 +78,7 @@ def build(arch: str, tag: str, pretrained: bool) -> Backbone:
         path = checkpoint_path(weights)
         if not path.is_file() and is_offline(HOST):
             raise offline_error(f"tv/{arch}.{tag}", f"no {path}")
-        with contextlib.redirect_stdout(sys.stderr):  # torch.hub prints "Downloading: ..." on stdout
+        with contextlib.redirect_stdout(sys.stderr), weights_only_loading():  # torch.hub prints on stdout
             model = torchvision.models.get_model(arch, weights=weights, progress=False)
     else:
         model = torchvision.models.get_model(arch, weights=None, **arch_kwargs(arch, weights))

@@ -189,7 +189,7 @@ def test_interrupted_finetune_resumes_from_its_checkpoint(run_tiny_benchmark, tm
     failed = records(tmp_path / "resumed")["finetune"]
     assert failed["status"] == "failed" and "simulated crash" in failed["error"]
     checkpoint = tmp_path / "resumed" / "work" / failed["cell_id"] / "finetune-checkpoint.pt"
-    assert checkpoint.exists() and torch.load(checkpoint, weights_only=False)["epoch"] == 1
+    assert checkpoint.exists() and torch.load(checkpoint, weights_only=True)["epoch"] == 1
 
     monkeypatch.setattr(Context, "batches", batches)
     run_tiny_benchmark(strategies=["finetune"], overrides=FT, out=tmp_path / "resumed")

@@ -1,0 +1,468 @@
+"""Reliability and security: resume after SIGKILL, damaged files, concurrent runs, isolated failures,
+bad input, safe loading and path traversal. docs/reliability.md maps each guarantee to its test here."""
+import importlib.metadata
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from benchbone.features import FeatureStore
+from benchbone.grid import GridSpec, expand
+from benchbone.plugins import DEFAULT_PLUGINS, get_plugin_manager
+from benchbone.records import record_path
+
+TINY = ["-p", "benchbone.testing", "-b", "test/tiny-cnn", "-d", "test/blobs", "-q"]
+
+SLOW_PLUGIN = '''
+import os, time
+import torch
+from benchbone import Predictions, hookimpl
+from benchbone.testing import tiny_cnn
+
+
+def log(line):
+    with open(os.environ["BENCHBONE_TEST_LOG"], "a") as f:
+        f.write(line + "\\n")
+
+
+@hookimpl
+def benchbone_register_backbones(register):
+    def build(pretrained):
+        backbone = tiny_cnn(pretrained)
+
+        def slow(module, inputs, output):
+            if len(inputs[0]) > 1:  # a feature batch, not the one image of the GMACs count
+                log("batch")
+                time.sleep(0.05)
+
+        backbone.model.register_forward_hook(slow)
+        return backbone
+
+    register("slow/cnn", build)
+
+
+@hookimpl
+def benchbone_register_strategies(register):
+    def centroid(backbone, data, ctx):
+        X, y = ctx.features("train")
+        keep = torch.randperm(len(y), generator=ctx.generator())[: len(y) * 3 // 4]  # numbers depend on the seed
+        centers = torch.stack([X[keep][y[keep] == k].mean(0) for k in range(ctx.num_classes)])
+        Xt, yt = ctx.features("test")
+        scores = torch.softmax(-torch.cdist(Xt, centers), 1)
+        time.sleep(0.15)
+        log(f"cell {ctx.seed}")
+        return Predictions(yt, scores.argmax(1), scores)
+
+    register("slow/centroid", centroid)
+'''
+
+
+class Evil:
+    """Unpickling this writes a file: what a tampered pickle could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def comparable(board: pd.DataFrame) -> pd.DataFrame:
+    """A leaderboard without the columns that measure time."""
+    return board[[c for c in board.columns if "time" not in c and not c.endswith("_at")]]
+
+
+def leftovers(run_dir: Path) -> list[Path]:
+    """Temporary or scratch files a run should not leave behind."""
+    return [p for p in run_dir.rglob("*") if p.name.endswith(".tmp") or p.name == "work"]
+
+
+def write_plugin(tmp_path: Path, name: str, source: str) -> Path:
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    return path
+
+
+# --- resume after SIGKILL -------------------------------------------------------------------------------------
+
+def test_sigkill_at_several_points_loses_and_recomputes_nothing(tmp_path, monkeypatch, cli):
+    plugin, log = write_plugin(tmp_path, "slow", SLOW_PLUGIN), tmp_path / "log.txt"
+    monkeypatch.setenv("BENCHBONE_TEST_LOG", str(log))
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    args = ["run", "-p", "benchbone.testing", "-p", str(plugin), "-b", "slow/cnn", "-d", "test/blobs",
+            "-s", "slow/centroid", "--seeds", "6", "--set", "batch_size=8", "-q"]
+
+    def records() -> list[Path]:
+        return sorted((out / "records").glob("*.json"))
+
+    def lines() -> list[str]:
+        return log.read_text().splitlines() if log.exists() else []
+
+    def kill_when(ready) -> dict[str, bytes]:
+        with open(tmp_path / "stderr.txt", "w") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "benchbone.cli", *args, "--out", str(out),
+                                     "--cache-dir", str(cache)], stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + 120
+        while not ready():
+            assert proc.poll() is None, f"the run ended before the kill point: {(tmp_path / 'stderr.txt').read_text()}"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        return {p.name: p.read_bytes() for p in records()}
+
+    during_features = kill_when(lambda: "batch" in lines())
+    assert during_features == {}
+    after_two = kill_when(lambda: len(records()) >= 2)
+    after_four = kill_when(lambda: len(records()) >= 4)
+    assert len(after_four) >= 4 and set(after_two) <= set(after_four)
+
+    before_last = len(lines())
+    result = cli(*args, "--out", out, "--cache-dir", cache)
+    assert result.code == 0, result.err
+    final = {p.name: p.read_bytes() for p in records()}
+    assert len(final) == 6 and all(json.loads(text)["status"] == "ok" for text in final.values())
+    for name, text in {**after_two, **after_four}.items():
+        assert final[name] == text  # finished cells were neither lost nor recomputed
+    assert sum(line.startswith("cell") for line in lines()[before_last:]) == 6 - len(after_four)
+    assert leftovers(out) == []
+
+    reference = cli(*args, "--out", tmp_path / "whole", "--cache-dir", tmp_path / "cache2")
+    assert reference.code == 0
+    pd.testing.assert_frame_equal(comparable(pd.read_csv(out / "leaderboard.csv")),
+                                  comparable(pd.read_csv(tmp_path / "whole" / "leaderboard.csv")))
+
+
+def test_stale_temporary_files_go_and_a_damaged_record_is_redone(tmp_path, cli):
+    out = tmp_path / "run"
+    args = ["run", *TINY, "-s", "linear-probe", "--set", "c_steps=2", "--seeds", "2", "--out", out]
+    assert cli(*args).code == 0
+    first, second = sorted((out / "records").glob("*.json"))
+    kept = second.read_bytes()
+    first.write_text('{"schema": 1, "status": "ok", "cell_id": ')  # a writer that was cut off
+    host_pid = __import__("benchbone.records", fromlist=["_WRITER"])._WRITER
+    host = host_pid.rpartition("-")[0]
+    dead = out / "records" / f".x.json.{host}-{2 ** 22 + 12345}.abc123.tmp"  # above any pid_max: dead
+    live = out / "records" / f".y.json.{host_pid}.abc123.tmp"  # this process: alive, maybe still writing
+    other_host = out / "records" / ".z.json.otherhost-1.abc123.tmp"
+    for path in (dead, live, other_host):
+        path.write_text("partial")
+
+    result = cli(*args)
+    assert result.code == 0
+    warnings = [line for line in result.err.splitlines() if line.startswith("benchbone: warning")]
+    assert warnings == [(f"benchbone: warning: record {first} is damaged (not a benchbone record of schema 1); "
+                         "running its cell again")]
+    assert json.loads(first.read_text())["status"] == "ok" and second.read_bytes() == kept
+    assert not dead.exists() and live.exists() and other_host.exists()
+
+    first.write_text("not json")
+    board = cli("leaderboard", out, "-f", "json")
+    assert board.code == 0 and len(json.loads(board.out)) == 1
+    assert board.err.startswith(f"benchbone: warning: record {first} is damaged") and board.err.count("\n") == 1
+
+
+# --- caches ---------------------------------------------------------------------------------------------------
+
+def test_damaged_feature_cache_is_reported_and_rebuilt(tmp_path, cli):
+    cache, marker = tmp_path / "cache", tmp_path / "unpickled"
+    args = ["run", *TINY, "-s", "linear-probe", "--set", "c_steps=2", "--cache-dir", cache]
+    assert cli(*args, "--out", tmp_path / "whole").code == 0
+    files = sorted((cache / "features").glob("*.safetensors"))
+    assert len(files) == 2  # train and test
+
+    def truncate(data: bytes) -> bytes:
+        return data[: len(data) // 2]
+
+    def flip(data: bytes) -> bytes:  # numbers changed, size and header kept
+        return data[:-8] + bytes(b ^ 0xFF for b in data[-8:])
+
+    def pickle(data: bytes) -> bytes:  # a pickle that runs code where a feature file belongs
+        torch.save({"features": Evil(marker)}, tmp_path / "evil.pt")
+        return (tmp_path / "evil.pt").read_bytes()
+
+    for out, damages in (("a", (truncate, pickle)), ("b", (flip, flip))):
+        for path, damage in zip(files, damages):
+            path.write_bytes(damage(path.read_bytes()))
+        result = cli(*args, "--out", tmp_path / out)
+        assert result.code == 0
+        warned = [line for line in result.err.splitlines() if line.startswith("benchbone: warning")]
+        assert len(warned) == 2 and all(line.startswith("benchbone: warning: cache file") and "damaged" in line
+                                        for line in warned), result.err
+        assert all(FeatureStore(cache).load(path.stem) is not None for path in files)  # rebuilt, whole again
+        pd.testing.assert_frame_equal(comparable(pd.read_csv(tmp_path / "whole" / "leaderboard.csv")),
+                                      comparable(pd.read_csv(tmp_path / out / "leaderboard.csv")))
+    assert not marker.exists()
+
+
+def test_two_runs_sharing_a_cache_at_once(tmp_path):
+    cache = tmp_path / "cache"
+    args = [sys.executable, "-m", "benchbone.cli", "run", *TINY, "-s", "linear-probe", "-s", "knn",
+            "--set", "c_steps=2", "--seeds", "2", "--cache-dir", str(cache)]
+    procs = [subprocess.Popen([*args, "--out", str(tmp_path / out)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for out in ("a", "b")]
+    errors = [proc.communicate(timeout=300)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], errors
+    assert not any("benchbone: warning" in err for err in errors)
+    pd.testing.assert_frame_equal(comparable(pd.read_csv(tmp_path / "a" / "leaderboard.csv")),
+                                  comparable(pd.read_csv(tmp_path / "b" / "leaderboard.csv")))
+    store = FeatureStore(cache)
+    assert all(store.load(p.stem) is not None for p in (cache / "features").glob("*.safetensors"))
+    assert leftovers(tmp_path) == []
+
+
+RACE_PLUGIN = '''
+import json
+from benchbone import hookimpl
+
+
+@hookimpl
+def benchbone_register_strategies(register):
+    def finished_elsewhere(backbone, data, ctx):
+        """Another run sharing the run directory finishes this cell, then this attempt fails."""
+        cell_id, run_dir = ctx.workdir.name, ctx.workdir.parent.parent
+        record = {"schema": 1, "cell_id": cell_id, "status": "ok", "dataset": "test/blobs", "seed": 0,
+                  "strategy": "race/finished-elsewhere", "backbone": "test/tiny-cnn", "params": {},
+                  "metrics": {"top1": 1.0}, "higher_is_better": {"top1": True}}
+        (run_dir / "records").mkdir(parents=True, exist_ok=True)
+        (run_dir / "records" / f"{cell_id}.json").write_text(json.dumps(record))
+        raise RuntimeError("lost the race")
+
+    register("race/finished-elsewhere", finished_elsewhere)
+'''
+
+
+def test_a_failure_never_overwrites_a_record_another_run_finished(tmp_path, cli):
+    plugin = write_plugin(tmp_path, "race", RACE_PLUGIN)
+    result = cli("run", *TINY, "-p", plugin, "-s", "race/finished-elsewhere", "--out", tmp_path / "run")
+    assert result.code == 0, result.err
+    (path,) = (tmp_path / "run" / "records").glob("*.json")
+    assert json.loads(path.read_text())["metrics"] == {"top1": 1.0}
+    assert leftovers(tmp_path / "run") == []
+
+
+# --- failure isolation ----------------------------------------------------------------------------------------
+
+FAILING_PLUGIN = '''
+import torch
+from benchbone import Predictions, hookimpl
+
+
+@hookimpl
+def benchbone_register_strategies(register):
+    def cuda_oom(backbone, data, ctx):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    def host_oom(backbone, data, ctx):
+        raise MemoryError("cannot allocate 64 GiB")
+
+    def diverges(backbone, data, ctx):
+        _, yt = ctx.features("test")
+        scores = torch.full((len(yt), ctx.num_classes), float("nan"))
+        return Predictions(yt, torch.zeros_like(yt), scores)
+
+    register("fail/cuda-oom", cuda_oom)
+    register("fail/host-oom", host_oom)
+    register("fail/diverges", diverges)
+'''
+
+
+def test_failing_cells_are_recorded_and_the_others_go_on(tmp_path, cli):
+    plugin = write_plugin(tmp_path, "failing", FAILING_PLUGIN)
+    args = ["run", *TINY, "-p", plugin, "-s", "fail/cuda-oom", "-s", "fail/host-oom", "-s", "fail/diverges",
+            "-s", "linear-probe", "--set", "c_steps=2"]
+    result = cli(*args, "--out", tmp_path / "run")
+    assert result.code == 1
+    board = {row["strategy"]: row for row in json.loads((tmp_path / "run" / "leaderboard.json").read_text())}
+    assert {s: row["status"] for s, row in board.items()} == {
+        "fail/cuda-oom": "failed", "fail/host-oom": "failed", "fail/diverges": "failed", "linear-probe": "ok"}
+    assert board["fail/cuda-oom"]["error"].startswith("OutOfMemoryError: CUDA out of memory")
+    assert board["fail/host-oom"]["error"] == "MemoryError: cannot allocate 64 GiB"
+    assert "diverged: 192 of its test scores are NaN or infinite" in board["fail/diverges"]["error"]
+    assert "failed: OutOfMemoryError" in result.out  # the printed table shows them
+
+    fast = cli(*args, "--out", tmp_path / "fast", "--fail-fast")
+    assert fast.code == 1 and fast.err.count("\n") == 1 and "OutOfMemoryError" in fast.err
+    assert len(list((tmp_path / "fast" / "records").glob("*.json"))) == 1
+
+
+# --- bad input ------------------------------------------------------------------------------------------------
+
+BAD_DATA = '''
+from benchbone import DatasetSplits, ImageTensorDataset, hookimpl
+from benchbone.testing import blobs
+
+
+@hookimpl
+def benchbone_register_datasets(register):
+    def one_class(data_dir, download):
+        import torch
+
+        images = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
+        return DatasetSplits(ImageTensorDataset(images, [0] * 4), ImageTensorDataset(images, [0] * 4), ["only"])
+
+    def empty_test(data_dir, download):
+        import torch
+
+        data = blobs(data_dir, download)
+        empty = ImageTensorDataset(torch.zeros(0, 3, 12, 12, dtype=torch.uint8), [])
+        return DatasetSplits(data.train, empty, data.classes)
+
+    register("bad/one-class", one_class)
+    register("bad/empty-test", empty_test)
+'''
+
+PLUGIN_SOURCES = {
+    "bad_data": BAD_DATA,
+    "broken": "import benchbone_no_such_module\n",
+    "duplicate": "from benchbone import hookimpl\n\n\n@hookimpl\ndef benchbone_register_datasets(register):\n"
+                 "    register('test/blobs', lambda data_dir, download: None)\n",
+    "traversal": "from benchbone import hookimpl\n\n\n@hookimpl\ndef benchbone_register_datasets(register):\n"
+                 "    register('../../escape', lambda data_dir, download: None)\n",
+}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-b", "tiny-cn", "-d", "test/blobs"], "unknown backbone 'tiny-cn'. Did you mean test/tiny-cnn"),
+    (["--suite", "{tmp}/bad.toml"], "bad.toml: malformed TOML"),
+    (["-b", "test/tiny-cnn", "-d", "test/blobs", "--set", "nonsense=1"], "unknown parameter 'nonsense'"),
+    (["-b", "test/tiny-cnn", "-d", "test/blobs", "--set", "c_steps=many"], "--set c_steps='many': expected int"),
+    (["-b", "test/tiny-cnn", "-d", "imagefolder:{tmp}/missing"], "imagefolder: {tmp}/missing does not exist"),
+    (["-b", "test/tiny-cnn@random", "-b", "test/tiny-cnn", "-d", "test/blobs",
+      "--weights", "test/tiny-cnn={tmp}/other-arch.safetensors"], "weights do not fit this backbone"),
+    (["-b", "test/tiny-cnn", "-d", "test/blobs", "-p", "{tmp}/broken.py"],
+     "plugin '{tmp}/broken.py' failed to import: ModuleNotFoundError"),
+    (["-b", "test/tiny-cnn", "-d", "test/blobs", "-p", "{tmp}/duplicate.py"],
+     "dataset name 'test/blobs' is registered by both plugin 'benchbone.testing' and plugin 'duplicate'"),
+    (["-b", "test/tiny-cnn", "-d", "bad/one-class", "-p", "{tmp}/bad_data.py"], "has 1 class(es)"),
+    (["-b", "test/tiny-cnn", "-d", "bad/empty-test", "-p", "{tmp}/bad_data.py"], "has an empty test split"),
+    (["-b", "test/tiny-cnn", "-d", "test/blobs", "-p", "{tmp}/traversal.py"], "invalid dataset name '../../escape'"),
+])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, cli, args, message):
+    from safetensors.torch import save_file
+
+    for name, source in PLUGIN_SOURCES.items():
+        write_plugin(tmp_path, name, source)
+    (tmp_path / "bad.toml").write_text('backbones = ["test/tiny-cnn"\ndatasets = ["test/blobs"]\n')
+    save_file(torch.nn.Linear(8, 4).state_dict(), str(tmp_path / "other-arch.safetensors"))
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = cli("run", "-p", "benchbone.testing", "-s", "linear-probe", *args, "--out", tmp_path / "out")
+    assert result.code == 2
+    assert result.err.startswith("benchbone: error: ") and result.err.count("\n") == 1, result.err
+    assert message.replace("{tmp}", str(tmp_path)) in result.err
+    assert "Traceback" not in result.err
+    assert not (tmp_path / "out").exists()
+
+
+# --- security -------------------------------------------------------------------------------------------------
+
+HOSTILE_PLUGIN = '''
+from benchbone import DatasetSplits, hookimpl
+from benchbone.testing import blobs
+
+
+@hookimpl
+def benchbone_register_datasets(register):
+    def hostile(data_dir, download):
+        data = blobs(data_dir, download)
+        names = ["../../evil", "/tmp/absolute", "..", "a/../../b"]
+        return DatasetSplits(data.train, data.test, names, info={"path": "../../../info"})
+
+    register("hostile/blobs", hostile)
+'''
+
+
+def test_hostile_names_write_nothing_outside_the_run_and_cache_directories(tmp_path, monkeypatch, cli):
+    plugin = write_plugin(tmp_path, "hostile", HOSTILE_PLUGIN)
+    here = tmp_path / "deep" / "down"
+    here.mkdir(parents=True)
+    monkeypatch.chdir(here)
+    before = {p for p in tmp_path.rglob("*")}
+    result = cli("run", *TINY, "-p", plugin, "-d", "hostile/blobs", "-s", "linear-probe", "-s", "finetune",
+                 "--set", "finetune.epochs=1", "--set", "c_steps=2", "--out", "out", "--cache-dir", "cache")
+    assert result.code == 0, result.err
+    new = {p for p in tmp_path.rglob("*")} - before
+    assert new and all(p.is_relative_to(here / "out") or p.is_relative_to(here / "cache") for p in new)
+    names = {p.name for p in (here / "out" / "records").iterdir()}
+    assert all(len(n) == len("0123456789abcdef.json") for n in names)  # files are named by hashes
+    record = json.loads(next((here / "out" / "records").iterdir()).read_text())
+    assert record["status"] == "ok" and record["data"]["num_classes"] == 4
+
+
+def test_finetune_checkpoint_is_read_without_running_code(benchbone_pm, run_tiny_benchmark, tmp_path):
+    marker = tmp_path / "unpickled"
+    cell = expand(GridSpec(["test/tiny-cnn"], ["test/blobs"], ["finetune"], [], 1, {"epochs": 1}),
+                  benchbone_pm.registries())[0]
+    checkpoint = tmp_path / "run" / "work" / cell.id / "finetune-checkpoint.pt"
+    checkpoint.parent.mkdir(parents=True)
+    torch.save({"model": Evil(marker), "epoch": 1}, checkpoint)
+    with pytest.warns(UserWarning, match="finetune checkpoint .* is damaged"):
+        board = run_tiny_benchmark(strategies=["finetune"], overrides={"epochs": 1})
+    assert not marker.exists() and list(board.status) == ["ok"]
+    record = json.loads(record_path(tmp_path / "run", cell.id).read_text())
+    assert record["strategy_info"]["resumed_from_epoch"] is None
+
+
+def test_plugins_come_only_from_built_ins_entry_points_and_p(tmp_path, monkeypatch):
+    marker = tmp_path / "imported"
+    for name in ("benchbone_evil", "benchbone_plugins_evil", "conftest_evil"):
+        (tmp_path / f"{name}.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # importable from the working directory
+    monkeypatch.setenv("BENCHBONE_LOAD_PLUGINS", "1")
+    monkeypatch.setenv("BENCHBONE_PLUGINS", "benchbone_evil")  # no environment variable adds code
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group=None: [])
+    pm = get_plugin_manager()
+    assert {name for name, _ in pm.list_name_plugin()} == {m.rsplit(".", 1)[-1] for m in DEFAULT_PLUGINS}
+    assert not marker.exists()
+    get_plugin_manager(extra=[str(tmp_path / "benchbone_evil.py")])  # an explicit -p file is loaded
+    assert marker.exists()
+
+
+def test_weights_files_are_read_without_running_code(tmp_path, cli):
+    marker = tmp_path / "unpickled"
+    torch.save({"0.weight": Evil(marker)}, tmp_path / "evil.pth")
+    result = cli("run", *TINY, "-s", "linear-probe", "--weights", f"test/tiny-cnn={tmp_path / 'evil.pth'}",
+                 "--out", tmp_path / "out")
+    assert result.code == 2 and "cannot read weights file" in result.err and result.err.count("\n") == 1
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_cached_torchvision_weights_are_read_without_running_code(tmp_path, monkeypatch):
+    import pickle
+
+    from benchbone_plugins.torchvision_backbones import checkpoint_path
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    marker = tmp_path / "unpickled"
+    entry = get_plugin_manager(entrypoints=False).registries().backbones.get("tv/resnet18.IMAGENET1K_V1")
+    import torchvision
+
+    path = checkpoint_path(torchvision.models.get_model_weights("resnet18")["IMAGENET1K_V1"])
+    path.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(), path)  # a plain state dict still loads
+    assert entry.obj(pretrained=True).num_features == 512
+    torch.save({"conv1.weight": Evil(marker)}, path)  # a tampered file in the torch.hub cache
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        entry.obj(pretrained=True)
+    assert not marker.exists() and "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ
+
+
+def test_every_test_named_in_docs_reliability_exists():
+    import ast
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "reliability.md").read_text()
+    named = re.findall(r"`(R|tests/\w+\.py)::(test_\w+)", text)
+    assert len(named) > 20
+    for file, test in named:
+        path = Path(__file__) if file == "R" else root / file
+        functions = {n.name for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.FunctionDef)}
+        assert test in functions, f"docs/reliability.md names {file}::{test}, which does not exist"
