@@ -52,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     out = run.add_argument_group("scale-out (see docs/scale-out.md)")
-    out.add_argument("--executor", choices=("local", "submitit", "ray"), default="local",
-                     help="who runs the cells: this process (default), Slurm via submitit, or Ray")
+    out.add_argument("--executor", choices=("local", "submitit", "ray", "specs"), default="local",
+                     help="who runs the cells: this process (default), Slurm via submitit, Ray, or nobody "
+                          "(specs: write RUN_DIR/specs/*.json and print a `benchbone run-cell` line for each)")
     out.add_argument("--gpus-per-cell", type=int, metavar="N", help="GPUs per cell (default 1 on CUDA, else 0)")
     out.add_argument("--cpus-per-cell", type=int, metavar="N", help="CPUs per cell (default 1)")
     out.add_argument("--slurm-cluster", metavar="KIND",

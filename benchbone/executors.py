@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Callable
@@ -19,11 +20,11 @@ from benchbone.errors import UsageError
 from benchbone.grid import Cell
 from benchbone.records import read_record, record_path, write_atomic
 
-EXECUTORS = ("local", "submitit", "ray")
+EXECUTORS = ("local", "submitit", "ray", "specs")
 EXTRAS = {"submitit": "slurm", "ray": "ray"}
 # option -> the executors it applies to
 OPTIONS = {
-    "gpus_per_cell": EXECUTORS, "cpus_per_cell": EXECUTORS,
+    "gpus_per_cell": ("submitit", "ray", "specs"), "cpus_per_cell": ("submitit", "ray", "specs"),
     "slurm_cluster": ("submitit",), "slurm_partition": ("submitit",), "slurm_time": ("submitit",),
     "slurm_array_parallelism": ("submitit",), "slurm_folder": ("submitit",), "slurm_opts": ("submitit",),
     "ray_address": ("ray",),
@@ -92,7 +93,7 @@ def get(name: str, options: dict) -> "Executor":
         _require("submitit", EXTRAS[name])
     elif name == "ray" and importlib.util.find_spec("ray") is None:  # import later, after the loopback setting
         raise UsageError("--executor ray needs ray: pip install 'benchbone[ray]'")
-    return {"local": Executor, "submitit": SubmititExecutor, "ray": RayExecutor}[name](options)
+    return {"local": Executor, "submitit": SubmititExecutor, "ray": RayExecutor, "specs": SpecsExecutor}[name](options)
 
 
 class Executor:
@@ -109,20 +110,40 @@ class Executor:
         return run_cells(cells, session, run_dir, fail_fast=fail_fast, on_record=on_record)
 
 
-class _RemoteExecutor(Executor, abc.ABC):
+class SpecsExecutor(Executor):
+    """Runs nothing: writes a spec per unfinished cell and prints one ``benchbone run-cell SPEC`` line for each,
+    to hand to torchrun, sbatch or a shell loop; ``benchbone leaderboard RUN_DIR`` then reads the records."""
+
+    def placement(self, session, requested_device: str | None) -> tuple[str | None, dict]:
+        """The device a worker asks for (None: its own choice) and the resources of one cell."""
+        gpus = self.options.get("gpus_per_cell", 1 if session.device.startswith("cuda") else 0)
+        resources = {"gpus": gpus, "cpus": self.options.get("cpus_per_cell", 1)}
+        return requested_device or (None if gpus else "cpu"), resources
+
+    def write_specs(self, cells, session, run_dir, requested_device) -> tuple[list[Cell], list[Path], dict]:
+        """Specs of the cells not finished in ``run_dir``: (those cells, their spec files, their resources)."""
+        from benchbone.records import finished_record
+
+        device, resources = self.placement(session, requested_device)
+        pending = [c for c in cells if finished_record(run_dir, c.id) is None]
+        return pending, [write_spec(c, session, run_dir, device, resources) for c in pending], resources
+
+    def submit(self, cells, session, run_dir, *, requested_device=None, fail_fast=False, on_record=None):
+        for path in self.write_specs(cells, session, run_dir, requested_device)[1]:
+            print(f"benchbone run-cell {shlex.quote(str(path.resolve()))}")
+        return []
+
+
+class _RemoteExecutor(SpecsExecutor, abc.ABC):
     """Writes a spec per unfinished cell, has an engine run them, and reads the records back."""
 
     def submit(self, cells, session, run_dir, *, requested_device=None, fail_fast=False, on_record=None):
         from benchbone.harness import failed_record
-        from benchbone.records import finished_record, write_record
+        from benchbone.records import write_record
 
         report = on_record or (lambda record, how: None)
-        gpus = self.options.get("gpus_per_cell", 1 if session.device.startswith("cuda") else 0)
-        resources = {"gpus": gpus, "cpus": self.options.get("cpus_per_cell", 1)}
-        device = requested_device or (None if gpus else "cpu")  # None: each worker picks its own
-        pending = [c for c in cells if finished_record(run_dir, c.id) is None]
-        errors = self.dispatch([write_spec(c, session, run_dir, device, resources) for c in pending],
-                               Path(run_dir), resources) if pending else []
+        pending, specs, resources = self.write_specs(cells, session, run_dir, requested_device)
+        errors = self.dispatch(specs, Path(run_dir), resources) if pending else []
         outcome = dict(zip((c.id for c in pending), errors))
         records = []
         for cell in cells:

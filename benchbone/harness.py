@@ -340,13 +340,13 @@ def run_spec(spec: dict) -> dict:
     """
     from benchbone.plugins import get_plugin_manager
 
-    if spec["device"] and spec["device"].startswith("cuda") and "LOCAL_RANK" in os.environ:
-        import torch
-
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # torchrun: one GPU per rank
     pm = get_plugin_manager(**spec["plugins"])
     session = Session(pm, device=spec["device"], cache_dir=spec["cache_dir"], download=spec["download"], quiet=True)
     session.command = spec["command"]
+    if session.device == "cuda" and "LOCAL_RANK" in os.environ:
+        import torch
+
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # torchrun: one GPU per rank
     return run_cells([Cell.from_json(spec["cell"])], session, Path(spec["run_dir"]))[0]
 
 
@@ -368,7 +368,7 @@ def run_grid(
 ):
     """Expand ``spec`` into cells, run those not yet finished in ``out``, and return the leaderboard.
 
-    ``executor`` is "local" (this process), "submitit" or "ray" (see ``benchbone.executors``). The
+    ``executor`` is "local" (this process), "submitit", "ray" or "specs" (see ``benchbone.executors``). The
     leaderboard (CSV, markdown, JSON) is written to ``out`` from the records of this grid.
     """
     from benchbone import executors, leaderboard
@@ -399,6 +399,8 @@ def run_grid(
 
     records = runner.submit(
         cells, session, Path(out), requested_device=device, fail_fast=fail_fast, on_record=report)
+    if executor == "specs":  # nothing ran: the specs are written, and their commands printed
+        return leaderboard.build(records)
     board = leaderboard.build(records, sort_by=sort_by)
     leaderboard.write(board, records, Path(out))
     if echo:
