@@ -245,3 +245,13 @@ def test_executor_errors_are_one_line(cli, monkeypatch, tmp_path):
     result = cli("run-cell", tmp_path / "missing.json")
     assert result.code == 2 and "cannot read spec" in result.err
     assert not (tmp_path / "run").exists()
+
+
+def test_submitit_requeues_the_same_spec():
+    """On preemption or timeout submitit calls ``checkpoint`` and resubmits what it returns."""
+    pytest.importorskip("submitit")
+    from benchbone.executors import SubmititCell
+
+    task = SubmititCell()
+    delayed = task.checkpoint("/runs/q/specs/abc.json")
+    assert delayed.function is task and delayed.args == ("/runs/q/specs/abc.json",) and not delayed.kwargs
