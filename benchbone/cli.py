@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--slurm-array-parallelism", type=int, metavar="N", help="cells running at once (default 256)")
     out.add_argument("--slurm-folder", metavar="DIR", help="submitit's logs and pickles (default RUN_DIR/submitit)")
     out.add_argument("--slurm-opt", action="append", default=[], metavar="KEY=VALUE",
-                     help="any other sbatch option, e.g. account=abc or qos=high (repeatable)")
+                     help="any other parameter of submitit's Slurm executor, e.g. account=abc or qos=high "
+                          "(repeatable)")
     out.add_argument("--ray-address", metavar="ADDR",
                      help="join this Ray cluster ('auto': the one on this node; default $RAY_ADDRESS, "
                           "else a local cluster on 127.0.0.1)")

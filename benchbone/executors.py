@@ -187,14 +187,20 @@ class SubmititExecutor(_RemoteExecutor):
 
         cluster = self.options.get("slurm_cluster", "auto")
         folder = self.options.get("slurm_folder") or run_dir / "submitit"
-        executor = submitit.AutoExecutor(folder=folder, cluster=None if cluster == "auto" else cluster)
+        try:
+            executor = submitit.AutoExecutor(folder=folder, cluster=None if cluster == "auto" else cluster)
+        except RuntimeError as exc:  # Slurm asked for where there is none
+            raise UsageError(f"--slurm-cluster {cluster}: {exc}; use --slurm-cluster auto or local") from None
         params = {"name": "benchbone", "timeout_min": self.options.get("slurm_time", 60),
                   "gpus_per_node": resources["gpus"], "cpus_per_task": resources["cpus"],
                   **{f"slurm_{k}": v for k, v in self.options.get("slurm_opts", {}).items()}}
         if executor.cluster == "slurm":
             params["slurm_partition"] = self.options.get("slurm_partition")
             params["slurm_array_parallelism"] = self.options.get("slurm_array_parallelism", 256)
-        executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
+        try:
+            executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
+        except (NameError, ValueError) as exc:  # an option submitit does not know
+            raise UsageError(f"--slurm-opt: {str(exc).splitlines()[0]}") from None
         jobs = executor.map_array(SubmititCell(), [str(s) for s in specs])
         errors: list[BaseException | None] = []
         for job in jobs:
