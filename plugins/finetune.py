@@ -99,7 +99,8 @@ def _finetune(backbone, ctx, world: int) -> Predictions:
 
     net = model
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if cuda else None)
+        device_ids = [torch.cuda.current_device()] if cuda else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     groups = [{"params": model[0].parameters(), "lr": p["lr"] * scale},
               {"params": head.parameters(), "lr": p["head_lr"] * scale}]
     if p["optimizer"] == "adamw":
