@@ -255,3 +255,24 @@ def test_submitit_requeues_the_same_spec():
     task = SubmititCell()
     delayed = task.checkpoint("/runs/q/specs/abc.json")
     assert delayed.function is task and delayed.args == ("/runs/q/specs/abc.json",) and not delayed.kwargs
+
+
+def test_shards_split_the_shuffled_order_like_distributed_sampler():
+    import torch
+
+    from benchbone.api import ImageTensorDataset
+    from benchbone.data import LoadedImages, Preprocess, iterate_batches, whole
+
+    labels = torch.arange(11)  # each image's label is its index, so batches show which images a rank got
+    view = whole("train", ImageTensorDataset(torch.zeros(11, 3, 4, 4, dtype=torch.uint8), labels))
+    images, prep = LoadedImages(view.dataset), Preprocess((4, 4), 1.0, "bilinear", (0.5,) * 3, (0.25,) * 3)
+
+    def order(shard):
+        gen = torch.Generator().manual_seed(7)
+        return torch.cat([y for _, y in iterate_batches(images, view, prep, batch_size=4, device="cpu",
+                                                         shuffle=gen, shard=shard)]).tolist()
+
+    full, rank0, rank1 = order(None), order((0, 2)), order((1, 2))
+    assert len(rank0) == len(rank1) == 6  # 11 padded to 12: every rank takes the same number of steps
+    assert rank0 == full[0::2] and rank1 == full[1::2] + full[:1]
+    assert sorted(set(rank0 + rank1)) == list(range(11))
