@@ -42,11 +42,15 @@ def run(
     plugins: Iterable[str] = (),
     sort_by: str | None = None,
     quiet: bool = True,
+    executor: str = "local",
+    executor_options: dict[str, Any] | None = None,
 ):
     """Run a grid and return its leaderboard as a pandas DataFrame (also written to ``out``).
 
     ``params`` holds overrides as ``--set`` does: ``{"val_fraction": 0.2, "linear-probe.max_iter": 50}``;
     ``weights`` maps backbone names to local state-dict files, as ``--weights NAME=PATH`` does.
+    ``executor`` and ``executor_options`` (``{"slurm_partition": "gpu", "gpus_per_cell": 1}``) as the
+    ``--executor`` flags do; see docs/scale-out.md.
     """
     from benchbone.grid import GridSpec, load_suite, parse_weights
     from benchbone.harness import run_grid
@@ -59,4 +63,5 @@ def run(
         spec = load_suite(suite).merge(spec)
     return run_grid(spec, out=Path(out), pm=get_plugin_manager(extra=plugins), device=device,
                     cache_dir=cache_dir, download=download, quiet=quiet, sort_by=sort_by,
-                    command=f"benchbone.run({spec!r})", echo=not quiet)
+                    command=f"benchbone.run({spec!r})", echo=not quiet, executor=executor,
+                    executor_options=executor_options)

@@ -53,6 +53,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sort-by", metavar="METRIC", help="rank by this metric (default: the first)")
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    out = run.add_argument_group("scale-out (see docs/scale-out.md)")
+    out.add_argument("--executor", choices=("local", "submitit", "ray", "specs"), default="local",
+                     help="who runs the cells: this process (default), Slurm via submitit, Ray, or nobody "
+                          "(specs: write RUN_DIR/specs/*.json and print a `benchbone run-cell` line for each)")
+    out.add_argument("--gpus-per-cell", type=int, metavar="N", help="GPUs per cell (default 1 on CUDA, else 0)")
+    out.add_argument("--cpus-per-cell", type=int, metavar="N", help="CPUs per cell (default 1)")
+    out.add_argument("--slurm-cluster", metavar="KIND",
+                     help="auto (Slurm where sbatch exists, else local processes), slurm, local or debug")
+    out.add_argument("--slurm-partition", metavar="NAME", help="Slurm partition")
+    out.add_argument("--slurm-time", type=int, metavar="MIN", help="time limit per cell in minutes (default 60)")
+    out.add_argument("--slurm-array-parallelism", type=int, metavar="N", help="cells running at once (default 256)")
+    out.add_argument("--slurm-folder", metavar="DIR", help="submitit's logs and pickles (default RUN_DIR/submitit)")
+    out.add_argument("--slurm-opt", action="append", default=[], metavar="KEY=VALUE",
+                     help="any other parameter of submitit's Slurm executor, e.g. account=abc or qos=high "
+                          "(repeatable)")
+    out.add_argument("--ray-address", metavar="ADDR",
+                     help="join this Ray cluster ('auto': the one on this node; default $RAY_ADDRESS, "
+                          "else a local cluster on 127.0.0.1)")
+
+    cell = sub.add_parser("run-cell", help="run one cell from its spec file (what every executor's worker runs)",
+                          description="Run one cell from <run_dir>/specs/<cell id>.json and write its record; "
+                                      "under torchrun only rank 0 writes.")
+    cell.add_argument("spec", metavar="SPEC.json")
+    cell.add_argument("--debug", action="store_true", help="show tracebacks")
 
     lst = sub.add_parser("list", parents=[common], help="list registered names")
     lst.add_argument("kind", choices=KINDS)
@@ -130,8 +154,35 @@ def cmd_run(args) -> int:
         spec, out=Path(args.out) if args.out else Path("benchbone-runs") / name, pm=_manager(args),
         device=args.device, cache_dir=args.cache_dir, download=not args.no_download, quiet=args.quiet,
         fail_fast=args.fail_fast, sort_by=args.sort_by, command=_command_line(args.argv),
+        executor=args.executor, executor_options=_executor_options(args),
     )
     return 1 if (board["status"] != "ok").any() else 0
+
+
+def _executor_options(args) -> dict:
+    from benchbone.grid import parse_value
+
+    opts = {}
+    for item in args.slurm_opt:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--slurm-opt {item!r} is not KEY=VALUE; write e.g. --slurm-opt account=abc")
+        opts[key.strip().replace("-", "_")] = parse_value(value)
+    return {"gpus_per_cell": args.gpus_per_cell, "cpus_per_cell": args.cpus_per_cell,
+            "slurm_cluster": args.slurm_cluster, "slurm_partition": args.slurm_partition,
+            "slurm_time": args.slurm_time, "slurm_array_parallelism": args.slurm_array_parallelism,
+            "slurm_folder": args.slurm_folder, "slurm_opts": opts or None, "ray_address": args.ray_address}
+
+
+def cmd_run_cell(args) -> int:
+    from benchbone.executors import run_spec_file
+
+    record = run_spec_file(args.spec)
+    if int(os.environ.get("RANK", "0")) == 0:
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items()) or record.get("error", "")
+        print(f"benchbone: {record['status']} {record['backbone']} x {record['dataset']} x {record['strategy']} "
+              f"(seed {record['seed']}): {shown}", file=sys.stderr)
+    return 0 if record["status"] == "ok" else 1
 
 
 def _command_line(argv: list[str]) -> str:
@@ -173,7 +224,8 @@ def _one_line_warnings():
         yield
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "plugins": cmd_plugins, "leaderboard": cmd_leaderboard}
+COMMANDS = {"run": cmd_run, "run-cell": cmd_run_cell, "list": cmd_list, "plugins": cmd_plugins,
+            "leaderboard": cmd_leaderboard}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -123,16 +123,17 @@ class Context:
 
     def batches(
         self, split: str, batch_size: int | None = None, *, shuffle: bool = False, augment: bool = False,
-        epoch: int = 0,
+        epoch: int = 0, shard: tuple[int, int] | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Normalised image batches ``(x, y)`` of a split on the device, for strategies that train the network.
 
-        ``shuffle`` and ``augment`` (random resized crop and flip) are seeded by the cell's seed and ``epoch``.
+        ``shuffle`` and ``augment`` (random resized crop and flip) are seeded by the cell's seed and ``epoch``;
+        ``shard=(rank, world_size)`` keeps this rank's part of the (shuffled) order, for data-parallel training.
         """
         view = self._view(split)
         return iterate_batches(
             self._images(view.source), view, self.preprocess,
             batch_size=batch_size or self.batch_size, device=self.device,
             shuffle=self.generator(2 * epoch + 1) if shuffle else None,
-            augment=self.generator(2 * epoch + 2) if augment else None,
+            augment=self.generator(2 * epoch + 2) if augment else None, shard=shard,
         )

@@ -302,16 +302,22 @@ def iterate_batches(
     device: str,
     shuffle: torch.Generator | None = None,
     augment: torch.Generator | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Normalised image batches and labels of ``view`` on ``device``.
 
     Only the batch being yielded lives on the device: the generator keeps no reference to it.
+    ``shard=(rank, world_size)`` keeps every world_size-th image of the order from ``rank`` on, the order
+    wrapped round to a multiple of world_size first, as torch's DistributedSampler does.
     """
     order = torch.randperm(len(view), generator=shuffle) if shuffle is not None else torch.arange(len(view))
+    if shard is not None:
+        rank, world = shard
+        order = order[torch.arange(rank, math.ceil(len(order) / world) * world, world) % len(order)]
     labels = torch.as_tensor(view.labels)
     pin = device.startswith("cuda")
     batches = images.batches(view.indices[order.numpy()], batch_size, preprocess)
-    for start, x in zip(range(0, len(view), batch_size), batches):
+    for start, x in zip(range(0, len(order), batch_size), batches):
         pos = order[start:start + batch_size]
         if pin:
             x = x.pin_memory()

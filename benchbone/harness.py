@@ -305,11 +305,13 @@ def run_cells(
 
     Every dataset is built before the first cell, so bad data fails before anything is written. A cell's
     scratch directory (``ctx.workdir``) is removed after its "ok" record and kept after a failure, to resume from.
+    Under torchrun only rank 0 writes; the other ranks return their records unwritten.
     """
     for key in {(c.dataset, c.data_dir) for c in cells}:
         session.dataset(*key)  # built once per session: cheap when run_grid already did
     for folder in (Path(run_dir), Path(run_dir) / "records"):
         remove_stale_tmp(folder)  # what a killed run left
+    writer = int(os.environ.get("RANK", "0")) == 0
     records = []
     for cell in cells:
         done = finished_record(run_dir, cell.id)
@@ -331,7 +333,8 @@ def run_cells(
                     on_record(done, "cached")
                 continue
             record = failed_record(cell, session, exc)
-            write_record(run_dir, record)
+            if writer:
+                write_record(run_dir, record)
             records.append(record)
             if on_record:
                 on_record(record, "failed")
@@ -339,12 +342,30 @@ def run_cells(
                 raise BenchboneError(f"cell {cell.backbone_label} x {cell.dataset} x {cell.strategy} "
                                      f"(seed {cell.seed}) failed: {record['error']}") from exc
             continue
-        write_record(run_dir, record)
-        remove_work_dir(run_dir, cell)
+        if writer:
+            write_record(run_dir, record)
+            remove_work_dir(run_dir, cell)
         records.append(record)
         if on_record:
             on_record(record, "ok")
     return records
+
+
+def run_spec(spec: dict) -> dict:
+    """Run the cell of a spec (see ``benchbone.executors.write_spec``) in its run directory; return its record.
+
+    What ``benchbone run-cell SPEC.json`` and every executor's worker call: the same path as a local run.
+    """
+    from benchbone.plugins import get_plugin_manager
+
+    pm = get_plugin_manager(**spec["plugins"])
+    session = Session(pm, device=spec["device"], cache_dir=spec["cache_dir"], download=spec["download"], quiet=True)
+    session.command = spec["command"]
+    if session.device == "cuda" and "LOCAL_RANK" in os.environ:
+        import torch
+
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # torchrun: one GPU per rank
+    return run_cells([Cell.from_json(spec["cell"])], session, Path(spec["run_dir"]))[0]
 
 
 def run_grid(
@@ -360,17 +381,23 @@ def run_grid(
     sort_by: str | None = None,
     command: str | None = None,
     echo: bool = True,
+    executor: str = "local",
+    executor_options: dict | None = None,
 ):
     """Expand ``spec`` into cells, run those not yet finished in ``out``, and return the leaderboard.
 
-    The leaderboard (CSV, markdown, JSON) is written to ``out`` from the records of this grid.
+    ``executor`` is "local" (this process), "submitit", "ray" or "specs" (see ``benchbone.executors``). The
+    leaderboard (CSV, markdown, JSON) is written to ``out`` from the records of this grid.
     """
-    from benchbone import leaderboard
+    from benchbone import executors, leaderboard
     from benchbone.grid import expand
     from benchbone.plugins import get_plugin_manager
 
     pm = pm or get_plugin_manager()
     cells = expand(spec, pm.registries())
+    runner = executors.get(executor, executor_options or {})
+    if fail_fast and executor != "local":
+        raise UsageError(f"--fail-fast needs --executor local; {executor} runs cells concurrently")
     if sort_by is not None and sort_by not in cells[0].metrics:
         raise UsageError(f"--sort-by {sort_by!r} is not a metric of this run ({', '.join(cells[0].metrics)})")
     session = Session(pm, device=device, cache_dir=cache_dir, download=download, quiet=quiet)
@@ -390,7 +417,10 @@ def run_grid(
             shown = ", ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items())
             say(f"  {'cached' if how == 'cached' else 'done'} {head}: {shown}")
 
-    records = run_cells(cells, session, Path(out), fail_fast=fail_fast, on_record=report)
+    records = runner.submit(
+        cells, session, Path(out), requested_device=device, fail_fast=fail_fast, on_record=report)
+    if executor == "specs":  # nothing ran: the specs are written, and their commands printed
+        return leaderboard.build(records)
     board = leaderboard.build(records, sort_by=sort_by)
     leaderboard.write(board, records, Path(out))
     if echo:

@@ -44,6 +44,7 @@ class PluginManager(pluggy.PluginManager):
         self.versions: dict[str, str] = {}
         self.problems: dict[str, str] = {}
         self.entrypoint_names: set[str] = set()
+        self.load_args: dict = {}  # how get_plugin_manager built it: a worker elsewhere builds the same
         self._registries: Registries | None = None
 
     def registries(self) -> "Registries":
@@ -73,9 +74,9 @@ def get_plugin_manager(
     ``blocked`` adds to ``BENCHBONE_DISABLE_PLUGINS`` (comma-separated plugin names).
     """
     pm = PluginManager()
-    for name in [*os.environ.get("BENCHBONE_DISABLE_PLUGINS", "").split(","), *blocked]:
-        if name.strip():
-            pm.set_blocked(name.strip())
+    blocked = [n.strip() for n in [*os.environ.get("BENCHBONE_DISABLE_PLUGINS", "").split(","), *blocked] if n.strip()]
+    for name in blocked:
+        pm.set_blocked(name)
     version = _benchbone_version()
     for module_name in DEFAULT_PLUGINS:
         name = module_name.rsplit(".", 1)[-1]
@@ -85,6 +86,9 @@ def get_plugin_manager(
         entrypoints = os.environ.get("BENCHBONE_LOAD_PLUGINS", "1") != ""
     if entrypoints:
         load_entrypoint_plugins(pm, strict=strict)
+    extra = list(extra)
+    pm.load_args = {"entrypoints": entrypoints, "blocked": blocked,
+                    "extra": [str(Path(e).resolve()) if e.endswith(".py") else e for e in extra]}
     for spec in extra:
         _register(pm, _import_explicit(spec), Path(spec).stem if spec.endswith(".py") else spec, "local")
     _check_hook_names(pm)
