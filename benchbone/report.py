@@ -48,6 +48,16 @@ def _fmt(value, std, percent: bool) -> str:
     return text if _missing(std) else f"{text} ± {std * scale:.{digits}f}"
 
 
+def _sort_value(value) -> str:
+    """What the table sorts a number by: its full value, or empty (sorted last) when missing."""
+    return "" if _missing(value) else repr(float(value))
+
+
+def _row_key(dataset, strategy, backbone, params: str) -> str:
+    """A leaderboard row's key as the page's script writes it (JSON.stringify)."""
+    return json.dumps([dataset, strategy, backbone, params], separators=(",", ":"), ensure_ascii=False)
+
+
 def _json_script(element_id: str, data) -> str:
     text = json.dumps(data, allow_nan=False, separators=(",", ":")).replace("</", "<\\/")
     return f'<script type="application/json" id="{element_id}">{text}</script>'
@@ -82,7 +92,7 @@ def _td(board: pd.DataFrame, row: pd.Series, col: str, kind: str) -> str:
         if not _missing(low) and not _missing(high):
             scale = 100.0 if board.attrs["percent"][col] else 1.0
             text += f' <span class="ci" title="confidence interval">[{low * scale:.2f}, {high * scale:.2f}]</span>'
-        return f'<td class="n" data-v="{"" if _missing(value) else float(value)!r}">{text}</td>'
+        return f'<td class="n" data-v="{_sort_value(value)}">{text}</td>'
     if col == "rank":
         badge = ' <span class="tie" title="tied with the leader">≈ leader</span>' if _tied(row) and value != 1 else ""
         return f'<td class="n" data-v="{int(value)}">{int(value)}{badge}</td>'
@@ -92,7 +102,7 @@ def _td(board: pd.DataFrame, row: pd.Series, col: str, kind: str) -> str:
         return f'<td class="status" data-v="{_esc(value)}" title="{_esc(error)}">{_esc(text)}</td>'
     if kind == "num":
         shown = "-" if _missing(value) else (str(int(value)) if col in ("num_features", "seeds") else _num(value))
-        return f'<td class="n" data-v="{"" if _missing(value) else float(value)!r}">{shown}</td>'
+        return f'<td class="n" data-v="{_sort_value(value)}">{shown}</td>'
     if col == "params":
         shown = ", ".join(f"{k}={v}" for k, v in json.loads(value).items())
         return f'<td class="params" data-v="{_esc(value)}">{_esc(shown)}</td>'
@@ -109,7 +119,7 @@ def _table(board: pd.DataFrame) -> str:
         classes = [c for c, on in (("failed", row["status"] != "ok"), ("leader", row["rank"] == 1),
                                    ("tied", _tied(row))) if on]
         attrs = "".join(f' data-{k}="{_esc(row[k])}"' for k in ("dataset", "strategy", "backbone"))
-        key = _esc(json.dumps([row["dataset"], row["strategy"], row["backbone"], row["params"]]))
+        key = _esc(_row_key(row["dataset"], row["strategy"], row["backbone"], row["params"]))
         cells = "".join(_td(board, row, col, kind) for col, _, kind, _ in cols)
         rows.append(f'<tr class="{" ".join(classes)}"{attrs} data-key="{key}">{cells}</tr>')
     return f'<table id="board"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
@@ -338,10 +348,10 @@ def _preprocess(info: dict) -> str:
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}h1{font-size:1.5em}h2{margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 0}th,td{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left}
-td.n{text-align:right;font-variant-numeric:tabular-nums}#board th{cursor:pointer;background:#f4f4f4;user-select:none}
+td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}#board th{cursor:pointer;background:#f4f4f4;user-select:none}
 th[aria-sort=ascending]::after{content:" ▲"}th[aria-sort=descending]::after{content:" ▼"}
 tr.failed td{background:#fde8e8}td.status{max-width:40em}td.params{font-size:.8em;max-width:16em}tr.failed td.status{color:#a00}tr.leader td{font-weight:600}
-.tie{font-size:.8em;background:#fff3c4;border-radius:3px;padding:0 3px}.ci,.note{color:#666;font-size:.85em}
+.tie{white-space:nowrap;font-size:.8em;background:#fff3c4;border-radius:3px;padding:0 3px}.ci,.note{color:#666;font-size:.85em}
 .filters label{margin-right:1em}td.best{font-weight:700;background:#e8f4e8}
 figure{display:inline-block;margin:0 1em 1em 0}figcaption{font-weight:600}
 svg text{font-size:11px}.frame{fill:none;stroke:#999}.point{fill:#4b79a8}.point.on-front{fill:#d95f02}
