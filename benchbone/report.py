@@ -59,7 +59,7 @@ def _row_key(dataset, strategy, backbone, params: str) -> str:
 
 
 def _json_script(element_id: str, data) -> str:
-    text = json.dumps(data, allow_nan=False, separators=(",", ":")).replace("</", "<\\/")
+    text = json.dumps(data, allow_nan=False, separators=(",", ":")).replace("<", "\\u003c")  # no </script> inside
     return f'<script type="application/json" id="{element_id}">{text}</script>'
 
 
@@ -356,7 +356,7 @@ tr.failed td{background:#fde8e8}td.status{max-width:40em}td.params{font-size:.8e
 figure{display:inline-block;margin:0 1em 1em 0}figcaption{font-weight:600}
 svg text{font-size:11px}.frame{fill:none;stroke:#999}.point{fill:#4b79a8}.point.on-front{fill:#d95f02}
 .front{fill:none;stroke:#d95f02;stroke-width:1.5}.label{fill:#333;font-size:10px}
-#confusion td{width:2.2em;text-align:right;font-size:.8em;border:1px solid #eee}.bar{background:#4b79a8;height:.8em}
+#confusion td{width:2.2em;text-align:right;font-size:.8em;border:1px solid #eee}#confusion.big td{width:6px;height:6px;padding:0}.bar{background:#4b79a8;height:.8em}
 dt{font-weight:600}dd{margin:0 0 .5em 1em}code{font-size:.9em}
 """
 
@@ -402,7 +402,7 @@ function showCell(id) {
     + '</p><p>' + Object.entries(c.metrics).map(([k, v]) => `${esc(k)} ${v === null ? '-' : v.toFixed(4)}`).join(', ') + '</p>';
   if (c.confusion) {
     const small = c.classes.length <= 20;
-    out += '<h3>Confusion matrix (rows: true class, columns: predicted)</h3><table id="confusion"><tr><th></th>'
+    out += '<h3>Confusion matrix (rows: true class, columns: predicted)</h3><table id="confusion" class="' + (small ? '' : 'big') + '"><tr><th></th>'
       + c.classes.map(k => `<th title="${esc(k)}">${small ? esc(k) : ''}</th>`).join('') + '</tr>'
       + c.confusion.map((row, i) => {
         const total = row.reduce((a, b) => a + b, 0) || 1;

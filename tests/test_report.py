@@ -61,6 +61,12 @@ def run_dir(tmp_path_factory) -> Path:
     (folder / "confusion.csv").write_text(",cat,dog,frog\ncat,15,1,0\ndog,2,13,1\nfrog,0,1,15\n")
     (folder / "per_class.csv").write_text("class,support,accuracy\ncat,16,0.9375\ndog,16,0.8125\nfrog,16,0.9375\n")
     records[0]["artefacts"] = {"confusion_csv": f"artefacts/{cell}/confusion.csv", "per_class_csv": f"artefacts/{cell}/per_class.csv"}
+    big = records[2]["cell_id"]  # b, seed 0: 25 classes, shown as colours only; per-class accuracy from the matrix
+    (out / "artefacts" / big).mkdir()
+    names = [f"c{i}" for i in range(25)]
+    rows = [",".join([name, *("2" if i == j else "0" for j in range(25))]) for i, name in enumerate(names)]
+    (out / "artefacts" / big / "confusion.csv").write_text("\n".join(["," + ",".join(names), *rows]) + "\n")
+    records[2]["artefacts"] = {"confusion_csv": f"artefacts/{big}/confusion.csv"}
     for record in records:
         write_record(out, record)
     return out
@@ -129,6 +135,7 @@ def browser(tmp_path_factory):
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--window-size=1400,1800", f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # to check for script and CSP errors
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)  # no Selenium Manager
     yield driver
     driver.quit()
@@ -245,3 +252,14 @@ def test_confusion_matrix_and_screenshot(page, page_path):
     ActionChains(page).double_click(row).perform()
     assert view.text.startswith("c × blobs")
     assert json.loads(row.get_attribute("data-key"))[2] == "c"
+
+
+def test_big_confusion_matrix_and_no_console_errors(page):
+    from selenium.webdriver.support.ui import Select
+
+    Select(page.find_element("id", "cell-select")).select_by_visible_text("b × blobs × linear-probe, seed 0")
+    assert len(css(page, "#confusion.big td")) == 25 * 25
+    assert "c24 2 100.00" in page.find_element("id", "per-class").text
+    for th in css(page, "#board thead th"):
+        th.click()
+    assert not [e for e in page.get_log("browser") if e["level"] == "SEVERE"]
