@@ -70,8 +70,8 @@ def _columns(board: pd.DataFrame) -> list[tuple[str, str, str, str]]:
     metrics, directions, percent = board.attrs["metrics"], board.attrs["directions"], board.attrs["percent"]
     cols = [("rank", "rank", "num", "ascending"), ("dataset", "dataset", "text", "ascending"),
             ("strategy", "strategy", "text", "ascending"), ("backbone", "backbone", "text", "ascending")]
-    if board["params"].nunique() > 1:
-        cols.append(("params", "params", "text", "ascending"))
+    if board["params_shown"].any():
+        cols.append(("params_shown", "params", "text", "ascending"))
     for m in metrics:
         label = f"{m} {'↑' if directions[m] else '↓'}{' %' if percent[m] else ''}"
         cols.append((m, label, "metric", "descending" if directions[m] else "ascending"))
@@ -103,13 +103,24 @@ def _td(board: pd.DataFrame, row: pd.Series, col: str, kind: str) -> str:
     if kind == "num":
         shown = "-" if _missing(value) else (str(int(value)) if col in ("num_features", "seeds") else _num(value))
         return f'<td class="n" data-v="{_sort_value(value)}">{shown}</td>'
-    if col == "params":
-        shown = ", ".join(f"{k}={v}" for k, v in json.loads(value).items())
-        return f'<td class="params" data-v="{_esc(value)}">{_esc(shown)}</td>'
+    if col == "params_shown":
+        return f'<td class="params" data-v="{_esc(value)}" title="{_esc(row["params"])}">{_esc(value)}</td>'
     return f'<td data-v="{_esc(value if not _missing(value) else "")}">{_esc("-" if _missing(value) else value)}</td>'
 
 
+def _shown_params(board: pd.DataFrame) -> list[str]:
+    """Per row, only the parameters that differ between rows of its strategy (defaults shared by all are noise)."""
+    parsed = [json.loads(p) for p in board["params"]]
+    shown = []
+    for strategy, params in zip(board["strategy"], parsed):
+        same = [q for s, q in zip(board["strategy"], parsed) if s == strategy]
+        shown.append(", ".join(f"{k}={v}" for k, v in params.items() if any(q.get(k) != v for q in same)))
+    return shown
+
+
 def _table(board: pd.DataFrame) -> str:
+    board = board.copy()
+    board["params_shown"] = _shown_params(board)
     cols = _columns(board)
     head = "".join(
         f'<th data-kind="{kind}" data-first="{first}" title="{_esc(_th_title(board, col))}">{_esc(label)}</th>'
@@ -122,7 +133,8 @@ def _table(board: pd.DataFrame) -> str:
         key = _esc(_row_key(row["dataset"], row["strategy"], row["backbone"], row["params"]))
         cells = "".join(_td(board, row, col, kind) for col, _, kind, _ in cols)
         rows.append(f'<tr class="{" ".join(classes)}"{attrs} data-key="{key}">{cells}</tr>')
-    return f'<table id="board"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    return (f'<div class="scroll"><table id="board"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>')
 
 
 def _th_title(board: pd.DataFrame, col: str) -> str:
@@ -353,7 +365,7 @@ th[aria-sort=ascending]::after{content:" ▲"}th[aria-sort=descending]::after{co
 tr.failed td{background:#fde8e8}td.status{max-width:40em}td.params{font-size:.8em;max-width:16em}tr.failed td.status{color:#a00}tr.leader td{font-weight:600}
 .tie{white-space:nowrap;font-size:.8em;background:#fff3c4;border-radius:3px;padding:0 3px}.ci,.note{color:#666;font-size:.85em}
 .filters label{margin-right:1em}td.best{font-weight:700;background:#e8f4e8}
-figure{display:inline-block;margin:0 1em 1em 0}figcaption{font-weight:600}
+.scroll{overflow-x:auto}figure{display:inline-block;margin:0 1em 1em 0}figcaption{font-weight:600}
 svg text{font-size:11px}.frame{fill:none;stroke:#999}.point{fill:#4b79a8}.point.on-front{fill:#d95f02}
 .front{fill:none;stroke:#d95f02;stroke-width:1.5}.label{fill:#333;font-size:10px}
 #confusion td{width:2.2em;text-align:right;font-size:.8em;border:1px solid #eee}#confusion.big td{width:6px;height:6px;padding:0}.bar{background:#4b79a8;height:.8em}

@@ -263,3 +263,10 @@ def test_big_confusion_matrix_and_no_console_errors(page):
     for th in css(page, "#board thead th"):
         th.click()
     assert not [e for e in page.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_params_column_shows_only_what_differs():
+    records = [make_record("a", "blobs", "knn", 0, 0.9, 0.1), make_record("b", "blobs", "knn", 0, 0.8, 0.2)]
+    records[1]["params"] = {"k": 5}
+    assert 'title="{&quot;k&quot;: 5}">k=5</td>' in report.page(leaderboard.build(records), records)
+    assert 'class="params"' not in report.page(leaderboard.build(records[:1]), records[:1])
