@@ -90,8 +90,9 @@ def _td(board: pd.DataFrame, row: pd.Series, col: str, kind: str) -> str:
         text = _esc(_fmt(value, row.get(f"{col}_std"), board.attrs["percent"][col]))
         low, high = row.get(f"{col}_ci_low"), row.get(f"{col}_ci_high")
         if not _missing(low) and not _missing(high):
-            scale = 100.0 if board.attrs["percent"][col] else 1.0
-            text += f' <span class="ci" title="confidence interval">[{low * scale:.2f}, {high * scale:.2f}]</span>'
+            scale, digits = (100.0, 2) if board.attrs["percent"][col] else (1.0, 4)
+            text += (f' <span class="ci" title="confidence interval">'
+                     f'[{low * scale:.{digits}f}, {high * scale:.{digits}f}]</span>')
         return f'<td class="n" data-v="{_sort_value(value)}">{text}</td>'
     if col == "rank":
         badge = ' <span class="tie" title="tied with the leader">≈ leader</span>' if _tied(row) and value != 1 else ""
@@ -123,11 +124,11 @@ def _table(board: pd.DataFrame) -> str:
     board["params_shown"] = _shown_params(board)
     cols = _columns(board)
     head = "".join(
-        f'<th data-kind="{kind}" data-first="{first}" title="{_esc(_th_title(board, col))}">{_esc(label)}</th>'
-        for col, label, kind, first in cols)
+        f'<th data-first="{first}" title="{_esc(_th_title(board, col))}">{_esc(label)}</th>'
+        for col, label, _, first in cols)
     rows = []
     for _, row in board.iterrows():
-        classes = [c for c, on in (("failed", row["status"] != "ok"), ("leader", row["rank"] == 1),
+        classes = [c for c, on in (("failed", row["status"] != "ok"), ("leader", row["rank"] == 1 and row["status"] == "ok"),
                                    ("tied", _tied(row))) if on]
         attrs = "".join(f' data-{k}="{_esc(row[k])}"' for k in ("dataset", "strategy", "backbone"))
         key = _esc(_row_key(row["dataset"], row["strategy"], row["backbone"], row["params"]))
