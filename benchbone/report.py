@@ -177,7 +177,8 @@ def _scatter(points: list[tuple[float, float, str]], xlabel: str, ylabel: str, x
     tx = (lambda v: math.log10(v)) if log else (lambda v: v)
     x0, x1 = tx(min(xs)), tx(max(xs))
     y0, y1 = min(ys), max(ys)
-    x0, x1 = (x0 - 0.5, x1 + 0.5) if x0 == x1 else (x0 - 0.06 * (x1 - x0), x1 + 0.06 * (x1 - x0))
+    pad = (abs(x0) / 2 or 0.5) if x0 == x1 else 0.06 * (x1 - x0)  # one x: centre it
+    x0, x1 = x0 - pad, x1 + pad
     if not log and min(xs) >= 0:
         x0 = max(x0, 0.0)  # no negative GMACs or images/s on the axis
     y0, y1 = (y0 - 1, y1 + 1) if y0 == y1 else (y0 - 0.08 * (y1 - y0), y1 + 0.08 * (y1 - y0))
@@ -361,7 +362,7 @@ def _preprocess(info: dict) -> str:
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}h1{font-size:1.5em}h2{margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 0}th,td{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left}
-td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}#board th{cursor:pointer;background:#f4f4f4;user-select:none}
+td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}#board th{cursor:pointer;background:#f4f4f4;user-select:none;white-space:nowrap}
 th[aria-sort=ascending]::after{content:" ▲"}th[aria-sort=descending]::after{content:" ▼"}
 tr.failed td{background:#fde8e8}td.status{max-width:40em}td.params{font-size:.8em;max-width:16em}tr.failed td.status{color:#a00}tr.leader td{font-weight:600}
 .tie{white-space:nowrap;font-size:.8em;background:#fff3c4;border-radius:3px;padding:0 3px}.ci,.note{color:#666;font-size:.85em}
