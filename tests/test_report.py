@@ -73,8 +73,10 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def board_of(run_dir: Path):
-    """The leaderboard, with ties and intervals filled in where leaderboard.build does not compute them yet."""
+    """The leaderboard, with ties, intervals and throughput filled in where leaderboard.build lacks them."""
     board = leaderboard.build(read_records([run_dir]))
+    if "images_per_s" not in board or board["images_per_s"].isna().all():
+        board["images_per_s"] = board["backbone"].map({"a": 900.0, "b": 300.0, "c": 800.0})
     if "tied" not in board:
         board["tied"] = board["backbone"].isin(["a", "b"]) & (board["dataset"] == "blobs") & (board["strategy"] == "linear-probe")
     if "top1_ci_low" not in board:
@@ -211,11 +213,13 @@ def test_failed_cells_ties_and_intervals_are_shown(page):
 
 def test_plots_and_pivot(page):
     plots = css(page, "svg.plot")
-    assert len(plots) == 3  # one per dataset x strategy, against GMACs
-    names = {c.find_element("tag name", "title").get_attribute("textContent").split(":")[0]: c.get_attribute("class")
-             for c in css(plots[1], "circle")}
-    assert names == {"a": "point on-front", "b": "point on-front", "c": "point"}  # c costs more than a, scores less
-    assert len(css(plots[1], "polyline.front")) == 1
+    assert len(plots) == 6  # per dataset x strategy: against GMACs, against images/s
+    for plot in plots[2:4]:  # blobs x linear-probe: c is costlier and slower than a, and less accurate
+        names = {c.find_element("tag name", "title").get_attribute("textContent").split(":")[0]: c.get_attribute("class")
+                 for c in css(plot, "circle")}
+        assert names == {"a": "point on-front", "b": "point on-front", "c": "point"}
+        assert len(css(plot, "polyline.front")) == 1
+    assert "images/s" in page.find_elements("css selector", "figcaption")[3].text
     pivot = page.find_element("id", "pivot").text
     assert "digits" in pivot and "97.00" in pivot and "failed" in pivot
 
