@@ -87,9 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     board = sub.add_parser("leaderboard", parents=[common], help="the leaderboard of one or more run directories")
     board.add_argument("run_dirs", nargs="+", metavar="DIR")
-    board.add_argument("--format", "-f", choices=("table", "md", "csv", "json"), default="table")
+    board.add_argument("--format", "-f", choices=("table", "md", "csv", "json", "html"), default="table",
+                       help="html: a self-contained page (see `benchbone report`)")
     board.add_argument("--sort-by", metavar="METRIC")
     board.add_argument("--output", "-o", metavar="FILE", help="write here instead of printing")
+
+    report = sub.add_parser("report", parents=[common], help="a self-contained HTML page of one or more run directories",
+                            description="Write the leaderboard of run directories as one HTML page with no "
+                                        "external assets: sortable table, plots, per-cell views, provenance.")
+    report.add_argument("run_dirs", nargs="+", metavar="DIR")
+    report.add_argument("--output", "-o", metavar="FILE", help="default: <first DIR>/report.html")
+    report.add_argument("--sort-by", metavar="METRIC")
+    report.add_argument("--title", default="benchbone leaderboard")
     return parser
 
 
@@ -196,7 +205,14 @@ def cmd_leaderboard(args) -> int:
     _manager(args)  # plugins may be broken: still report their problems consistently
     records = read_records([Path(d) for d in args.run_dirs])
     board = leaderboard.build(records, sort_by=args.sort_by)
-    text = leaderboard.markdown_page(board, records) if args.format == "md" else leaderboard.to_text(board, args.format)
+    if args.format == "html":
+        from benchbone import report
+
+        text = report.page(board, records, [Path(d) for d in args.run_dirs])
+    elif args.format == "md":
+        text = leaderboard.markdown_page(board, records)
+    else:
+        text = leaderboard.to_text(board, args.format)
     if args.output:
         write_atomic(Path(args.output), text if text.endswith("\n") else text + "\n")
     else:
@@ -224,8 +240,17 @@ def _one_line_warnings():
         yield
 
 
+def cmd_report(args) -> int:
+    from benchbone import report
+
+    _manager(args)
+    path = report.write([Path(d) for d in args.run_dirs], args.output, sort_by=args.sort_by, title=args.title)
+    print(f"benchbone: wrote {path}", file=sys.stderr)
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "run-cell": cmd_run_cell, "list": cmd_list, "plugins": cmd_plugins,
-            "leaderboard": cmd_leaderboard}
+            "leaderboard": cmd_leaderboard, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -392,6 +392,8 @@ def run_grid(
     from benchbone import executors, leaderboard
     from benchbone.grid import expand
     from benchbone.plugins import get_plugin_manager
+    from benchbone.records import write_atomic
+    from benchbone.report import page as report_page
 
     pm = pm or get_plugin_manager()
     cells = expand(spec, pm.registries())
@@ -423,7 +425,8 @@ def run_grid(
         return leaderboard.build(records)
     board = leaderboard.build(records, sort_by=sort_by)
     leaderboard.write(board, records, Path(out))
+    write_atomic(Path(out) / "report.html", report_page(board, records, [Path(out)]))
     if echo:
         print(leaderboard.to_text(board, "table"))
-        say(f"benchbone: wrote {out}/leaderboard.csv, leaderboard.md and records/")
+        say(f"benchbone: wrote {out}/leaderboard.csv, leaderboard.md, report.html and records/")
     return board

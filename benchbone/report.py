@@ -1,0 +1,488 @@
+"""A self-contained HTML leaderboard page: sortable, filterable table, plots, per-cell views and provenance.
+
+The page has no external assets (styles, script, plots and data are inline; a Content-Security-Policy
+forbids any fetch), so it opens from disk and publishes as a static file. Rows come from
+``leaderboard.build``; provenance and per-cell artefacts come from the records.
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from benchbone import leaderboard
+from benchbone.records import read_records, write_atomic
+
+# columns the leaderboard may carry: (column, header, higher is better, or None for text)
+OPTIONAL = [("images_per_s", "images/s", True), ("peak_mem_mb", "peak MB", False), ("device", "device", None)]
+
+
+def _esc(value) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+
+
+def _num(value, fmt: str = ".3g") -> str:
+    return "-" if _missing(value) else format(float(value), fmt)
+
+
+def _tied(row: pd.Series) -> bool:
+    """The leaderboard's ``tied`` flag (absent before it computes ties)."""
+    value = row.get("tied")
+    return not _missing(value) and bool(value)
+
+
+def _fmt(value, std, percent: bool) -> str:
+    """``85.00 ± 7.07`` for a metric mean and its std; ``-`` when missing."""
+    if _missing(value):
+        return "-"
+    scale, digits = (100.0, 2) if percent else (1.0, 4)
+    text = f"{value * scale:.{digits}f}"
+    return text if _missing(std) else f"{text} ± {std * scale:.{digits}f}"
+
+
+def _sort_value(value) -> str:
+    """What the table sorts a number by: its full value, or empty (sorted last) when missing."""
+    return "" if _missing(value) else repr(float(value))
+
+
+def _row_key(dataset, strategy, backbone, params: str) -> str:
+    """A leaderboard row's key as the page's script writes it (JSON.stringify)."""
+    return json.dumps([dataset, strategy, backbone, params], separators=(",", ":"), ensure_ascii=False)
+
+
+def _json_script(element_id: str, data) -> str:
+    text = json.dumps(data, allow_nan=False, separators=(",", ":")).replace("<", "\\u003c")  # no </script> inside
+    return f'<script type="application/json" id="{element_id}">{text}</script>'
+
+
+# ---------------------------------------------------------------- the table
+
+def _columns(board: pd.DataFrame) -> list[tuple[str, str, str, str]]:
+    """(column, header, kind, first sort order) for each shown column; kind is text, num or metric."""
+    metrics, directions, percent = board.attrs["metrics"], board.attrs["directions"], board.attrs["percent"]
+    cols = [("rank", "rank", "num", "ascending"), ("dataset", "dataset", "text", "ascending"),
+            ("strategy", "strategy", "text", "ascending"), ("backbone", "backbone", "text", "ascending")]
+    if board["params_shown"].any():
+        cols.append(("params_shown", "params", "text", "ascending"))
+    for m in metrics:
+        label = f"{m} {'↑' if directions[m] else '↓'}{' %' if percent[m] else ''}"
+        cols.append((m, label, "metric", "descending" if directions[m] else "ascending"))
+    cols += [("params_m", "params M", "num", "ascending"), ("gmacs", "GMACs", "num", "ascending")]
+    for col, label, higher in (o for o in OPTIONAL if o[0] in board):
+        kind = "text" if higher is None else "num"
+        cols.append((col, label, kind, "descending" if higher else "ascending"))
+    cols += [("num_features", "features", "num", "ascending"), ("seeds", "seeds", "num", "descending"),
+             ("time_s", "time s", "num", "ascending"), ("status", "status", "text", "ascending")]
+    return cols
+
+
+def _td(board: pd.DataFrame, row: pd.Series, col: str, kind: str) -> str:
+    value = row.get(col)
+    if kind == "metric":
+        text = _esc(_fmt(value, row.get(f"{col}_std"), board.attrs["percent"][col]))
+        low, high = row.get(f"{col}_ci_low"), row.get(f"{col}_ci_high")
+        if not _missing(low) and not _missing(high):
+            scale, digits = (100.0, 2) if board.attrs["percent"][col] else (1.0, 4)
+            text += (f' <span class="ci" title="confidence interval">'
+                     f'[{low * scale:.{digits}f}, {high * scale:.{digits}f}]</span>')
+        return f'<td class="n" data-v="{_sort_value(value)}">{text}</td>'
+    if col == "rank":
+        badge = ' <span class="tie" title="tied with the leader">≈ leader</span>' if _tied(row) and value != 1 else ""
+        return f'<td class="n" data-v="{int(value)}">{int(value)}{badge}</td>'
+    if col == "status":
+        error = row.get("error") or ""
+        text = "ok" if value == "ok" else f"{value}: {error}"
+        return f'<td class="status" data-v="{_esc(value)}" title="{_esc(error)}">{_esc(text)}</td>'
+    if kind == "num":
+        shown = "-" if _missing(value) else (str(int(value)) if col in ("num_features", "seeds") else _num(value))
+        return f'<td class="n" data-v="{_sort_value(value)}">{shown}</td>'
+    if col == "params_shown":
+        return f'<td class="params" data-v="{_esc(value)}" title="{_esc(row["params"])}">{_esc(value)}</td>'
+    return f'<td data-v="{_esc(value if not _missing(value) else "")}">{_esc("-" if _missing(value) else value)}</td>'
+
+
+def _shown_params(board: pd.DataFrame) -> list[str]:
+    """Per row, only the parameters that differ between rows of its strategy (defaults shared by all are noise)."""
+    parsed = [json.loads(p) for p in board["params"]]
+    shown = []
+    for strategy, params in zip(board["strategy"], parsed):
+        same = [q for s, q in zip(board["strategy"], parsed) if s == strategy]
+        shown.append(", ".join(f"{k}={v}" for k, v in params.items() if any(q.get(k) != v for q in same)))
+    return shown
+
+
+def _table(board: pd.DataFrame) -> str:
+    board = board.copy()
+    board["params_shown"] = _shown_params(board)
+    cols = _columns(board)
+    head = "".join(
+        f'<th data-first="{first}" title="{_esc(_th_title(board, col))}">{_esc(label)}</th>'
+        for col, label, _, first in cols)
+    rows = []
+    for _, row in board.iterrows():
+        classes = [c for c, on in (("failed", row["status"] != "ok"), ("leader", row["rank"] == 1 and row["status"] == "ok"),
+                                   ("tied", _tied(row))) if on]
+        attrs = "".join(f' data-{k}="{_esc(row[k])}"' for k in ("dataset", "strategy", "backbone"))
+        key = _esc(_row_key(row["dataset"], row["strategy"], row["backbone"], row["params"]))
+        cells = "".join(_td(board, row, col, kind) for col, _, kind, _ in cols)
+        rows.append(f'<tr class="{" ".join(classes)}"{attrs} data-key="{key}">{cells}</tr>')
+    return (f'<div class="scroll"><table id="board"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>')
+
+
+def _th_title(board: pd.DataFrame, col: str) -> str:
+    if col in board.attrs["metrics"]:
+        way = "higher" if board.attrs["directions"][col] else "lower"
+        return f"{col}: {way} is better; mean ± std over seeds; click to sort"
+    return "click to sort"
+
+
+def _filters(board: pd.DataFrame) -> str:
+    selects = []
+    for key in ("backbone", "dataset", "strategy"):
+        options = "".join(f'<option value="{_esc(v)}">{_esc(v)}</option>' for v in sorted(board[key].unique()))
+        selects.append(f'<label>{key} <select id="filter-{key}" data-filter="{key}">'
+                       f'<option value="">all</option>{options}</select></label>')
+    return (f'<div class="filters"><label>search <input id="search" type="search" '
+            f'placeholder="backbone, dataset or strategy"></label>{"".join(selects)}'
+            f' <span id="shown"></span></div>')
+
+
+# ---------------------------------------------------------------- the plots
+
+def pareto_front(points: list[tuple[float, float]], x_higher_is_better: bool) -> list[int]:
+    """Indices of the points that no other point beats: higher y and better x (lower, or higher)."""
+
+    def beats(a, b) -> bool:
+        better_x = a[0] >= b[0] if x_higher_is_better else a[0] <= b[0]
+        return better_x and a[1] >= b[1] and a != b
+
+    front = [i for i, p in enumerate(points) if not any(beats(q, p) for q in points)]
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def _scatter(points: list[tuple[float, float, str]], xlabel: str, ylabel: str, x_higher: bool) -> str:
+    """An inline SVG scatter plot of (x, y, label) with its Pareto front drawn as a line."""
+    w, h, left, right, top, bottom = 420, 260, 52, 16, 12, 40
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    log = min(xs) > 0 and max(xs) / min(xs) >= 100
+    tx = (lambda v: math.log10(v)) if log else (lambda v: v)
+    x0, x1 = tx(min(xs)), tx(max(xs))
+    y0, y1 = min(ys), max(ys)
+    pad = (abs(x0) / 2 or 0.5) if x0 == x1 else 0.06 * (x1 - x0)  # one x: centre it
+    x0, x1 = x0 - pad, x1 + pad
+    if not log and min(xs) >= 0:
+        x0 = max(x0, 0.0)  # no negative GMACs or images/s on the axis
+    y0, y1 = (y0 - 1, y1 + 1) if y0 == y1 else (y0 - 0.08 * (y1 - y0), y1 + 0.08 * (y1 - y0))
+
+    def px(v):
+        return left + (tx(v) - x0) / (x1 - x0) * (w - left - right)
+
+    def py(v):
+        return top + (y1 - v) / (y1 - y0) * (h - top - bottom)
+
+    parts = [f'<svg class="plot" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img">',
+             f'<rect x="{left}" y="{top}" width="{w - left - right}" height="{h - top - bottom}" class="frame"/>']
+    for i in range(5):
+        yv = y0 + (y1 - y0) * i / 4
+        xv = x0 + (x1 - x0) * i / 4
+        parts.append(f'<text x="{left - 4}" y="{py(yv) + 4:.1f}" class="tick" text-anchor="end">{yv:.3g}</text>')
+        xt = 10 ** xv if log else xv
+        parts.append(f'<text x="{left + (xv - x0) / (x1 - x0) * (w - left - right):.1f}" y="{h - bottom + 14}" '
+                     f'class="tick" text-anchor="middle">{xt:.3g}</text>')
+    parts.append(f'<text x="{(left + w - right) / 2}" y="{h - 6}" text-anchor="middle">'
+                 f'{_esc(xlabel)}{" (log)" if log else ""}</text>')
+    parts.append(f'<text transform="translate(12 {(top + h - bottom) / 2}) rotate(-90)" text-anchor="middle">'
+                 f'{_esc(ylabel)}</text>')
+    front = pareto_front([(x, y) for x, y, _ in points], x_higher)
+    line = " ".join(f"{px(points[i][0]):.1f},{py(points[i][1]):.1f}" for i in front)
+    parts.append(f'<polyline class="front" points="{line}"/>')
+    for i, (x, y, label) in enumerate(points):
+        cls = "point on-front" if i in front else "point"
+        parts.append(f'<circle class="{cls}" cx="{px(x):.1f}" cy="{py(y):.1f}" r="4">'
+                     f'<title>{_esc(label)}: {y:.4g} at {x:.4g}</title></circle>'
+                     f'<text class="label" x="{px(x) + (-6 if px(x) > w / 2 else 6):.1f}" y="{py(y) - 5:.1f}" '
+                     f'text-anchor="{"end" if px(x) > w / 2 else "start"}">{_esc(label)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _plots(board: pd.DataFrame) -> str:
+    metric = board.attrs.get("sort_by")
+    if metric is None:
+        return "<p>No metrics to plot.</p>"
+    scale = 100.0 if board.attrs["percent"][metric] else 1.0
+    ylabel = f"{metric}{' %' if scale == 100 else ''}"
+    figures = []
+    for (dataset, strategy), group in board.groupby(["dataset", "strategy"], sort=True):
+        for col, xlabel, higher in (("gmacs", "GMACs", False), ("images_per_s", "images/s", True)):
+            if col not in group:
+                continue
+            ok = group[group[metric].notna() & group[col].notna()]
+            several = ok.groupby("backbone")["params"].nunique().max() > 1 if len(ok) else False
+            points = [(float(r[col]), float(r[metric]) * scale,
+                       f"{r['backbone']} {r['params']}" if several else r["backbone"]) for _, r in ok.iterrows()]
+            if points:
+                figures.append(f'<figure><figcaption>{_esc(dataset)} · {_esc(strategy)}: {_esc(ylabel)} against '
+                               f'{xlabel}</figcaption>{_scatter(points, xlabel, ylabel, higher)}</figure>')
+    if "images_per_s" not in board:
+        figures.append('<p class="note">No throughput in these records (images/s): that plot is left out.</p>')
+    legend = ('<p class="note">The line joins the Pareto front: no other backbone is both more accurate and '
+              'cheaper (fewer GMACs) or faster (more images/s).</p>')
+    return legend + "".join(figures)
+
+
+def _pivot(board: pd.DataFrame) -> str:
+    """Backbones x (dataset, strategy): the ranking metric of each backbone's best parameters."""
+    metric = board.attrs.get("sort_by")
+    if metric is None:
+        return ""
+    best = board.sort_values("rank").drop_duplicates(["dataset", "strategy", "backbone"])
+    columns = sorted({(r.dataset, r.strategy) for r in best.itertuples()})
+    leaders = {k: g.loc[g["rank"].idxmin(), "backbone"] for k, g in best.groupby(["dataset", "strategy"])}
+    head = "".join(f"<th>{_esc(d)}<br><small>{_esc(s)}</small></th>" for d, s in columns)
+    rows = []
+    for backbone in sorted(best["backbone"].unique()):
+        cells = []
+        for key in columns:
+            hit = best[(best.dataset == key[0]) & (best.strategy == key[1]) & (best.backbone == backbone)]
+            if hit.empty:
+                cells.append("<td>-</td>")
+                continue
+            r = hit.iloc[0]
+            text = "failed" if r["status"] == "failed" else _fmt(r[metric], r.get(f"{metric}_std"),
+                                                                  board.attrs["percent"][metric])
+            cls = ' class="n best"' if leaders[key] == backbone and r["status"] != "failed" else ' class="n"'
+            cells.append(f"<td{cls}>{_esc(text)}</td>")
+        rows.append(f"<tr><th>{_esc(backbone)}</th>{''.join(cells)}</tr>")
+    return (f'<table id="pivot"><thead><tr><th>{_esc(metric)}</th>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>')
+
+
+# ---------------------------------------------------------------- cells and provenance
+
+def _artefact(record: dict, name: str, run_dirs: list[Path]) -> Path | None:
+    rel = (record.get("artefacts") or {}).get(name)
+    if not rel:
+        return None
+    for run_dir in reversed(run_dirs):  # later directories win, as in read_records
+        if (Path(run_dir) / rel).is_file():
+            return Path(run_dir) / rel
+    return None
+
+
+def _clean(value):
+    return None if _missing(value) else value
+
+
+def cell_views(records: list[dict], run_dirs: list[Path]) -> list[dict]:
+    """Per cell: its label, row key, status, error, and confusion matrix and per-class accuracy if written."""
+    cells = []
+    for r in sorted(records, key=lambda r: (r["dataset"], r["strategy"], r["backbone"], r.get("seed", 0))):
+        view = {"id": r["cell_id"], "label": f"{r['backbone']} × {r['dataset']} × {r['strategy']}, seed {r.get('seed')}",
+                "key": [r["dataset"], r["strategy"], r["backbone"], json.dumps(r.get("params", {}), sort_keys=True)],
+                "status": r.get("status"), "error": r.get("error"),
+                "metrics": {k: _clean(v) for k, v in (r.get("metrics") or {}).items()}}
+        confusion = _artefact(r, "confusion_csv", run_dirs)
+        if confusion:
+            frame = pd.read_csv(confusion, index_col=0)
+            view["classes"] = [str(c) for c in frame.columns]
+            view["confusion"] = frame.to_numpy().astype(int).tolist()
+        per_class = _artefact(r, "per_class_csv", run_dirs)
+        if per_class:
+            frame = pd.read_csv(per_class)
+            view["per_class"] = [{"class": str(c), "support": int(s), "accuracy": _clean(float(a))}
+                                 for c, s, a in zip(frame["class"], frame["support"], frame["accuracy"])]
+        cells.append(view)
+    return cells
+
+
+def _provenance(records: list[dict], run_dirs: list[Path]) -> str:
+    def unique(values: Iterable) -> list:
+        return sorted({v for v in values if v})
+
+    commands = unique(r.get("command") for r in records)
+    machines = unique(f"{r.get('device')} on {r.get('machine')} ({r.get('host')})" for r in records if r.get("device"))
+    started = unique(r.get("started_at") for r in records)
+    finished = unique(r.get("finished_at") for r in records)
+    versions = unique(", ".join(f"{k} {v}" for k, v in (r.get("versions") or {}).items()) for r in records)
+    plugins = unique(f"{p['name']} {p.get('version', '')}" for r in records for p in (r.get("plugins") or {}).values())
+    items = [("run directories", [str(d) for d in run_dirs]), ("commands", commands), ("machines", machines),
+             ("date", [f"{(started or finished)[0]} to {finished[-1]}"] if finished else []),
+             ("versions", versions), ("plugins", plugins)]
+    parts = ["<dl>"]
+    for name, values in items:
+        shown = "".join(f"<code>{_esc(v)}</code><br>" for v in values) or "-"
+        parts.append(f"<dt>{name}</dt><dd>{shown}</dd>")
+    parts.append("</dl>")
+
+    backbones: dict[str, dict] = {}
+    for r in records:
+        info = r.get("backbone_info")
+        if info and r["backbone"] not in backbones:
+            backbones[r["backbone"]] = info
+    rows = "".join(
+        f"<tr><td>{_esc(b)}</td><td><code>{_esc(i.get('weights'))}</code></td><td>{_esc(_preprocess(i))}</td>"
+        f"<td class=n>{_num(i.get('params_m'))}</td><td class=n>{_num(i.get('gmacs'))}</td></tr>"
+        for b, i in sorted(backbones.items()))
+    parts.append('<h3>Backbones</h3><table id="backbones"><thead><tr><th>backbone</th><th>weights</th>'
+                 f'<th>preprocessing</th><th>params M</th><th>GMACs</th></tr></thead><tbody>{rows}</tbody></table>')
+
+    splits = sorted({(r["dataset"], *(r["data"].get(k) for k in ("num_classes", "train", "val", "test")),
+                      bool(r["data"].get("val_carved")), json.dumps(r["data"].get("indices_digest", {}), sort_keys=True))
+                     for r in records if r.get("data")}, key=str)
+    rows = "".join(
+        f"<tr><td>{_esc(d)}</td><td class=n>{c}</td><td class=n>{tr}</td><td class=n>{va}{' (carved)' if carved else ''}"
+        f"</td><td class=n>{te}</td><td><code>{_esc(', '.join(f'{k} {v}' for k, v in json.loads(dig).items()))}</code></td></tr>"
+        for d, c, tr, va, te, carved, dig in splits)
+    parts.append('<h3>Data splits</h3><table id="splits"><thead><tr><th>dataset</th><th>classes</th><th>train</th>'
+                 f'<th>val</th><th>test</th><th>index digests</th></tr></thead><tbody>{rows}</tbody></table>')
+    return "".join(parts)
+
+
+def _preprocess(info: dict) -> str:
+    p = info.get("preprocess") or {}
+    if not p:
+        return "-"
+    size = "x".join(map(str, p.get("size", info.get("input_size", []))))
+    return (f"{size}, {p.get('interpolation', '')}, crop {p.get('crop_pct', '')}, mean {p.get('mean')}, "
+            f"std {p.get('std')}")
+
+
+# ---------------------------------------------------------------- the page
+
+CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}h1{font-size:1.5em}h2{margin-top:1.6em}
+table{border-collapse:collapse;margin:.5em 0}th,td{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left}
+td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}#board th{cursor:pointer;background:#f4f4f4;user-select:none;white-space:nowrap}
+th[aria-sort=ascending]::after{content:" ▲"}th[aria-sort=descending]::after{content:" ▼"}
+tr.failed td{background:#fde8e8}td.status{max-width:40em}td.params{font-size:.8em;max-width:16em}tr.failed td.status{color:#a00}tr.leader td{font-weight:600}
+.tie{white-space:nowrap;font-size:.8em;background:#fff3c4;border-radius:3px;padding:0 3px}.ci,.note{color:#666;font-size:.85em}
+.filters label{margin-right:1em}td.best{font-weight:700;background:#e8f4e8}
+.scroll{overflow-x:auto}figure{display:inline-block;margin:0 1em 1em 0}figcaption{font-weight:600}
+svg text{font-size:11px}.frame{fill:none;stroke:#999}.point{fill:#4b79a8}.point.on-front{fill:#d95f02}
+.front{fill:none;stroke:#d95f02;stroke-width:1.5}.label{fill:#333;font-size:10px}
+#confusion td{width:2.2em;text-align:right;font-size:.8em;border:1px solid #eee}#confusion.big td{width:6px;height:6px;padding:0}.bar{background:#4b79a8;height:.8em}
+dt{font-weight:600}dd{margin:0 0 .5em 1em}code{font-size:.9em}
+"""
+
+JS = """
+const table = document.getElementById('board'), body = table.tBodies[0], heads = [...table.tHead.rows[0].cells];
+function compare(x, y) {  // numbers numerically, text naturally; empty values are compared by the caller
+  const a = Number(x), b = Number(y);
+  return isNaN(a) || isNaN(b) ? x.localeCompare(y, undefined, {numeric: true}) : a - b;
+}
+heads.forEach((th, i) => th.addEventListener('click', () => {
+  const first = th.dataset.first, other = first === 'ascending' ? 'descending' : 'ascending';
+  const order = th.getAttribute('aria-sort') === first ? other : first, sign = order === 'ascending' ? 1 : -1;
+  heads.forEach(h => h.removeAttribute('aria-sort'));
+  th.setAttribute('aria-sort', order);
+  const rows = [...body.rows].sort((a, b) => {
+    const x = a.cells[i].dataset.v, y = b.cells[i].dataset.v;
+    return x === '' || y === '' ? (x === '') - (y === '') : sign * compare(x, y);  // missing values last
+  });
+  body.append(...rows);
+}));
+const search = document.getElementById('search'), selects = [...document.querySelectorAll('[data-filter]')];
+function applyFilters() {
+  const q = search.value.trim().toLowerCase();
+  let shown = 0;
+  for (const tr of body.rows) {
+    const text = [tr.dataset.backbone, tr.dataset.dataset, tr.dataset.strategy].join(' ').toLowerCase();
+    tr.hidden = !(selects.every(s => !s.value || tr.dataset[s.dataset.filter] === s.value) && text.includes(q));
+    shown += !tr.hidden;
+  }
+  document.getElementById('shown').textContent = `${shown} of ${body.rows.length} rows`;
+}
+search.addEventListener('input', applyFilters);
+selects.forEach(s => s.addEventListener('change', applyFilters));
+applyFilters();
+
+const cells = JSON.parse(document.getElementById('cells').textContent);
+const picker = document.getElementById('cell-select'), view = document.getElementById('cell-view');
+const esc = s => String(s).replace(/[&<>"]/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;'}[c]));
+function showCell(id) {
+  const c = cells.find(c => c.id === id);
+  picker.value = id;
+  let out = `<p><b>${esc(c.label)}</b>: ${esc(c.status)}` + (c.error ? ` <span class="error">${esc(c.error)}</span>` : '')
+    + '</p><p>' + Object.entries(c.metrics).map(([k, v]) => `${esc(k)} ${v === null ? '-' : v.toFixed(4)}`).join(', ') + '</p>';
+  if (c.confusion) {
+    const small = c.classes.length <= 20;
+    out += '<h3>Confusion matrix (rows: true class, columns: predicted)</h3><table id="confusion" class="' + (small ? '' : 'big') + '"><tr><th></th>'
+      + c.classes.map(k => `<th title="${esc(k)}">${small ? esc(k) : ''}</th>`).join('') + '</tr>'
+      + c.confusion.map((row, i) => {
+        const total = row.reduce((a, b) => a + b, 0) || 1;
+        return `<tr><th>${esc(c.classes[i])}</th>` + row.map((n, j) => `<td style="background:rgba(${i === j ? '75,121,168' : '217,95,2'},${(n / total).toFixed(3)})" title="true ${esc(c.classes[i])}, predicted ${esc(c.classes[j])}: ${n}">${small ? n : ''}</td>`).join('') + '</tr>';
+      }).join('') + '</table>';
+  }
+  const perClass = c.per_class || (c.confusion && c.confusion.map((row, i) => {
+    const support = row.reduce((a, b) => a + b, 0);
+    return {class: c.classes[i], support, accuracy: support ? row[i] / support : null};
+  }));
+  if (perClass) {
+    out += '<h3>Per-class accuracy</h3><table id="per-class"><tr><th>class</th><th>support</th><th>accuracy %</th><th></th></tr>'
+      + perClass.map(p => `<tr><td>${esc(p.class)}</td><td class="n">${p.support}</td><td class="n">${p.accuracy === null ? '-' : (100 * p.accuracy).toFixed(2)}</td><td><div class="bar" style="width:${p.accuracy === null ? 0 : 200 * p.accuracy}px"></div></td></tr>`).join('') + '</table>';
+  }
+  if (!c.confusion && !perClass) out += '<p class="note">No confusion matrix or per-class accuracy was recorded for this cell.</p>';
+  view.innerHTML = out;
+}
+if (cells.length) {
+  picker.addEventListener('change', () => showCell(picker.value));
+  showCell((cells.find(c => c.confusion) || cells[0]).id);
+  for (const tr of body.rows) tr.addEventListener('dblclick', () => {
+    const key = tr.dataset.key, c = cells.find(c => JSON.stringify(c.key) === key);
+    if (c) { showCell(c.id); view.scrollIntoView(); }
+  });
+}
+"""
+
+
+def page(board: pd.DataFrame, records: list[dict], run_dirs: Iterable[Path] = (),
+         title: str = "benchbone leaderboard") -> str:
+    """The whole HTML page for a leaderboard ``board`` built from ``records`` (found in ``run_dirs``)."""
+    run_dirs = [Path(d) for d in run_dirs]
+    cells = cell_views(records, run_dirs)
+    options = "".join(f'<option value="{_esc(c["id"])}">{_esc(c["label"])}'
+                      f'{" (failed)" if c["status"] != "ok" else ""}</option>' for c in cells)
+    failed = int((board["status"] != "ok").sum()) if not board.empty else 0
+    summary = (f"{len(board)} rows from {len(records)} cells"
+               + (f"; {failed} row(s) with failed cells" if failed else "")
+               + (f"; ranked by {board.attrs['sort_by']} within each dataset and strategy" if board.attrs.get("sort_by") else ""))
+    body = "<p>No records.</p>" if board.empty else (
+        f"{_filters(board)}{_table(board)}"
+        '<p class="note">Click a header to sort (metrics sort best first), double-click a row to see its cells. '
+        '↑ higher is better, ↓ lower is better; mean ± std over seeds, [confidence interval] where computed; '
+        '"≈ leader": tied with the leader.</p>'
+        f"<h2>Accuracy against cost</h2>{_plots(board)}<h2>Backbones × datasets</h2>{_pivot(board)}")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>{_esc(title)}</title>
+<style>{CSS}</style></head><body>
+<h1>{_esc(title)}</h1><p id="summary">{_esc(summary)}</p>
+<h2>Leaderboard</h2>{body}
+<h2>Cells</h2><p><label>cell <select id="cell-select">{options}</select></label></p><div id="cell-view"></div>
+<h2>Provenance</h2><div id="provenance">{_provenance(records, run_dirs)}</div>
+{_json_script("cells", cells)}
+<script>{JS}</script>
+</body></html>
+"""
+
+
+def write(run_dirs: Iterable[Path], output: Path | None = None, sort_by: str | None = None,
+          title: str = "benchbone leaderboard") -> Path:
+    """Write the page of ``run_dirs`` to ``output`` (default ``<first dir>/report.html``); return its path."""
+    run_dirs = [Path(d) for d in run_dirs]
+    records = read_records(run_dirs)
+    board = leaderboard.build(records, sort_by=sort_by)
+    output = Path(output) if output else run_dirs[0] / "report.html"
+    write_atomic(output, page(board, records, run_dirs, title))
+    return output
