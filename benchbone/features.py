@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Callable, Iterable
 import torch
 
 from benchbone.errors import PluginError
+from benchbone.records import atomic_path
 
 
 def feature_key(description: dict) -> str:
@@ -65,21 +64,10 @@ class FeatureStore:
             return
         from safetensors.torch import save_file
 
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.contiguous() for k, v in tensors.items()}
         meta = {"sha256": _digest(tensors), "description": json.dumps(description, sort_keys=True, default=str)}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(self.path(key)) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
 
     def get_or_compute(self, description: dict, compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         key = feature_key(description)

@@ -1,6 +1,7 @@
 """One JSON record per cell, written atomically: the only output of a cell and the input of leaderboards."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -9,7 +10,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from benchbone.errors import UsageError
 
@@ -22,20 +23,32 @@ def record_path(run_dir: Path, cell_id: str) -> Path:
     return Path(run_dir) / "records" / f"{cell_id}.json"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the whole new one, never a part."""
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; on success it is fsynced and renamed over ``path``.
+
+    Readers see the old file or the whole new one, never a part. The temporary name carries this
+    host and pid, so ``remove_stale_tmp`` can tell a dead writer's leftovers from a live one's.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_WRITER}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
+        yield Path(tmp)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (see ``atomic_path``)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_record(run_dir: Path, record: dict) -> Path:
