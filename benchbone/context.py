@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+import numpy as np
 import torch
 
 from benchbone.api import Backbone
@@ -48,6 +49,7 @@ class Context:
         self.preprocess = preprocess
         self.batch_size = batch_size
         self.info: dict[str, Any] = {}
+        self.extraction: dict[str, dict] = {}  # split -> images, cached, seconds (of the original extraction)
         self._views = views
         self._images = images
         self._identity = feature_identity
@@ -89,33 +91,49 @@ class Context:
     def features(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Frozen-backbone features ``(X [N, D] float32, y [N] int64)`` of a split, on the CPU.
 
-        Extracted once for the whole source split and shared by every strategy, seed and run.
+        Extracted once and shared by every strategy, seed and run: for the whole source split, or only for
+        the rows this cell reads of it when they are under half of it (e.g. with ``train_per_class``).
         """
+        from benchbone.data import whole
+
         view = self._view(split)
+        target = whole(view.source, view.dataset)
+        used = np.unique(np.concatenate([v.indices for v in self._views.values() if v.source == view.source]))
+        part = 2 * len(used) < len(view.dataset)
         description = dict(self._identity, split=view.source, preprocess=self.preprocess.describe(),
                            items=len(view.dataset))
+        if part:
+            target = SplitView(view.source, view.dataset, used, target.labels[used])
+            description["rows"] = target.digest()
         if callable(getattr(view.dataset, "fingerprint", None)):  # image files: changed files, new features
             description["files"] = view.dataset.fingerprint()
         key = repr(sorted(description.items()))
+        extracted = []
         if key not in self._memory:
             while len(self._memory) >= 4:  # a few source splits in memory; the rest stay on disk
                 self._memory.pop(next(iter(self._memory)))
-            self._memory[key] = self._store.get_or_compute(description, lambda: self._extract(view))
+            self._memory[key] = self._store.get_or_compute(
+                description, lambda: extracted.append(True) or self._extract(target))
         tensors = self._memory[key]
-        index = torch.as_tensor(view.indices)
+        self.extraction[split] = {"images": int(tensors["labels"].numel()), "cached": not extracted,
+                                  "seconds": float(tensors["seconds"][0]) if "seconds" in tensors else None}
+        index = torch.as_tensor(np.searchsorted(target.indices, view.indices))
         return tensors["features"][index], tensors["labels"][index]
 
     def _extract(self, view: SplitView) -> dict[str, torch.Tensor]:
-        from benchbone.data import whole
+        """Features of ``view``'s rows, with the seconds their extraction took (kept in the cache)."""
+        import time
 
-        full = whole(view.source, view.dataset)
         model = self.backbone.model.to(self.device)
-        batches = iterate_batches(self._images(view.source), full, self.preprocess,
+        batches = iterate_batches(self._images(view.source), view, self.preprocess,
                                   batch_size=self.batch_size, device=self.device)
-        total_batches = -(-len(full) // self.batch_size)
-        feats = extract(model, batches, self.backbone.num_features, len(full),
+        total_batches = -(-len(view) // self.batch_size)
+        start = time.perf_counter()
+        feats = extract(model, batches, self.backbone.num_features, len(view),
                         lambda it, desc: self._progress(it, desc=f"features {view.source}", total=total_batches))
-        return {"features": feats, "labels": torch.as_tensor(full.labels)}
+        seconds = time.perf_counter() - start
+        return {"features": feats, "labels": torch.as_tensor(view.labels),
+                "seconds": torch.tensor([seconds], dtype=torch.float64)}
 
     def batches(
         self, split: str, batch_size: int | None = None, *, shuffle: bool = False, augment: bool = False,
