@@ -43,7 +43,9 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.nd
     return matrix
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one (tmp + os.replace)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -80,9 +82,9 @@ def write_artefacts(run_dir: Path, cell_id: str, classes: Sequence[str], y_true:
         accuracy = np.where(support > 0, np.diag(matrix) / np.maximum(support, 1), np.nan)
     per_class = pd.DataFrame({"class": classes, "support": support, "accuracy": accuracy})
     write_atomic(folder / NAMES["per_class_csv"], per_class.to_csv(index=False))
-    _write_bytes(folder / NAMES["confusion_png"], confusion_png(matrix, classes, title))
+    write_bytes_atomic(folder / NAMES["confusion_png"], confusion_png(matrix, classes, title))
     buffer = io.BytesIO()
     scores = np.zeros((len(y_true), 0), np.float32) if y_score is None else np.asarray(y_score, np.float32)
     np.savez_compressed(buffer, y_true=np.asarray(y_true, np.int64), y_pred=np.asarray(y_pred, np.int64), y_score=scores)
-    _write_bytes(folder / NAMES["predictions"], buffer.getvalue())
+    write_bytes_atomic(folder / NAMES["predictions"], buffer.getvalue())
     return {key: str(rel / name) for key, name in NAMES.items()}

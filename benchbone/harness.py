@@ -155,12 +155,13 @@ def check_splits(name: str, data: DatasetSplits) -> None:
 
 
 def resolved_splits(data: DatasetSplits, views: dict) -> DatasetSplits:
-    """The splits a strategy sees: train and val as carved for this seed."""
+    """The splits a strategy sees: train and val as carved for this seed, test as subsampled."""
     from torch.utils.data import Subset
 
     train = Subset(data.train, views["train"].indices.tolist())
     val = data.val if data.val is not None else Subset(data.train, views["val"].indices.tolist())
-    return DatasetSplits(train, data.test, data.classes, val, dict(data.info))
+    test = data.test if len(views["test"]) == len(data.test) else Subset(data.test, views["test"].indices.tolist())
+    return DatasetSplits(train, test, data.classes, val, dict(data.info))
 
 
 def _as_numpy(values: Any) -> np.ndarray:
@@ -257,6 +258,8 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
         views["val"] = whole("val", data.val)
     views["train"] = subsample(views["train"], per_class=options["train_per_class"],
                                fraction=options["train_fraction"], seed=cell.seed)
+    views["test"] = subsample(views["test"], per_class=options.get("test_per_class"), fraction=None, seed=0,
+                              option="test_per_class")  # seed 0: every seed and backbone scores the same images
     strategy = registries.strategies.get(cell.strategy)
     preprocess = Preprocess.for_backbone(backbone, options["image_size"])
     efficiency = session.efficiency(backbone, preprocess.size)
@@ -301,6 +304,7 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
         "data": {"train": len(views["train"]), "val": len(views["val"]), "test": len(views["test"]),
                  "num_classes": len(data.classes), "val_carved": data.val is None,
                  "train_per_class": options["train_per_class"], "train_fraction": options["train_fraction"],
+                 "test_per_class": options.get("test_per_class"),
                  "indices_digest": {split: view.digest() for split, view in views.items()}, **data.info},
         "strategy_info": {**ctx.info, **predictions.info},
         "started_at": started.isoformat(timespec="seconds"),

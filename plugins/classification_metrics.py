@@ -40,10 +40,10 @@ def balanced_accuracy(y_true, y_pred, y_score) -> float:
 
 
 def probabilities(y_score: np.ndarray) -> np.ndarray:
-    """Scores as probabilities: rows already summing to 1 are kept, anything else goes through a softmax."""
+    """Scores as probabilities: rows summing to 1 (within float32 error) are renormalised, others go through a softmax."""
     y_score = np.asarray(y_score, dtype=np.float64)
     if (y_score >= 0).all() and np.allclose(y_score.sum(axis=1), 1.0, atol=1e-4):
-        return y_score
+        return y_score / y_score.sum(axis=1, keepdims=True)
     shifted = np.exp(y_score - y_score.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
 
