@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--format", "-f", choices=("table", "md", "csv", "json"), default="table")
     board.add_argument("--sort-by", metavar="METRIC")
     board.add_argument("--output", "-o", metavar="FILE", help="write here instead of printing")
+    board.add_argument("--title", default="benchbone leaderboard", help="the heading of --format md")
     board.add_argument("--pivot", metavar="METRIC", help="show METRIC as a backbones x datasets table")
     board.add_argument("--strategy", metavar="NAME", help="the strategy of --pivot and --plot")
     board.add_argument("--plot", metavar="FILE.png",
@@ -155,7 +156,7 @@ def cmd_leaderboard(args) -> int:
     if args.pivot:
         text = leaderboard.pivot_text(leaderboard.pivot(board, args.pivot, args.strategy), args.format)
     elif args.format == "md":
-        text = leaderboard.markdown_page(board, records)
+        text = leaderboard.markdown_page(board, records, title=args.title)
     else:
         text = leaderboard.to_text(board, args.format)
     if args.output:
