@@ -109,11 +109,15 @@ class Context:
             description["files"] = view.dataset.fingerprint()
         key = repr(sorted(description.items()))
         extracted = []
+
+        def compute() -> dict[str, torch.Tensor]:
+            extracted.append(True)
+            return self._extract(target)
+
         if key not in self._memory:
             while len(self._memory) >= 4:  # a few source splits in memory; the rest stay on disk
                 self._memory.pop(next(iter(self._memory)))
-            self._memory[key] = self._store.get_or_compute(
-                description, lambda: extracted.append(True) or self._extract(target))
+            self._memory[key] = self._store.get_or_compute(description, compute)
         tensors = self._memory[key]
         self.extraction[split] = {"images": int(tensors["labels"].numel()), "cached": not extracted,
                                   "seconds": float(tensors["seconds"][0]) if "seconds" in tensors else None}

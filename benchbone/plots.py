@@ -63,9 +63,9 @@ def accuracy_vs_cost_png(points: list[dict], metric: str, title: str) -> bytes:
     """
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-    for ax, key, label, lower in ((axes[0], "gmacs", "GMACs per image (log)", True),
-                                  (axes[1], "images_per_s", "feature extraction images/s (log)", False)):
-        shown = [p for p in points if p.get(key) is not None and np.isfinite(p[key]) and p[key] > 0
+    for ax, key, label, lower in ((axes[0], "gmacs", "GMACs per image", True),
+                                  (axes[1], "images_per_s", "feature-extraction images/s", False)):
+        shown = [p for p in points if p.get(key) is not None and np.isfinite(p[key]) and p[key] >= 0
                  and np.isfinite(p["value"])]
         if shown:
             cost = np.array([p[key] for p in shown])
@@ -78,7 +78,10 @@ def accuracy_vs_cost_png(points: list[dict], metric: str, title: str) -> bytes:
                     if lower else "steps-pre")
             for p, c, v in zip(shown, cost, value):
                 ax.annotate(p["label"], (c, v), textcoords="offset points", xytext=(4, 4), fontsize=7)
-            ax.set_xscale("log")
+            if (cost > 0).all():
+                ax.set_xscale("log")
+            else:  # a zero cost (e.g. the pixels baseline's GMACs): linear near zero, log beyond
+                ax.set_xscale("symlog", linthresh=cost[cost > 0].min() if (cost > 0).any() else 1.0)
             ax.legend(fontsize=8, loc="lower right")
         else:
             ax.text(0.5, 0.5, f"no {key} in the records", ha="center", va="center", transform=ax.transAxes)

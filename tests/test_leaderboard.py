@@ -119,15 +119,19 @@ def test_pareto_front():
     assert list(pareto_front([10, 20], [0.5, 0.7], cost_lower_is_better=False)) == [False, True]
 
 
-def test_cells_write_artefacts_listed_in_their_records(run_tiny_benchmark, tmp_path):
+def test_cells_write_artefacts_listed_in_their_records(run_tiny_benchmark, tmp_path, capsys):
     import json
 
     import numpy as np
     import pandas as pd
 
-    board = run_tiny_benchmark(overrides={"linear-probe.C": 1.0, "linear-probe.max_iter": 20})
+    from benchbone.cli import main
+
+    board = run_tiny_benchmark(overrides={"linear-probe.C": 1.0, "linear-probe.max_iter": 20,
+                                          "train_per_class": 4, "test_per_class": 5})
     run = tmp_path / "run"
     record = json.loads(next((run / "records").glob("*.json")).read_text())
+    assert record["data"]["test"] == 20 and record["features"]["train"]["images"] < 96  # only the rows read
     assert set(record["artefacts"]) == {"confusion_csv", "per_class_csv", "confusion_png", "predictions"}
     assert all((run / p).is_file() for p in record["artefacts"].values())
     saved = np.load(run / record["artefacts"]["predictions"], allow_pickle=False)
@@ -140,3 +144,9 @@ def test_cells_write_artefacts_listed_in_their_records(run_tiny_benchmark, tmp_p
     assert low <= record["metrics"]["top1"] <= high
     assert "git_commit" in record and record["timings"]["features_images_per_s"] > 0
     assert record["resources"]["peak_mem_mb"] > 0 and board["images_per_s"].notna().all()
+
+    capsys.readouterr()
+    assert main(["leaderboard", str(run), "--pivot", "top1", "--plot", str(tmp_path / "b.png")]) == 0
+    assert "test/tiny-cnn" in capsys.readouterr().out and (tmp_path / "b.png").stat().st_size > 0
+    assert main(["leaderboard", str(run), "--strategy", "knn"]) == 2
+    assert "pass one of them too" in capsys.readouterr().err
