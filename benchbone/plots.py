@@ -74,8 +74,7 @@ def accuracy_vs_cost_png(points: list[dict], metric: str, title: str) -> bytes:
             ax.scatter(cost[~front], value[~front], facecolors="none", edgecolors="tab:gray", label="dominated")
             ax.scatter(cost[front], value[front], color="tab:red", label="Pareto front", zorder=3)
             order = np.argsort(cost[front])
-            ax.plot(cost[front][order], value[front][order], color="tab:red", lw=1, ls="--", drawstyle="steps-post"
-                    if lower else "steps-pre")
+            ax.plot(cost[front][order], value[front][order], color="tab:red", lw=1, ls="--")
             for p, c, v in zip(shown, cost, value):
                 ax.annotate(p["label"], (c, v), textcoords="offset points", xytext=(4, 4), fontsize=7)
             if (cost > 0).all():
