@@ -169,6 +169,11 @@ def markdown_page(board: pd.DataFrame, records: list[dict], title: str = "benchb
     devices = sorted({f"{r.get('device')} on {r.get('machine')}" for r in records if r.get("device")})
     versions = records[0].get("versions", {}) if records else {}
     lines = [f"# {title}", "", to_text(board, "md"), ""]
+    if "top1_ci_low" in board and board["top1_ci_low"].notna().any():
+        lines += ["top1 95% CI: percentile bootstrap over test items (1,000 resamples; with several seeds, the mean "
+                  "of the per-seed bounds). leader: best top1 of its dataset x strategy; tied: its interval overlaps "
+                  "the leader's. img/s: feature extraction, measured when the features were extracted. peak MB: "
+                  "CUDA peak allocation of the cell, or on a CPU the process's peak RSS so far.", ""]
     if commands:
         lines += ["Produced by:", "", *[f"    {c}" for c in commands], ""]
     if devices:
@@ -202,15 +207,13 @@ def _label(board: pd.DataFrame) -> pd.Series:
 
 
 def pivot(board: pd.DataFrame, metric: str, strategy: str | None = None) -> pd.DataFrame:
-    """``metric`` (mean over seeds) as a backbones x datasets table for one strategy, best backbone first."""
+    """``metric`` (mean over seeds) as a backbones x datasets table for one strategy, backbones by name."""
     metrics = board.attrs.get("metrics", [])
     if metric not in metrics:
         raise UsageError(f"--pivot {metric!r} is not a metric of these records; pass one of {', '.join(metrics)}")
     rows = _one_strategy(board, strategy, "--pivot")
     table = rows.assign(backbone=_label(rows)).pivot_table(index="backbone", columns="dataset", values=metric,
                                                            aggfunc="first", dropna=False)
-    ascending = not board.attrs["directions"][metric]
-    table = table.loc[table.mean(axis=1).sort_values(ascending=ascending, kind="mergesort").index]
     table.columns.name = None
     table.attrs.update(metric=metric, strategy=rows["strategy"].iloc[0] if len(rows) else strategy,
                        percent=board.attrs["percent"][metric], higher_is_better=board.attrs["directions"][metric])
