@@ -85,6 +85,7 @@ def write_artefacts(run_dir: Path, cell_id: str, classes: Sequence[str], y_true:
     write_bytes_atomic(folder / NAMES["confusion_png"], confusion_png(matrix, classes, title))
     buffer = io.BytesIO()
     scores = np.zeros((len(y_true), 0), np.float32) if y_score is None else np.asarray(y_score, np.float32)
-    np.savez_compressed(buffer, y_true=np.asarray(y_true, np.int64), y_pred=np.asarray(y_pred, np.int64), y_score=scores)
+    np.savez_compressed(buffer, y_true=np.asarray(y_true, np.int64), y_pred=np.asarray(y_pred, np.int64),
+                        y_score=scores)
     write_bytes_atomic(folder / NAMES["predictions"], buffer.getvalue())
     return {key: str(rel / name) for key, name in NAMES.items()}

@@ -49,7 +49,7 @@ class Context:
         self.preprocess = preprocess
         self.batch_size = batch_size
         self.info: dict[str, Any] = {}
-        self.extraction: dict[str, dict] = {}  # split -> images, cached, seconds (of the original extraction)
+        self.extraction: dict[str, dict] = {}  # split -> source, images, cached, seconds (of the extraction)
         self._views = views
         self._images = images
         self._identity = feature_identity
@@ -119,7 +119,8 @@ class Context:
                 self._memory.pop(next(iter(self._memory)))
             self._memory[key] = self._store.get_or_compute(description, compute)
         tensors = self._memory[key]
-        self.extraction[split] = {"images": int(tensors["labels"].numel()), "cached": not extracted,
+        self.extraction[split] = {"source": view.source, "images": int(tensors["labels"].numel()),
+                                  "cached": not extracted,
                                   "seconds": float(tensors["seconds"][0]) if "seconds" in tensors else None}
         index = torch.as_tensor(np.searchsorted(target.indices, view.indices))
         return tensors["features"][index], tensors["labels"][index]

@@ -215,7 +215,7 @@ def peak_memory(device: str) -> dict:
 def feature_timings(extraction: dict[str, dict]) -> dict:
     """Extraction seconds and images/s of the features a cell used, as measured when they were extracted
     (also when this cell read them from the cache); empty when the strategy used no cached features."""
-    timed = [e for e in extraction.values() if e.get("seconds")]
+    timed = list({e["source"]: e for e in extraction.values() if e.get("seconds")}.values())  # train and val share one
     if not timed:
         return {}
     images, seconds = sum(e["images"] for e in timed), sum(e["seconds"] for e in timed)
