@@ -150,3 +150,12 @@ def test_cells_write_artefacts_listed_in_their_records(run_tiny_benchmark, tmp_p
     assert "test/tiny-cnn" in capsys.readouterr().out and (tmp_path / "b.png").stat().st_size > 0
     assert main(["leaderboard", str(run), "--strategy", "knn"]) == 2
     assert "pass one of them too" in capsys.readouterr().err
+
+
+def test_feature_throughput_counts_a_shared_extraction_once():
+    from benchbone.harness import feature_timings
+
+    train = {"source": "train", "images": 300, "seconds": 3.0, "cached": False}
+    timed = feature_timings({"train": train, "val": train, "test": {"source": "test", "images": 100, "seconds": 1.0}})
+    assert timed == {"features_s": 4.0, "features_images_per_s": 100.0}
+    assert feature_timings({}) == {}
