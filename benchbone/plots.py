@@ -62,6 +62,8 @@ def accuracy_vs_cost_png(points: list[dict], metric: str, title: str) -> bytes:
     Pareto-optimal points are joined by a line and drawn filled; the rest are hollow.
     """
     plt = _pyplot()
+    from matplotlib.ticker import NullFormatter
+
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
     for ax, key, label, lower in ((axes[0], "gmacs", "GMACs per image", True),
                                   (axes[1], "images_per_s", "feature-extraction images/s", False)):
@@ -81,7 +83,9 @@ def accuracy_vs_cost_png(points: list[dict], metric: str, title: str) -> bytes:
                 ax.set_xscale("log")
             else:  # a zero cost (e.g. the pixels baseline's GMACs): linear near zero, log beyond
                 ax.set_xscale("symlog", linthresh=cost[cost > 0].min() if (cost > 0).any() else 1.0)
-            ax.legend(fontsize=8, loc="lower right")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.margins(x=0.2, y=0.1)
+            ax.legend(fontsize=8, loc="best")
         else:
             ax.text(0.5, 0.5, f"no {key} in the records", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel(label)
