@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="html: a self-contained page (see `benchbone report`)")
     board.add_argument("--sort-by", metavar="METRIC")
     board.add_argument("--output", "-o", metavar="FILE", help="write here instead of printing")
+    board.add_argument("--title", default="benchbone leaderboard", help="the heading of --format md")
+    board.add_argument("--pivot", metavar="METRIC", help="show METRIC as a backbones x datasets table")
+    board.add_argument("--strategy", metavar="NAME", help="the strategy of --pivot and --plot")
+    board.add_argument("--plot", metavar="FILE.png",
+                       help="also write a PNG of top1 (or --sort-by) against GMACs and images/s, Pareto front marked")
 
     report = sub.add_parser("report", parents=[common], help="a self-contained HTML page of one or more run directories",
                             description="Write the leaderboard of run directories as one HTML page with no "
@@ -204,13 +209,22 @@ def cmd_leaderboard(args) -> int:
 
     _manager(args)  # plugins may be broken: still report their problems consistently
     records = read_records([Path(d) for d in args.run_dirs])
+    if args.strategy and not (args.pivot or args.plot):
+        raise UsageError("--strategy chooses the strategy of --pivot or --plot; pass one of them too")
     board = leaderboard.build(records, sort_by=args.sort_by)
+    if args.plot:
+        if not args.plot.lower().endswith(".png"):
+            raise UsageError(f"--plot {args.plot!r}: give a file name ending in .png")
+        leaderboard.plot(board, Path(args.plot), metric=board.attrs.get("sort_by") or "top1", strategy=args.strategy)
+        print(f"benchbone: wrote {args.plot}", file=sys.stderr)
     if args.format == "html":
         from benchbone import report
 
         text = report.page(board, records, [Path(d) for d in args.run_dirs])
+    elif args.pivot:
+        text = leaderboard.pivot_text(leaderboard.pivot(board, args.pivot, args.strategy), args.format)
     elif args.format == "md":
-        text = leaderboard.markdown_page(board, records)
+        text = leaderboard.markdown_page(board, records, title=args.title)
     else:
         text = leaderboard.to_text(board, args.format)
     if args.output:

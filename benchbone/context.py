@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+import numpy as np
 import torch
 
 from benchbone.api import Backbone
@@ -47,9 +48,10 @@ class Context:
         self.backbone = backbone
         self.preprocess = preprocess
         self.batch_size = extraction.batch_size
-        self.extraction = extraction
-        self.extracted: dict[str, dict] = {}  # source split -> how its features were computed, or "cached"
+        self.settings = extraction
         self.info: dict[str, Any] = {}
+        self.extraction: dict[str, dict] = {}  # split -> source, images, cached, seconds (of the extraction)
+        self._last_stats: dict = {}
         self._views = views
         self._images = images
         self._identity = feature_identity
@@ -91,35 +93,53 @@ class Context:
     def features(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Frozen-backbone features ``(X [N, D] float32, y [N] int64)`` of a split, on the CPU.
 
-        Extracted once for the whole source split and shared by every strategy, seed and run.
+        Extracted once and shared by every strategy, seed and run: for the whole source split, or only for
+        the rows this cell reads of it when they are under half of it (e.g. with ``train_per_class``).
         """
+        from benchbone.data import whole
+
         view = self._view(split)
+        target = whole(view.source, view.dataset)
+        used = np.unique(np.concatenate([v.indices for v in self._views.values() if v.source == view.source]))
+        part = 2 * len(used) < len(view.dataset)
         description = dict(self._identity, split=view.source, preprocess=self.preprocess.describe(),
-                           items=len(view.dataset), compute=self.extraction.describe())
+                           items=len(view.dataset), compute=self.settings.describe())
+        if part:
+            target = SplitView(view.source, view.dataset, used, target.labels[used])
+            description["rows"] = target.digest()
         if callable(getattr(view.dataset, "fingerprint", None)):  # image files: changed files, new features
             description["files"] = view.dataset.fingerprint()
         key = repr(sorted(description.items()))
+        extracted = []
+
+        def compute() -> dict[str, torch.Tensor]:
+            extracted.append(True)
+            return self._extract(target)
+
         if key not in self._memory:
             while len(self._memory) >= 4:  # a few source splits in memory; the rest stay on disk
                 self._memory.pop(next(iter(self._memory)))
-            self.extracted.setdefault(view.source, {"cached": True})
-            self._memory[key] = self._store.get_or_compute(description, lambda: self._extract(view))
+            self._memory[key] = self._store.get_or_compute(description, compute)
         tensors = self._memory[key]
-        index = torch.as_tensor(view.indices)
+        self.extraction[split] = {"source": view.source, "images": int(tensors["labels"].numel()),
+                                  "cached": not extracted,
+                                  "seconds": float(tensors["seconds"][0]) if "seconds" in tensors else None,
+                                  **self.settings.describe(),
+                                  **({"batch_size": self._last_stats["batch_size"]} if extracted else {})}
+        index = torch.as_tensor(np.searchsorted(target.indices, view.indices))
         return tensors["features"][index], tensors["labels"][index]
 
     def _extract(self, view: SplitView) -> dict[str, torch.Tensor]:
-        from benchbone.data import whole
-
-        full = whole(view.source, view.dataset)
+        """Features of ``view``'s rows, with the seconds their extraction took (kept in the cache)."""
         model = self.backbone.model.to(self.device)
-        batches = iterate_batches(self._images(view.source), full, self.preprocess,
+        batches = iterate_batches(self._images(view.source), view, self.preprocess,
                                   batch_size=self.batch_size, device=self.device)
-        total_batches = -(-len(full) // self.batch_size)
-        feats, stats = extract(model, batches, self.backbone.num_features, len(full), self.extraction,
+        total_batches = -(-len(view) // self.batch_size)
+        feats, stats = extract(model, batches, self.backbone.num_features, len(view), self.settings,
                                lambda it, desc: self._progress(it, desc=f"features {view.source}", total=total_batches))
-        self.extracted[view.source] = stats
-        return {"features": feats, "labels": torch.as_tensor(full.labels)}
+        self._last_stats = stats
+        return {"features": feats, "labels": torch.as_tensor(view.labels),
+                "seconds": torch.tensor([stats["seconds"]], dtype=torch.float64)}
 
     def batches(
         self, split: str, batch_size: int | None = None, *, shuffle: bool = False, augment: bool = False,

@@ -96,7 +96,8 @@ def carve_validation(view: SplitView, fraction: float, seed: int) -> tuple[Split
     return pick(train_pos), pick(val_pos)
 
 
-def subsample(view: SplitView, *, per_class: int | None, fraction: float | None, seed: int) -> SplitView:
+def subsample(view: SplitView, *, per_class: int | None, fraction: float | None, seed: int,
+              option: str = "train_per_class") -> SplitView:
     """A seeded subset of ``view``: ``per_class`` images of every class (few-shot) or ``fraction`` of each class.
 
     ``grid.expand`` has checked the values (one of them, a positive int or a fraction in (0, 1]).
@@ -109,8 +110,8 @@ def subsample(view: SplitView, *, per_class: int | None, fraction: float | None,
         pos = np.flatnonzero(view.labels == label)
         k = per_class if per_class is not None else max(1, math.floor(fraction * len(pos) + 0.5))
         if k > len(pos):
-            raise UsageError(f"--set train_per_class={per_class}: class {label} has only {len(pos)} training "
-                             f"images after the validation split; ask for at most {len(pos)}")
+            raise UsageError(f"--set {option}={per_class}: class {label} has only {len(pos)} {view.source} "
+                             f"images (after any validation split); ask for at most {len(pos)}")
         picked.append(rng.choice(pos, size=k, replace=False))
     pos = np.sort(np.concatenate(picked))
     return SplitView(view.source, view.dataset, view.indices[pos], view.labels[pos])

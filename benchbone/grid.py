@@ -16,7 +16,7 @@ RANDOM_SUFFIX = "@random"
 PLURAL = {"backbone": "backbones", "dataset": "datasets", "strategy": "strategies", "metric": "metrics"}
 # Parameters of the harness itself, settable with --set like a strategy's.
 HARNESS_DEFAULTS: dict[str, Any] = {"val_fraction": 0.1, "image_size": None, "batch_size": 64,
-                                    "train_per_class": None, "train_fraction": None,
+                                    "train_per_class": None, "train_fraction": None, "test_per_class": None,
                                     "precision": "auto", "channels_last": None, "compile": False}  # None: automatic
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Harness parameters that do not change a cell's result, so stay out of its id.
@@ -291,6 +291,10 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
         raise UsageError("--set train_per_class and --set train_fraction exclude each other; give one of them")
     if per_class is not None and (not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1):
         raise UsageError(f"--set train_per_class={per_class!r}: give a whole number of images per class >= 1")
+    test_per_class = harness["test_per_class"]
+    if test_per_class is not None and (not isinstance(test_per_class, int) or isinstance(test_per_class, bool)
+                                       or test_per_class < 1):
+        raise UsageError(f"--set test_per_class={test_per_class!r}: give a whole number of images per class >= 1")
     if fraction is not None and (not isinstance(fraction, (int, float)) or isinstance(fraction, bool)
                                  or not 0 < fraction <= 1):
         raise UsageError(f"--set train_fraction={fraction!r}: give a fraction in (0, 1], e.g. 0.1")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import os
 import platform
 import random
@@ -16,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from benchbone.api import Backbone, DatasetSplits, Predictions
+from benchbone.artefacts import bootstrap_ci, write_artefacts
 from benchbone.errors import BenchboneError, PluginError, UsageError
 from benchbone.grid import Cell
 from benchbone.plugins import PluginManager
@@ -42,6 +44,19 @@ def versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             pass
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the benchbone source tree when it is a git checkout, else None."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
 class Session:
@@ -142,12 +157,13 @@ def check_splits(name: str, data: DatasetSplits) -> None:
 
 
 def resolved_splits(data: DatasetSplits, views: dict) -> DatasetSplits:
-    """The splits a strategy sees: train and val as carved for this seed."""
+    """The splits a strategy sees: train and val as carved for this seed, test as subsampled."""
     from torch.utils.data import Subset
 
     train = Subset(data.train, views["train"].indices.tolist())
     val = data.val if data.val is not None else Subset(data.train, views["val"].indices.tolist())
-    return DatasetSplits(train, data.test, data.classes, val, dict(data.info))
+    test = data.test if len(views["test"]) == len(data.test) else Subset(data.test, views["test"].indices.tolist())
+    return DatasetSplits(train, test, data.classes, val, dict(data.info))
 
 
 def _as_numpy(values: Any) -> np.ndarray:
@@ -156,8 +172,8 @@ def _as_numpy(values: Any) -> np.ndarray:
     return np.asarray(values)
 
 
-def score(cell: Cell, predictions: Predictions, registries, num_classes: int, n_test: int) -> dict[str, float]:
-    """Every metric of the cell on the strategy's test predictions."""
+def checked_predictions(cell: Cell, predictions: Predictions, num_classes: int, n_test: int):
+    """``(y_true, y_pred, y_score or None)`` as numpy arrays, after checking their shapes."""
     if not isinstance(predictions, Predictions):
         raise PluginError(f"strategy {cell.strategy!r} returned {type(predictions).__name__}, not Predictions")
     y_true, y_pred = _as_numpy(predictions.y_true).astype(np.int64), _as_numpy(predictions.y_pred).astype(np.int64)
@@ -170,7 +186,45 @@ def score(cell: Cell, predictions: Predictions, registries, num_classes: int, n_
     if y_score is not None and y_score.shape != (n_test, num_classes):
         raise PluginError(f"strategy {cell.strategy!r} returned y_score of shape {y_score.shape}, "
                           f"expected ({n_test}, {num_classes})")
+    return y_true, y_pred, y_score
+
+
+def score(cell: Cell, predictions: Predictions, registries, num_classes: int, n_test: int) -> dict[str, float]:
+    """Every metric of the cell on the strategy's test predictions."""
+    y_true, y_pred, y_score = checked_predictions(cell, predictions, num_classes, n_test)
     return {name: float(registries.metrics.get(name).obj(y_true, y_pred, y_score)) for name in cell.metrics}
+
+
+def _reset_peak_memory(device: str) -> None:
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device: str) -> dict:
+    """``peak_mem_mb`` and what it means: the cell's peak CUDA allocation, or on other devices the peak
+    resident memory of the whole process so far (it never goes down, so later cells show at least as much)."""
+    import torch
+
+    if str(device).startswith("cuda"):
+        return {"peak_mem_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1),
+                "peak_mem_kind": "cuda max_memory_allocated of this cell"}
+    import resource
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    mb = kb / 2**20 if sys.platform == "darwin" else kb / 2**10
+    return {"peak_mem_mb": round(mb, 1), "peak_mem_kind": "process peak RSS so far"}
+
+
+def feature_timings(extraction: dict[str, dict]) -> dict:
+    """Extraction seconds and images/s of the features a cell used, as measured when they were extracted
+    (also when this cell read them from the cache); empty when the strategy used no cached features."""
+    timed = list({e["source"]: e for e in extraction.values() if e.get("seconds")}.values())  # train and val share one
+    if not timed:
+        return {}
+    images, seconds = sum(e["images"] for e in timed), sum(e["seconds"] for e in timed)
+    return {"features_s": seconds, "features_images_per_s": images / seconds}
 
 
 def work_dir(run_dir: Path, cell: Cell) -> Path:
@@ -210,6 +264,8 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
         views["val"] = whole("val", data.val)
     views["train"] = subsample(views["train"], per_class=options["train_per_class"],
                                fraction=options["train_fraction"], seed=cell.seed)
+    views["test"] = subsample(views["test"], per_class=options.get("test_per_class"), fraction=None, seed=0,
+                              option="test_per_class")  # seed 0: every seed and backbone scores the same images
     strategy = registries.strategies.get(cell.strategy)
     preprocess = Preprocess.for_backbone(backbone, options["image_size"])
     efficiency = session.efficiency(backbone, preprocess.size)
@@ -227,17 +283,28 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
         progress=session.progress, workdir=work_dir(run_dir, cell),
     )
     seed_everything(cell.seed)
+    _reset_peak_memory(session.device)
     t = time.perf_counter()
     predictions = strategy.obj(backbone, resolved_splits(data, views), ctx)
     timings["strategy_s"] = time.perf_counter() - t
+    timings.update(feature_timings(ctx.extraction))
     metrics = score(cell, predictions, registries, len(data.classes), len(views["test"]))
+    y_true, y_pred, y_score = checked_predictions(cell, predictions, len(data.classes), len(views["test"]))
+    t = time.perf_counter()
+    artefacts = write_artefacts(run_dir, cell.id, data.classes, y_true, y_pred, y_score,
+                                f"{cell.backbone_label} x {cell.dataset} x {cell.strategy} (seed {cell.seed})")
+    timings["artefacts_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
 
     return {
         **base_record(cell, session),
         "status": "ok",
         "metrics": metrics,
+        "ci": {"top1": bootstrap_ci(y_true == y_pred)},
+        "artefacts": artefacts,
         "timings": {k: round(v, 4) for k, v in timings.items()},
+        "features": ctx.extraction,
+        "resources": peak_memory(session.device),
         "backbone_info": {
             "input_size": list(preprocess.size), "weights": identity["weights"],
             "preprocess": preprocess.describe(), **backbone.info, **efficiency,
@@ -245,9 +312,9 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
         "data": {"train": len(views["train"]), "val": len(views["val"]), "test": len(views["test"]),
                  "num_classes": len(data.classes), "val_carved": data.val is None,
                  "train_per_class": options["train_per_class"], "train_fraction": options["train_fraction"],
+                 "test_per_class": options.get("test_per_class"),
                  "indices_digest": {split: view.digest() for split, view in views.items()}, **data.info},
         "strategy_info": {**ctx.info, **predictions.info},
-        "extraction": ctx.extracted,
         "started_at": started.isoformat(timespec="seconds"),
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -279,6 +346,7 @@ def base_record(cell: Cell, session: Session) -> dict:
         "host": platform.node(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
         "versions": versions(),
+        "git_commit": git_commit(),
     }
 
 

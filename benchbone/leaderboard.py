@@ -12,6 +12,7 @@ from benchbone.records import write_atomic
 
 KEYS = ["dataset", "strategy", "backbone", "params"]
 COST = ["params_m", "gmacs", "num_features"]  # from each record's backbone_info
+MEASURED = ["images_per_s", "peak_mem_mb"]  # measured per cell, averaged over seeds
 FORMATS = ("table", "md", "csv", "json")
 
 
@@ -29,6 +30,13 @@ def build(records: Iterable[dict], sort_by: str | None = None) -> pd.DataFrame:
 
     Rows are ranked within each dataset and strategy by ``sort_by`` (default: the first metric)
     in that metric's direction; failed cells appear with their error.
+
+    ``top1_ci_low``/``top1_ci_high`` are the 95% bootstrap interval of top1 over test items; with several
+    seeds, the mean of the per-seed bounds (test-set uncertainty; the spread over seeds is ``top1_std``).
+    ``tied`` is True for a row whose interval overlaps that of the leader (the row with the best top1 in its
+    dataset x strategy); the leader itself has ``leader`` True and ``tied`` False.
+    ``images_per_s`` is feature-extraction throughput as measured when the features were extracted (also
+    for cells that read them from the cache); ``peak_mem_mb`` is what the record's ``resources`` says it is.
     """
     records = list(records)
     if not records:
@@ -44,7 +52,11 @@ def build(records: Iterable[dict], sort_by: str | None = None) -> pd.DataFrame:
         row = {k: r[k] for k in ("dataset", "strategy", "backbone", "seed", "status")}
         row["params"] = json.dumps(r.get("params", {}), sort_keys=True)
         row.update({m: r.get("metrics", {}).get(m) for m in metrics})
+        low, high = (r.get("ci") or {}).get("top1") or (None, None)
+        row.update(top1_ci_low=low, top1_ci_high=high, device=r.get("device"))
         row["time_s"] = r.get("timings", {}).get("total_s")
+        row["images_per_s"] = r.get("timings", {}).get("features_images_per_s")
+        row["peak_mem_mb"] = (r.get("resources") or {}).get("peak_mem_mb")
         row.update({c: r.get("backbone_info", {}).get(c) for c in COST})
         row["error"] = r.get("error")
         rows.append(row)
@@ -59,13 +71,17 @@ def build(records: Iterable[dict], sort_by: str | None = None) -> pd.DataFrame:
             values = ok[m].dropna().astype(float)
             row[m] = values.mean() if len(values) else float("nan")
             row[f"{m}_std"] = values.std(ddof=1) if len(values) > 1 else float("nan")
+        for c in ("top1_ci_low", "top1_ci_high", "time_s", *MEASURED):
+            values = ok[c].dropna().astype(float)
+            row[c] = values.mean() if len(values) else float("nan")
         for c in COST:
             row[c] = ok[c].dropna().iloc[0] if ok[c].notna().any() else None
-        row["time_s"] = ok["time_s"].mean() if len(ok) else float("nan")
+        row["device"] = ", ".join(sorted(ok["device"].dropna().unique()))
         errors = group["error"].dropna()
         row["error"] = errors.iloc[0] if len(errors) else ""
         out.append(row)
     board = pd.DataFrame(out)
+    board["leader"], board["tied"] = _ties(board)
     if sort_by is not None:
         ascending = not directions[sort_by]
         board = board.sort_values(["dataset", "strategy", sort_by, "backbone"],
@@ -76,6 +92,26 @@ def build(records: Iterable[dict], sort_by: str | None = None) -> pd.DataFrame:
     board = board.reset_index(drop=True)
     board.attrs.update(metrics=metrics, directions=directions, percent=percent, sort_by=sort_by)
     return board
+
+
+def _ties(board: pd.DataFrame) -> tuple[list[bool], list[bool]]:
+    """(leader, tied) per row: the best top1 of each dataset x strategy, and the rows whose interval overlaps it."""
+    leader, tied = [False] * len(board), [False] * len(board)
+    if "top1" not in board:
+        return leader, tied
+    for _, group in board.groupby(["dataset", "strategy"], sort=False):
+        scored = group[group["top1"].notna()]
+        if scored.empty:
+            continue
+        best = scored["top1"].astype(float).idxmax()
+        leader[board.index.get_loc(best)] = True
+        low, high = board.at[best, "top1_ci_low"], board.at[best, "top1_ci_high"]
+        if pd.isna(low) or pd.isna(high):
+            continue
+        for i, row in scored.iterrows():
+            if i != best and row["top1_ci_high"] >= low and row["top1_ci_low"] <= high:
+                tied[board.index.get_loc(i)] = True
+    return leader, tied
 
 
 def _cell(value: float, std: float, percent: bool) -> str:
@@ -95,9 +131,15 @@ def display(board: pd.DataFrame) -> pd.DataFrame:
     for m in metrics:
         label = f"{m} {'↑' if directions[m] else '↓'}{' %' if percent[m] else ''}"
         show[label] = [_cell(v, s, percent[m]) for v, s in zip(board[m], board[f"{m}_std"])]
+    if "top1" in metrics and board["top1_ci_low"].notna().any():
+        show["top1 95% CI"] = [f"[{lo * 100:.2f}, {hi * 100:.2f}]" if pd.notna(lo) else "-"
+                               for lo, hi in zip(board["top1_ci_low"], board["top1_ci_high"])]
+        show["tie"] = ["leader" if lead else ("tied" if tie else "") for lead, tie in zip(board["leader"], board["tied"])]
     show["params M"] = [f"{v:.2f}" if pd.notna(v) else "-" for v in board["params_m"]]
     show["GMACs"] = [f"{v:.3g}" if pd.notna(v) else "-" for v in board["gmacs"]]
     show["features"] = [f"{int(v)}" if pd.notna(v) else "-" for v in board["num_features"]]
+    show["img/s"] = [f"{v:.0f}" if pd.notna(v) else "-" for v in board["images_per_s"]]
+    show["peak MB"] = [f"{v:.0f}" if pd.notna(v) else "-" for v in board["peak_mem_mb"]]
     show["seeds"] = board["seeds"]
     show["time s"] = [f"{t:.1f}" if pd.notna(t) else "-" for t in board["time_s"]]
     if (board["status"] != "ok").any():
@@ -127,6 +169,11 @@ def markdown_page(board: pd.DataFrame, records: list[dict], title: str = "benchb
     devices = sorted({f"{r.get('device')} on {r.get('machine')}" for r in records if r.get("device")})
     versions = records[0].get("versions", {}) if records else {}
     lines = [f"# {title}", "", to_text(board, "md"), ""]
+    if "top1_ci_low" in board and board["top1_ci_low"].notna().any():
+        lines += ["top1 95% CI: percentile bootstrap over test items (1,000 resamples; with several seeds, the mean "
+                  "of the per-seed bounds). leader: best top1 of its dataset x strategy; tied: its interval overlaps "
+                  "the leader's. img/s: feature extraction, measured when the features were extracted. peak MB: "
+                  "CUDA peak allocation of the cell, or on a CPU the process's peak RSS so far.", ""]
     if commands:
         lines += ["Produced by:", "", *[f"    {c}" for c in commands], ""]
     if devices:
@@ -139,6 +186,77 @@ def markdown_page(board: pd.DataFrame, records: list[dict], title: str = "benchb
     notes = sorted({n for r in records for n in [r.get("data", {}).get("note")] if n})
     lines += [f"Note: {n}  " for n in notes]
     return "\n".join(lines) + "\n"
+
+
+def _one_strategy(board: pd.DataFrame, strategy: str | None, flag: str) -> pd.DataFrame:
+    strategies = sorted(board["strategy"].unique())
+    if strategy is None:
+        if len(strategies) > 1:
+            raise UsageError(f"{flag} needs one strategy; pass --strategy with one of {', '.join(strategies)}")
+        return board
+    if strategy not in strategies:
+        raise UsageError(f"--strategy {strategy!r} is not in these records; pass one of {', '.join(strategies)}")
+    return board[board["strategy"] == strategy]
+
+
+def _label(board: pd.DataFrame) -> pd.Series:
+    """Backbone names, with their parameters when several parameter sets share the board."""
+    if board["params"].nunique() > 1:
+        return board["backbone"] + " " + board["params"]
+    return board["backbone"]
+
+
+def pivot(board: pd.DataFrame, metric: str, strategy: str | None = None) -> pd.DataFrame:
+    """``metric`` (mean over seeds) as a backbones x datasets table for one strategy, backbones by name."""
+    metrics = board.attrs.get("metrics", [])
+    if metric not in metrics:
+        raise UsageError(f"--pivot {metric!r} is not a metric of these records; pass one of {', '.join(metrics)}")
+    rows = _one_strategy(board, strategy, "--pivot")
+    table = rows.assign(backbone=_label(rows)).pivot_table(index="backbone", columns="dataset", values=metric,
+                                                           aggfunc="first", dropna=False)
+    table.columns.name = None
+    table.attrs.update(metric=metric, strategy=rows["strategy"].iloc[0] if len(rows) else strategy,
+                       percent=board.attrs["percent"][metric], higher_is_better=board.attrs["directions"][metric])
+    return table
+
+
+def pivot_text(table: pd.DataFrame, fmt: str = "table") -> str:
+    """A pivot as a terminal table, markdown, CSV or JSON (CSV and JSON keep raw fractions)."""
+    from tabulate import tabulate
+
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if fmt == "csv":
+        return table.to_csv()
+    if fmt == "json":
+        return table.to_json(orient="index", indent=2)
+    scale, digits = (100.0, 2) if table.attrs["percent"] else (1.0, 4)
+    shown = table.apply(lambda col: [f"{v * scale:.{digits}f}" if pd.notna(v) else "-" for v in col])
+    arrow = "↑" if table.attrs["higher_is_better"] else "↓"
+    shown.index.name = f"{table.attrs['metric']} {arrow} ({table.attrs['strategy']})"
+    return tabulate(shown, headers="keys", tablefmt="github" if fmt == "md" else "simple", disable_numparse=True)
+
+
+def plot(board: pd.DataFrame, path: Path, metric: str = "top1", strategy: str | None = None) -> Path:
+    """A PNG of ``metric`` against GMACs and against images/s, Pareto front marked, one point per ok row."""
+    from benchbone.plots import accuracy_vs_cost_png
+    from benchbone.artefacts import write_bytes_atomic
+
+    if metric not in board.attrs.get("metrics", []):
+        raise UsageError(f"cannot plot {metric!r}: the records hold {', '.join(board.attrs.get('metrics', []))}")
+    rows = board[board["status"] != "failed"]
+    if strategy is not None:
+        rows = _one_strategy(rows, strategy, "--plot")
+    several = rows["dataset"].nunique() > 1 or rows["strategy"].nunique() > 1
+    scale = 100.0 if board.attrs["percent"][metric] else 1.0
+    points = [{"label": f"{b} ({s}, {d})" if several else b, "value": v * scale, "gmacs": g, "images_per_s": ips}
+              for b, s, d, v, g, ips in zip(_label(rows), rows["strategy"], rows["dataset"], rows[metric],
+                                            rows["gmacs"].astype(float), rows["images_per_s"].astype(float))]
+    title = f"{metric}{' %' if scale == 100 else ''} vs cost: " + ", ".join(
+        f"{d} x {s}" for d, s in sorted(set(zip(rows["dataset"], rows["strategy"]))))
+    png = accuracy_vs_cost_png(points, f"{metric}{' (%)' if scale == 100 else ''}", title)
+    write_bytes_atomic(Path(path), png)
+    return Path(path)
 
 
 def write(board: pd.DataFrame, records: list[dict], run_dir: Path) -> list[Path]:

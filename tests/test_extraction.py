@@ -63,8 +63,8 @@ def test_bf16_and_channels_last_on_cpu_give_close_features_and_other_cells(run_t
     assert fp32.loc[0, "status"] == bf16.loc[0, "status"] == "ok"
     records = [json.loads(next((tmp_path / d / "records").glob("*.json")).read_text()) for d in "ab"]
     assert records[0]["cell_id"] != records[1]["cell_id"]
-    assert records[1]["extraction"]["train"]["dtype"] == "bfloat16"
-    assert records[1]["extraction"]["train"]["channels_last"] is True
+    assert records[1]["features"]["train"]["dtype"] == "bfloat16"
+    assert records[1]["features"]["train"]["channels_last"] is True
     features = sorted((tmp_path / "cache" / "features").glob("*.safetensors"))
     assert len(features) == 4  # train and test, once per precision: the settings are part of the cache key
 

@@ -38,7 +38,7 @@ def test_few_shot_counts_and_seeds():
     assert set(few.indices) <= set(view().indices) and list(few.indices) == sorted(few.indices)
     assert subsample(view(), per_class=4, fraction=None, seed=0).digest() == few.digest()
     assert subsample(view(), per_class=4, fraction=None, seed=1).digest() != few.digest()
-    with pytest.raises(UsageError, match=r"train_per_class=11: class 2 has only 10 training images .*at most 10"):
+    with pytest.raises(UsageError, match=r"train_per_class=11: class 2 has only 10 train images .*at most 10"):
         subsample(view(), per_class=11, fraction=None, seed=0)
 
 

@@ -1,0 +1,95 @@
+"""PNG figures with matplotlib's Agg backend: a confusion heat map and accuracy against cost with its Pareto front."""
+from __future__ import annotations
+
+import io
+from typing import Sequence
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    _pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def confusion_png(matrix: np.ndarray, classes: Sequence[str], title: str) -> bytes:
+    """A heat map of ``matrix`` (rows true, columns predicted), counts written in cells when few classes."""
+    plt = _pyplot()
+    n = len(classes)
+    side = min(12.0, 2.5 + 0.45 * n)
+    fig, ax = plt.subplots(figsize=(side, side))
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    if n <= 30:
+        ax.set_xticks(range(n), classes, rotation=90)
+        ax.set_yticks(range(n), classes)
+    if n <= 15:
+        cut = matrix.max() / 2
+        for (i, j), v in np.ndenumerate(matrix):
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=8, color="white" if v > cut else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    return _png(fig)
+
+
+def pareto_front(cost: np.ndarray, value: np.ndarray, *, cost_lower_is_better: bool = True) -> np.ndarray:
+    """Mask of the points no other point beats on both cost and value (value: higher is better)."""
+    cost = np.asarray(cost, float) * (1 if cost_lower_is_better else -1)
+    value = np.asarray(value, float)
+    front = np.zeros(len(cost), bool)
+    for i in range(len(cost)):
+        dominated = (cost <= cost[i]) & (value >= value[i]) & ((cost < cost[i]) | (value > value[i]))
+        front[i] = not dominated.any()
+    return front
+
+
+def accuracy_vs_cost_png(points: list[dict], metric: str, title: str) -> bytes:
+    """Two panels: ``metric`` against GMACs (lower is better) and against images/s (higher is better).
+
+    ``points``: dicts with ``label``, ``value``, ``gmacs``, ``images_per_s``; missing costs are left out of a panel.
+    Pareto-optimal points are joined by a line and drawn filled; the rest are hollow.
+    """
+    plt = _pyplot()
+    from matplotlib.ticker import NullFormatter
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    for ax, key, label, lower in ((axes[0], "gmacs", "GMACs per image", True),
+                                  (axes[1], "images_per_s", "feature-extraction images/s", False)):
+        shown = [p for p in points if p.get(key) is not None and np.isfinite(p[key]) and p[key] >= 0
+                 and np.isfinite(p["value"])]
+        if shown:
+            cost = np.array([p[key] for p in shown])
+            value = np.array([p["value"] for p in shown])
+            front = pareto_front(cost, value, cost_lower_is_better=lower)
+            ax.scatter(cost[~front], value[~front], facecolors="none", edgecolors="tab:gray", label="dominated")
+            ax.scatter(cost[front], value[front], color="tab:red", label="Pareto front", zorder=3)
+            order = np.argsort(cost[front])
+            ax.plot(cost[front][order], value[front][order], color="tab:red", lw=1, ls="--")
+            for p, c, v in zip(shown, cost, value):
+                ax.annotate(p["label"], (c, v), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            if (cost > 0).all():
+                ax.set_xscale("log")
+            else:  # a zero cost (e.g. the pixels baseline's GMACs): linear near zero, log beyond
+                ax.set_xscale("symlog", linthresh=cost[cost > 0].min() if (cost > 0).any() else 1.0)
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.margins(x=0.2, y=0.1)
+            ax.legend(fontsize=8, loc="best")
+        else:
+            ax.text(0.5, 0.5, f"no {key} in the records", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel(label)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    return _png(fig)
