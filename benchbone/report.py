@@ -21,6 +21,11 @@ from benchbone.records import read_records, write_atomic
 OPTIONAL = [("images_per_s", "images/s", True), ("peak_mem_mb", "peak MB", False), ("device", "device", None)]
 
 
+def _has(board, column: str) -> bool:
+    """Whether the board holds ``column`` with at least one value (records may predate it)."""
+    return column in board and board[column].notna().any()
+
+
 def _esc(value) -> str:
     return html.escape("" if value is None else str(value))
 
@@ -76,7 +81,7 @@ def _columns(board: pd.DataFrame) -> list[tuple[str, str, str, str]]:
         label = f"{m} {'↑' if directions[m] else '↓'}{' %' if percent[m] else ''}"
         cols.append((m, label, "metric", "descending" if directions[m] else "ascending"))
     cols += [("params_m", "params M", "num", "ascending"), ("gmacs", "GMACs", "num", "ascending")]
-    for col, label, higher in (o for o in OPTIONAL if o[0] in board):
+    for col, label, higher in (o for o in OPTIONAL if _has(board, o[0])):
         kind = "text" if higher is None else "num"
         cols.append((col, label, kind, "descending" if higher else "ascending"))
     cols += [("num_features", "features", "num", "ascending"), ("seeds", "seeds", "num", "descending"),
@@ -233,7 +238,7 @@ def _plots(board: pd.DataFrame) -> str:
             if points:
                 figures.append(f'<figure><figcaption>{_esc(dataset)} · {_esc(strategy)}: {_esc(ylabel)} against '
                                f'{xlabel}</figcaption>{_scatter(points, xlabel, ylabel, higher)}</figure>')
-    if "images_per_s" not in board:
+    if not _has(board, "images_per_s"):
         figures.append('<p class="note">No throughput in these records (images/s): that plot is left out.</p>')
     legend = ('<p class="note">The line joins the Pareto front: no other backbone is both more accurate and '
               'cheaper (fewer GMACs) or faster (more images/s).</p>')

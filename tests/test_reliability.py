@@ -75,8 +75,9 @@ class Evil:
 
 
 def comparable(board: pd.DataFrame) -> pd.DataFrame:
-    """A leaderboard without the columns that measure time."""
-    return board[[c for c in board.columns if "time" not in c and not c.endswith("_at")]]
+    """A leaderboard without the columns that measure time, speed or memory of this machine."""
+    measured = ("time", "images_per_s", "peak_mem")
+    return board[[c for c in board.columns if not any(m in c for m in measured) and not c.endswith("_at")]]
 
 
 def leftovers(run_dir: Path) -> list[Path]:
