@@ -49,7 +49,7 @@ def main() -> None:
     print("| command | seconds | x python -c pass | imports torch |")
     print("|---|---|---|---|")
     for name, argv in COMMANDS.items():
-        seconds = best_time(argv, args.runs)
+        seconds = baseline if name.startswith("python") else best_time(argv, args.runs)
         torch_note = "-" if name.startswith("python") else ("yes" if imports_torch(argv[3:]) else "no")
         print(f"| {name} | {seconds:.3f} | {seconds / baseline:.1f}x | {torch_note} |")
 
