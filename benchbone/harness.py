@@ -70,6 +70,7 @@ class Session:
         cache_dir: str | Path | None = None,
         download: bool = True,
         quiet: bool = False,
+        command: str | None = None,
     ):
         from benchbone.features import FeatureStore
 
@@ -82,7 +83,7 @@ class Session:
             remove_stale_tmp(self.store.root / folder)  # what killed writers left
         self.download = download
         self.quiet = quiet
-        self.command: str | None = None
+        self.command = command  # the command line that started the run, written into every record
         self._datasets: dict[tuple, DatasetSplits] = {}
         self._images: dict[tuple, Any] = {}
         self._backbone: tuple[tuple, Backbone] | None = None
@@ -427,8 +428,8 @@ def run_spec(spec: dict) -> dict:
     from benchbone.plugins import get_plugin_manager
 
     pm = get_plugin_manager(**spec["plugins"])
-    session = Session(pm, device=spec["device"], cache_dir=spec["cache_dir"], download=spec["download"], quiet=True)
-    session.command = spec["command"]
+    session = Session(pm, device=spec["device"], cache_dir=spec["cache_dir"], download=spec["download"], quiet=True,
+                      command=spec["command"])
     if session.device == "cuda" and "LOCAL_RANK" in os.environ:
         import torch
 
@@ -470,8 +471,7 @@ def run_grid(
         raise UsageError(f"--fail-fast needs --executor local; {executor} runs cells concurrently")
     if sort_by is not None and sort_by not in cells[0].metrics:
         raise UsageError(f"--sort-by {sort_by!r} is not a metric of this run ({', '.join(cells[0].metrics)})")
-    session = Session(pm, device=device, cache_dir=cache_dir, download=download, quiet=quiet)
-    session.command = command
+    session = Session(pm, device=device, cache_dir=cache_dir, download=download, quiet=quiet, command=command)
     for key in {(c.dataset, c.data_dir) for c in cells}:  # bad data fails here, before anything is written
         session.dataset(*key)
     for cell in {(c.backbone, c.weights): c for c in cells if c.weights}.values():
