@@ -122,11 +122,16 @@ def _cell(value: float, std: float, percent: bool) -> str:
     return text if pd.isna(std) else f"{text} ± {std * scale:.{digits}f}"
 
 
+def params_vary(board: pd.DataFrame) -> bool:
+    """Whether some strategy appears with more than one parameter set (then rows need their parameters)."""
+    return bool((board.groupby(["dataset", "strategy"])["params"].nunique() > 1).any())
+
+
 def display(board: pd.DataFrame) -> pd.DataFrame:
     """Human-readable columns: mean ± std, percentages, arrows for the metric direction."""
     metrics, directions, percent = board.attrs["metrics"], board.attrs["directions"], board.attrs["percent"]
     show = board[["rank", "dataset", "strategy", "backbone"]].copy()
-    if board["params"].nunique() > 1:
+    if params_vary(board):
         show["params"] = board["params"]
     for m in metrics:
         label = f"{m} {'↑' if directions[m] else '↓'}{' %' if percent[m] else ''}"
@@ -201,7 +206,7 @@ def _one_strategy(board: pd.DataFrame, strategy: str | None, flag: str) -> pd.Da
 
 def _label(board: pd.DataFrame) -> pd.Series:
     """Backbone names, with their parameters when several parameter sets share the board."""
-    if board["params"].nunique() > 1:
+    if params_vary(board):
         return board["backbone"] + " " + board["params"]
     return board["backbone"]
 
