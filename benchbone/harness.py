@@ -190,9 +190,8 @@ def checked_predictions(cell: Cell, predictions: Predictions, num_classes: int, 
     return y_true, y_pred, y_score
 
 
-def score(cell: Cell, predictions: Predictions, registries, num_classes: int, n_test: int) -> dict[str, float]:
-    """Every metric of the cell on the strategy's test predictions."""
-    y_true, y_pred, y_score = checked_predictions(cell, predictions, num_classes, n_test)
+def score(cell: Cell, registries, y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray | None) -> dict[str, float]:
+    """Every metric of the cell on the strategy's checked test predictions."""
     return {name: float(registries.metrics.get(name).obj(y_true, y_pred, y_score)) for name in cell.metrics}
 
 
@@ -289,8 +288,8 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
     predictions = strategy.obj(backbone, resolved_splits(data, views), ctx)
     timings["strategy_s"] = time.perf_counter() - t
     timings.update(feature_timings(ctx.extraction))
-    metrics = score(cell, predictions, registries, len(data.classes), len(views["test"]))
     y_true, y_pred, y_score = checked_predictions(cell, predictions, len(data.classes), len(views["test"]))
+    metrics = score(cell, registries, y_true, y_pred, y_score)
     t = time.perf_counter()
     artefacts = write_artefacts(run_dir, cell.id, data.classes, y_true, y_pred, y_score,
                                 f"{cell.backbone_label} x {cell.dataset} x {cell.strategy} (seed {cell.seed})")
