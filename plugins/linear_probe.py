@@ -13,43 +13,11 @@ so the final probe has seen K labelled images per class.
 from __future__ import annotations
 
 from benchbone import Predictions, UsageError, hookimpl
+from benchbone_plugins.logistic import LogisticObjective, minimise, pack, unpack
 
 # Half-decade steps over 1e-4..1e4: fine enough that the chosen C sits within ~0.25 decade of the best.
 DEFAULTS = dict(C=None, c_min=1e-4, c_max=1e4, c_steps=17, max_iter=1000, tol=1e-6, standardize=True, shots=None,
                 dtype="float32")
-
-
-def fit_logistic(X, y, num_classes: int, C: float, max_iter: int = 1000, tol: float = 1e-6, init=None):
-    """``(W [D, K], b [K], iterations)`` minimising scikit-learn's multinomial objective at strength ``C``.
-
-    The loss is divided by ``C * n`` (as scikit-learn does), so ``tol`` bounds the same gradient. The
-    work is done class-major ([K, n] logits): both matrix products then stream over contiguous memory,
-    several times faster on a CPU than products with a transposed view of X.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    n, d = X.shape
-    XT = X.T.contiguous()  # [D, n]
-    WT = torch.zeros(num_classes, d, dtype=X.dtype, device=X.device) if init is None else init[0].T.contiguous()
-    b = torch.zeros(num_classes, dtype=X.dtype, device=X.device) if init is None else init[1].clone()
-    onehotT = F.one_hot(y, num_classes).T.to(X.dtype).contiguous()  # [K, n]
-    penalty = 0.5 / (C * n)
-    opt = torch.optim.LBFGS([WT, b], lr=1, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-12,
-                            history_size=20, line_search_fn="strong_wolfe")
-
-    def closure():  # loss and gradient by hand: two matrix products, no autograd graph
-        logits = torch.addmm(b[:, None], WT, XT)  # [K, n]
-        lse = logits.logsumexp(0, keepdim=True)
-        loss = (lse.sum() - (logits * onehotT).sum()) / n + penalty * WT.pow(2).sum()
-        residual = logits.sub_(lse).exp_().sub_(onehotT).div_(n)  # softmax - onehot, per sample / n
-        WT.grad = torch.addmm(WT, residual, X, beta=2 * penalty)
-        b.grad = residual.sum(1)
-        return loss
-
-    opt.step(closure)
-    iterations = opt.state[WT]["n_iter"]
-    return WT.detach().T, b.detach(), iterations
 
 
 def sweep_values(p: dict) -> list[float]:
@@ -101,35 +69,31 @@ def linear_probe(backbone, data, ctx) -> Predictions:
     Xtr, Xva, Xte = (X.to(ctx.device, dtype) for X in (Xtr, Xva, Xte))
     ytr, yva = ytr.to(ctx.device), yva.to(ctx.device)
 
-    def standardised(fit_rows, *others):
-        if not p["standardize"]:
-            return (fit_rows, *others)
-        mean, std = fit_rows.mean(0), fit_rows.std(0).clamp_min(1e-6)
-        return tuple((X - mean) / std for X in (fit_rows, *others))
-
-    Ztr, Zva = standardised(Xtr, Xva)
-    sweep, init, best = [], None, None
+    objective = LogisticObjective(Xtr, ytr, ctx.num_classes, p["standardize"])
+    Zva = objective.features(Xva)
+    sweep, start, best = [], pack(objective), None
     for C in ctx.progress(sweep_values(p), desc="linear-probe sweep"):
-        W, b, iterations = fit_logistic(Ztr, ytr, ctx.num_classes, C, p["max_iter"], p["tol"], init)
-        init = (W, b)
+        fit = minimise(objective, C, start, p["tol"], p["max_iter"])
+        start = fit.point  # warm start: the next strength begins where this one ended
+        W, b = unpack(objective, fit.x)
         acc = ((Zva @ W + b).argmax(1) == yva).double().mean().item()
-        sweep.append({"C": C, "val_top1": round(acc, 6), "iterations": iterations})
+        sweep.append({"C": C, "val_top1": round(acc, 6), "iterations": fit.iterations, "stop": fit.stop})
         if best is None or acc > best[1]:  # ties keep the stronger regularisation
-            best = (C, acc, init, iterations)
-    C, val_acc, init, iterations = best
+            best = (C, acc, fit)
+    C, val_acc, fit = best
     if p["shots"] is None:
         Xfit, yfit = torch.cat([Xtr, Xva]), torch.cat([ytr, yva])
-        Zfit, Zte = standardised(Xfit, Xte)
-        W, b, iterations = fit_logistic(Zfit, yfit, ctx.num_classes, C, p["max_iter"], p["tol"], init)
+        objective = LogisticObjective(Xfit, yfit, ctx.num_classes, p["standardize"])
+        fit = minimise(objective, C, fit.x, p["tol"], p["max_iter"])
         refit = "train+val"
     else:
-        (Zte,) = standardised(Xtr, Xte)[1:]
-        (W, b), yfit, refit = init, ytr, f"none: the probe fitted on {len(ytr)} shots at the chosen C"
-    scores = torch.softmax(Zte @ W + b, dim=1).float().cpu()
+        yfit, refit = ytr, f"none: the probe fitted on {len(ytr)} shots at the chosen C"
+    W, b = unpack(objective, fit.x)
+    scores = torch.softmax(objective.features(Xte) @ W + b, dim=1).float().cpu()
     ctx.info.update(
-        chosen_C=C, val_top1=val_acc, sweep=sweep, refit=refit, fit_rows=len(yfit), final_iterations=iterations,
-        converged=iterations < p["max_iter"], dtype=str(dtype).removeprefix("torch."), shots=p["shots"],
-        solver="torch L-BFGS (strong Wolfe), full batch",
+        chosen_C=C, val_top1=val_acc, sweep=sweep, refit=refit, fit_rows=len(yfit), final_iterations=fit.iterations,
+        final_stop=fit.stop, converged=fit.converged, dtype=str(dtype).removeprefix("torch."), shots=p["shots"],
+        solver="L-BFGS, approximate Wolfe steps, full batch",
     )
     return Predictions(y_true=yte, y_pred=scores.argmax(1), y_score=scores)
 

@@ -9,7 +9,8 @@ import torch
 
 from benchbone import UsageError
 from benchbone_plugins.knn import knn_scores
-from benchbone_plugins.linear_probe import fit_logistic, linear_probe
+from benchbone_plugins.linear_probe import linear_probe
+from benchbone_plugins.logistic import fit_logistic
 
 STRATEGIES = ["linear-probe", "knn", "finetune", "head-sgd"]
 SHORT = {"finetune.epochs": 2, "head-sgd.epochs": 2, "linear-probe.c_steps": 5}

@@ -1,0 +1,82 @@
+"""The exact logistic-regression solver behind linear-probe: its gradient, its stopping rules, its warm starts."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchbone_plugins.logistic import LogisticObjective, fit_logistic, minimise, pack
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """scikit-learn digits, standardised: 1,797 images, 64 correlated pixel features, 10 classes."""
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = torch.tensor(X, dtype=torch.float64)
+    return (X - X.mean(0)) / X.std(0).clamp_min(1e-6), torch.tensor(y)
+
+
+def objective_by_autograd(X, y, x, C):
+    """scikit-learn's objective divided by C * n, and its gradient, by torch autograd in float64."""
+    x = x.detach().double().requires_grad_()
+    W, b = x[:, :-1], x[:, -1]
+    value = F.cross_entropy(X.double() @ W.T + b, y) + W.pow(2).sum() / (2 * C * len(y))
+    (gradient,) = torch.autograd.grad(value, x)
+    return value.item(), gradient
+
+
+@pytest.mark.parametrize("C", [1e-3, 1.0, 1e3])
+def test_value_and_gradient_match_autograd(digits, C):
+    X, y = digits
+    objective = LogisticObjective(X, y, 10)
+    objective.C = C
+    x = torch.randn(10, 65, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 0.3
+    point = objective.at(x)
+    value, gradient = objective_by_autograd(X, y, x, C)
+    assert objective.value(point) == pytest.approx(value, rel=1e-12)
+    assert torch.allclose(objective.gradient(point), gradient, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("C", [1e-2, 1.0, 100.0])
+def test_float32_reaches_the_float64_optimum(digits, C):
+    """float32 stops on its own precision, close to the float64 optimum on scipy's scale, max(|f|, 1)."""
+    X, y = digits
+    *_, fit64 = fit_logistic(X, y, 10, C)
+    *_, fit32 = fit_logistic(X.float(), y, 10, C)
+    assert fit64.converged and fit32.converged
+    best, reached = (objective_by_autograd(X, y, fit.x, C)[0] for fit in (fit64, fit32))
+    assert best <= reached <= best + 1e-5 * max(best, 1)
+
+
+def test_stops_when_the_largest_gradient_entry_is_within_tol(digits):
+    X, y = digits
+    *_, fit = fit_logistic(X, y, 10, 0.1, tol=1e-8)
+    assert fit.stop == "gradient"
+    assert objective_by_autograd(X, y, fit.x, 0.1)[1].abs().max() <= 1e-8
+
+
+def test_gives_up_at_max_iter_and_says_so(digits):
+    X, y = digits
+    *_, fit = fit_logistic(X, y, 10, 100.0, max_iter=3)
+    assert (fit.iterations, fit.stop, fit.converged) == (3, "max_iter", False)
+
+
+def test_a_carried_point_starts_where_recomputing_it_would(digits):
+    """Warm starts along a sweep carry the logits and data gradient instead of recomputing them."""
+    X, y = digits
+    objective = LogisticObjective(X, y, 10)
+    first = minimise(objective, 0.01, pack(objective))
+    carried = minimise(objective, 0.1, first.point)
+    recomputed = minimise(objective, 0.1, first.x.clone())
+    assert carried.iterations == recomputed.iterations
+    assert torch.allclose(carried.x, recomputed.x, rtol=1e-8, atol=1e-10)
+
+
+def test_standardises_with_the_fitted_rows_statistics(digits):
+    X, y = digits
+    raw = X * 3 + 5
+    objective = LogisticObjective(raw, y, 10, standardize=True)
+    assert torch.allclose(objective.XT.T, (raw - raw.mean(0)) / raw.std(0).clamp_min(1e-6))
+    assert torch.allclose(objective.features(raw[:5]), objective.XT.T[:5])
