@@ -7,7 +7,10 @@ works in float32, where one float32 ulp is the least progress it can hold). scik
 scratch, as one calls it; the probe warm-starts along the sweep. Each side's time is the least of
 ``--repeat`` runs, the usual guard against a noisy machine.
 
-    python benchmarks/bench_probe.py [--threads 1] [--repeat 3] [--image-size 64] [--cache-dir DIR]
+    python benchmarks/bench_probe.py [--threads 1 [2 ...]] [--repeat 3] [--image-size 64] [--cache-dir DIR]
+
+One thread each is the like-for-like comparison; with more, each library uses them its own way
+(torch intra-op threads; scikit-learn's OpenMP loss and the BLAS under numpy).
 
 Cases: synthetic 50,000 x 64 features (CIFAR-10-sized, 10 classes) and real efficientnet_lite0 features
 of scikit-learn digits (extracted once through benchbone and read back from its feature cache).
@@ -89,13 +92,14 @@ def sklearn_sweep(splits: dict, Cs: list[float], max_iter: int, tol: float) -> d
     (Xtr, ytr), (Xva, yva), (Xte, yte) = (tuple(t.numpy() for t in splits[s]) for s in ("train", "val", "test"))
     Xtr, Xva, Xte = (X.astype(np.float64) for X in (Xtr, Xva, Xte))
     mean, std = Xtr.mean(0), Xtr.std(0, ddof=1).clip(1e-6)
-    val = [LogisticRegression(C=C, tol=tol, max_iter=max_iter).fit((Xtr - mean) / std, ytr)
-           .score((Xva - mean) / std, yva) for C in Cs]
+    fits = [LogisticRegression(C=C, tol=tol, max_iter=max_iter).fit((Xtr - mean) / std, ytr) for C in Cs]
+    val = [clf.score((Xva - mean) / std, yva) for clf in fits]
     C = Cs[int(np.argmax(val))]
     Xfit, yfit = np.concatenate([Xtr, Xva]), np.concatenate([ytr, yva])
     mean, std = Xfit.mean(0), Xfit.std(0, ddof=1).clip(1e-6)
-    clf = LogisticRegression(C=C, tol=tol, max_iter=max_iter).fit((Xfit - mean) / std, yfit)
-    return {"C": C, "val": max(val), "test": clf.score((Xte - mean) / std, yte)}
+    final = LogisticRegression(C=C, tol=tol, max_iter=max_iter).fit((Xfit - mean) / std, yfit)
+    iterations = sum(int(clf.n_iter_.max()) for clf in [*fits, final])
+    return {"C": C, "val": max(val), "test": final.score((Xte - mean) / std, yte), "iterations": iterations}
 
 
 def least_time(repeat: int, run):
@@ -108,7 +112,7 @@ def least_time(repeat: int, run):
     return min(times), result
 
 
-def run_case(name: str, splits: dict, params: dict, repeat: int = 1) -> dict:
+def run_case(name: str, splits: dict, params: dict, repeat: int = 1, threads: int = 1) -> dict:
     from benchbone_plugins.linear_probe import linear_probe, sweep_values
 
     Cs = sweep_values(params)
@@ -117,8 +121,10 @@ def run_case(name: str, splits: dict, params: dict, repeat: int = 1) -> dict:
     probe_test = (pred.y_pred == splits["test"][1]).double().mean().item()
     sk_s, sk = least_time(repeat, lambda: sklearn_sweep(splits, Cs, params["max_iter"], params["tol"]))
     n, d = splits["train"][0].shape
-    return {"case": name, "train x dim": f"{n} x {d}", "fits": len(Cs) + 1, "probe_s": probe_s, "sklearn_s": sk_s,
-            "ratio": sk_s / probe_s, "probe_C": ctx.info["chosen_C"], "sklearn_C": sk["C"],
+    probe_iterations = sum(s["iterations"] for s in ctx.info["sweep"]) + ctx.info["final_iterations"]
+    return {"case": name, "train x dim": f"{n} x {d}", "threads": threads, "fits": len(Cs) + 1,
+            "probe_iters": probe_iterations, "sklearn_iters": sk["iterations"], "probe_s": probe_s,
+            "sklearn_s": sk_s, "ratio": sk_s / probe_s, "probe_C": ctx.info["chosen_C"], "sklearn_C": sk["C"],
             "probe_test": probe_test, "sklearn_test": sk["test"]}
 
 
@@ -127,25 +133,28 @@ def main() -> None:
     from threadpoolctl import threadpool_limits
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help="threads for torch and for scikit-learn's BLAS/OpenMP")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1],
+                        help="thread counts to compare at, each for torch and for scikit-learn's BLAS/OpenMP")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each side; the least time counts")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--cache-dir", type=Path, default=None, help="benchbone cache (default: a temporary one)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     params = dict(DEFAULTS)
-    print(f"{machine_line()}, torch {torch.__version__}, {args.threads} thread(s) each")
+    print(f"{machine_line()}, torch {torch.__version__}")
     print(f"# C sweep: {params['c_steps']} values {params['c_min']:g}..{params['c_max']:g}, "
           f"tol={params['tol']}, max_iter={params['max_iter']}; + 1 refit on train+val; "
           f"least of {args.repeat} runs each")
-    with threadpool_limits(args.threads), tempfile.TemporaryDirectory() as tmp:
-        warm = synthetic(200, 50, 8, 3)
-        run_case("warm-up", warm, params)  # first-use imports (torch.optim, sklearn) out of the timings
-        cache = args.cache_dir or Path(tmp)
-        rows = [run_case("synthetic Gaussians", synthetic(), params, args.repeat),
-                run_case(f"efficientnet_lite0 @ {args.image_size}px, digits", real_digits(args.image_size, cache), params,
-                         args.repeat)]
-    head = ["case", "train x dim", "fits", "probe_s", "sklearn_s", "ratio", "probe_C", "sklearn_C", "probe_test", "sklearn_test"]
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = {"synthetic Gaussians": synthetic(),
+                 f"efficientnet_lite0 @ {args.image_size}px, digits": real_digits(args.image_size, args.cache_dir or Path(tmp))}
+    rows = []
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        with threadpool_limits(threads):
+            run_case("warm-up", synthetic(200, 50, 8, 3), params)  # first-use costs out of the timings
+            rows += [run_case(name, splits, params, args.repeat, threads) for name, splits in cases.items()]
+    head = ["case", "train x dim", "threads", "fits", "probe_iters", "sklearn_iters", "probe_s", "sklearn_s", "ratio",
+            "probe_C", "sklearn_C", "probe_test", "sklearn_test"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for row in rows:

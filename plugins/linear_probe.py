@@ -3,8 +3,10 @@
 The protocol of Kornblith et al. (2019) and CLIP: the regularisation strength C is chosen from a
 log-spaced sweep on the validation split, then the probe is refitted on train + val and scored once
 on test. The objective is scikit-learn's, ``C * sum(cross-entropy) + ||W||^2 / 2`` (bias not penalised),
-minimised full-batch with L-BFGS in torch (float32 by default, ``dtype=float64`` on request), warm-started from strong to weak
-regularisation. Features are standardised with the statistics of the rows the probe is fitted on.
+minimised full-batch by the L-BFGS of ``benchbone_plugins.logistic`` with scikit-learn's stopping rules, in
+float32 by default (``dtype=float64`` on request), warm-started from strong to weak regularisation.
+Features are standardised with the statistics of the rows the probe is fitted on. Each sweep point
+records its iterations and which rule stopped it.
 
 ``shots=K`` is the K-shot probe: K images per class drawn with the cell's seed from the train split.
 The validation split stays as carved (it only chooses C), and the probe is not refitted on train + val,
@@ -93,7 +95,7 @@ def linear_probe(backbone, data, ctx) -> Predictions:
     ctx.info.update(
         chosen_C=C, val_top1=val_acc, sweep=sweep, refit=refit, fit_rows=len(yfit), final_iterations=fit.iterations,
         final_stop=fit.stop, converged=fit.converged, dtype=str(dtype).removeprefix("torch."), shots=p["shots"],
-        solver="L-BFGS, approximate Wolfe steps, full batch",
+        solver="L-BFGS, approximate Wolfe steps on logits, full batch",
     )
     return Predictions(y_true=yte, y_pred=scores.argmax(1), y_score=scores)
 

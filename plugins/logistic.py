@@ -42,15 +42,18 @@ class LogisticObjective:
         self.labels = y[None]  # [1, n]
         self.n, self.d = X.shape
         self.C = 1.0
+        # [K, n] scratch for a search direction's logits and for trial steps, reused: allocating fresh
+        # megabytes for each costs a CPU page faults that take longer than the arithmetic done in them
+        self.direction_logits, self.trial = torch.empty_like(self.onehotT), torch.empty_like(self.onehotT)
 
     def features(self, X):
         """Other rows (validation, test) as the fitted rows were transformed."""
         return X if self.mean is None else (X - self.mean) / self.std
 
-    def logits(self, x):
+    def logits(self, x, out=None):
         import torch
 
-        return torch.addmm(x[:, self.d:], x[:, : self.d], self.XT)
+        return torch.addmm(x[:, self.d:], x[:, : self.d], self.XT, out=out)
 
     def residual(self, logits):
         """``(softmax - one-hot [K, n], logsumexp [n])`` of the logits, computed in their place."""
@@ -63,7 +66,7 @@ class LogisticObjective:
         import torch
 
         if residual is None:
-            residual, logsumexp = self.residual(logits.clone())
+            residual, logsumexp = self.residual(self.trial.copy_(logits))
         data_gradient = torch.empty_like(x)
         torch.mm(residual, self.XT.T, out=data_gradient[:, : self.d]).div_(self.n)
         torch.sum(residual, 1, out=data_gradient[:, self.d]).div_(self.n)
@@ -89,21 +92,21 @@ class LogisticObjective:
 
 def line_search(objective, point: Point, direction, slope0: float, max_tries: int = 30):
     """The point ``x + t d`` for a step t meeting the approximate Wolfe conditions
-    0.9 phi'(0) <= phi'(t) <= -0.8 phi'(0), or None.
+    0.9 phi'(0) <= phi'(t) <= -0.8 phi'(0), or None. The new point takes over the old one's logits.
 
     phi' is increasing (the objective is convex), so a bracket is narrowed by the secant of phi'.
     """
     import torch
 
-    direction_logits = objective.logits(direction)
+    direction_logits = objective.logits(direction, out=objective.direction_logits)
     flat_direction_logits = direction_logits.flatten()
     penalty_at_0, penalty_growth = objective.penalty_slope(point.x, direction)
     lo, slope_lo, hi, slope_hi, t = 0.0, slope0, None, None, 1.0
     for _ in range(max_tries):
-        residual, logsumexp = objective.residual(torch.add(point.logits, direction_logits, alpha=t))
+        residual, logsumexp = objective.residual(torch.add(point.logits, direction_logits, alpha=t, out=objective.trial))
         slope = float(residual.flatten() @ flat_direction_logits) / objective.n + penalty_at_0 + t * penalty_growth
         if 0.9 * slope0 <= slope <= -0.8 * slope0:
-            logits = torch.add(point.logits, direction_logits, alpha=t)
+            logits = point.logits.add_(direction_logits, alpha=t)
             return objective.point(torch.add(point.x, direction, alpha=t), logits, residual, logsumexp)
         if slope < 0.9 * slope0:
             lo, slope_lo = t, slope
@@ -143,7 +146,7 @@ def minimise(objective, C: float, start, tol: float = 1e-6, max_iter: int = 1000
     import torch
 
     objective.C = C
-    point = start if isinstance(start, Point) else objective.at(start)
+    point = start._replace(logits=start.logits.clone()) if isinstance(start, Point) else objective.at(start)
     ftol = max(64 * torch.finfo(torch.float64).eps, torch.finfo(point.x.dtype).eps)
     g, f, exact = objective.gradient(point), objective.value(point), False
     pairs = []
@@ -162,7 +165,10 @@ def minimise(objective, C: float, start, tol: float = 1e-6, max_iter: int = 1000
             q *= 1 / (pairs[-1][2] * float(pairs[-1][1] @ pairs[-1][1]))  # s.y / y.y
         for (s, y, rho), alpha in zip(pairs, reversed(alphas)):
             q += (alpha - rho * float(y @ q)) * s
-        new = line_search(objective, point, q.view_as(point.x), float(g.flatten() @ q))
+        if (slope := float(g.flatten() @ q)) >= 0:  # rounding spoilt the curvature pairs: start them again
+            pairs, q = [], -g.flatten()
+            slope = -float(q @ q)
+        new = line_search(objective, point, q.view_as(point.x), slope)
         if new is None:
             return Fit(point, iteration, "line search")
         f_before, f = f, objective.value(new)
