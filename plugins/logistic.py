@@ -3,8 +3,8 @@
 Each iteration costs two matrix products with the features: the logits of the search direction, and the
 gradient at the accepted step. The line search works on logits alone, since the logits of ``x + t d`` are
 ``logits(x) + t logits(d)``: trying a step costs no product with the features. Steps meet the approximate
-Wolfe conditions of Hager and Zhang (2005), which use the directional derivative only; near the optimum
-float32 cannot resolve the decrease of the objective that an Armijo test asks for, but it resolves the slope.
+Wolfe conditions of Hager and Zhang (2005), a bound on the slope and an objective no more than 1e-6 of
+itself above where it was: near the optimum float32 cannot resolve the decrease an Armijo test asks for.
 """
 from __future__ import annotations
 
@@ -55,26 +55,29 @@ class LogisticObjective:
 
         return torch.addmm(x[:, self.d:], x[:, : self.d], self.XT, out=out)
 
-    def residual(self, logits):
-        """``(softmax - one-hot [K, n], logsumexp [n])`` of the logits, computed in their place."""
+    def evaluate(self, logits):
+        """``(softmax - one-hot [K, n], mean cross-entropy)``, computed in the place of ``logits``.
+
+        The cross-entropy is summed in float64: its changes, not the gradient, need the digits."""
+        labelled = logits.gather(0, self.labels).double().sum()
         top = logits.amax(0)
         exp = logits.sub_(top).exp_()
         total = exp.sum(0)
-        return exp.div_(total).sub_(self.onehotT), total.log_().add_(top)
+        residual = exp.div_(total).sub_(self.onehotT)
+        logsumexp = total.log_().add_(top).double().sum()
+        return residual, float((logsumexp - labelled) / self.n)
 
-    def point(self, x, logits, residual=None, logsumexp=None) -> Point:
+    def point(self, x, logits, residual, cross_entropy: float) -> Point:
         import torch
 
-        if residual is None:
-            residual, logsumexp = self.residual(self.trial.copy_(logits))
         data_gradient = torch.empty_like(x)
         torch.mm(residual, self.XT.T, out=data_gradient[:, : self.d]).div_(self.n)
         torch.sum(residual, 1, out=data_gradient[:, self.d]).div_(self.n)
-        cross_entropy = (logsumexp.double().sum() - logits.gather(0, self.labels).double().sum()) / self.n
-        return Point(x, logits, data_gradient, float(cross_entropy))
+        return Point(x, logits, data_gradient, cross_entropy)
 
     def at(self, x) -> Point:
-        return self.point(x, self.logits(x))
+        logits = self.logits(x)
+        return self.point(x, logits, *self.evaluate(self.trial.copy_(logits)))
 
     def gradient(self, point: Point):
         g = point.data_gradient.clone()
@@ -84,31 +87,39 @@ class LogisticObjective:
     def value(self, point: Point) -> float:
         return point.cross_entropy + float(point.x[:, : self.d].double().pow(2).sum()) / (2 * self.C * self.n)
 
-    def penalty_slope(self, x, direction):
-        """``(a, b)``: the penalty's derivative along ``direction`` at ``x + t d`` is ``a + t b``."""
-        W, dW = x[:, : self.d], direction[:, : self.d]
-        return float((W * dW).sum()) / (self.C * self.n), float((dW * dW).sum()) / (self.C * self.n)
+
+    def penalty_along(self, x, direction):
+        """``(p, p', p'')`` of the penalty at ``x`` along ``direction``: at ``x + t d`` it is ``p + t p' + t^2 p'' / 2``."""
+        W, dW = x[:, : self.d].double(), direction[:, : self.d].double()
+        scale = 1 / (self.C * self.n)
+        return float((W * W).sum()) * scale / 2, float((W * dW).sum()) * scale, float((dW * dW).sum()) * scale
 
 
 def line_search(objective, point: Point, direction, slope0: float, max_tries: int = 30):
-    """The point ``x + t d`` for a step t meeting the approximate Wolfe conditions
-    0.9 phi'(0) <= phi'(t) <= -0.8 phi'(0), or None. The new point takes over the old one's logits.
+    """The point ``x + t d`` for the first step t found that meets the approximate Wolfe conditions of Hager
+    and Zhang (2005), or None. The new point takes over the old one's logits.
 
-    phi' is increasing (the objective is convex), so a bracket is narrowed by the secant of phi'.
+    With phi(t) the objective along d: 0.9 phi'(0) <= phi'(t) <= -0.8 phi'(0) and phi(t) <= phi(0) + 1e-6
+    |phi(0)|. phi is convex, so a step that raises phi lies past the minimum, and a bracket is narrowed by
+    the secant of phi'. Trying a step costs no product with the features.
     """
     import torch
 
     direction_logits = objective.logits(direction, out=objective.direction_logits)
     flat_direction_logits = direction_logits.flatten()
-    penalty_at_0, penalty_growth = objective.penalty_slope(point.x, direction)
+    penalty, penalty_slope, penalty_curvature = objective.penalty_along(point.x, direction)
+    value0 = point.cross_entropy + penalty
     lo, slope_lo, hi, slope_hi, t = 0.0, slope0, None, None, 1.0
     for _ in range(max_tries):
-        residual, logsumexp = objective.residual(torch.add(point.logits, direction_logits, alpha=t, out=objective.trial))
-        slope = float(residual.flatten() @ flat_direction_logits) / objective.n + penalty_at_0 + t * penalty_growth
-        if 0.9 * slope0 <= slope <= -0.8 * slope0:
+        residual, cross_entropy = objective.evaluate(torch.add(point.logits, direction_logits, alpha=t, out=objective.trial))
+        slope = float(residual.flatten() @ flat_direction_logits) / objective.n + penalty_slope + t * penalty_curvature
+        value = cross_entropy + penalty + t * penalty_slope + t * t * penalty_curvature / 2
+        if value > value0 + 1e-6 * abs(value0):
+            hi, slope_hi = t, max(slope, 0.0)
+        elif 0.9 * slope0 <= slope <= -0.8 * slope0:
             logits = point.logits.add_(direction_logits, alpha=t)
-            return objective.point(torch.add(point.x, direction, alpha=t), logits, residual, logsumexp)
-        if slope < 0.9 * slope0:
+            return objective.point(torch.add(point.x, direction, alpha=t), logits, residual, cross_entropy)
+        elif slope < 0.9 * slope0:
             lo, slope_lo = t, slope
         else:
             hi, slope_hi = t, slope

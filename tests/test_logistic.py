@@ -80,3 +80,20 @@ def test_standardises_with_the_fitted_rows_statistics(digits):
     objective = LogisticObjective(raw, y, 10, standardize=True)
     assert torch.allclose(objective.XT.T, (raw - raw.mean(0)) / raw.std(0).clamp_min(1e-6))
     assert torch.allclose(objective.features(raw[:5]), objective.XT.T[:5])
+
+
+def test_no_step_along_a_sweep_raises_the_objective(digits):
+    """Warm-started along the sweep on 3,072 correlated features (digits upscaled to 32 x 32 x 3), no fit
+    ends above where it started: a step past the line's minimum is refused even when its slope looks fine."""
+    X, y = digits
+    images = X.reshape(-1, 1, 8, 8).float()
+    X = F.interpolate(images, size=32, mode="bilinear").expand(-1, 3, -1, -1).reshape(len(y), -1)
+    objective = LogisticObjective(X[::2], y[::2], 10, standardize=True)
+    start = objective.at(pack(objective))
+    for C in torch.logspace(-4, 0, 5).tolist():
+        objective.C = C
+        before = objective.value(start)
+        fit = minimise(objective, C, start)
+        assert objective.value(fit.point) <= before
+        assert fit.iterations > 1, (C, fit.stop)
+        start = fit.point

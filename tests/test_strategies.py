@@ -63,15 +63,16 @@ def digits():
             for name, rows in (("train", train), ("val", val), ("test", test))}
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("C", [1e-3, 0.1, 10.0])
-def test_probe_matches_sklearn_at_the_same_strength(digits, C):
+def test_probe_matches_sklearn_at_the_same_strength(digits, C, dtype):
     from sklearn.linear_model import LogisticRegression
 
     (Xtr, ytr), (Xte, yte) = digits["train"], digits["test"]
     mean, std = Xtr.mean(0), Xtr.std(0).clamp_min(1e-6)
     Ztr, Zte = ((X - mean) / std for X in (Xtr, Xte))
-    W, b, _ = fit_logistic(Ztr.double(), ytr, 10, C)
-    ours = ((Zte.double() @ W + b).argmax(1) == yte).double().mean().item()
+    W, b, _ = fit_logistic(Ztr.to(dtype), ytr, 10, C)
+    ours = ((Zte.to(dtype) @ W + b).argmax(1) == yte).double().mean().item()
     sk = LogisticRegression(C=C, tol=1e-6, max_iter=1000).fit(Ztr.numpy(), ytr.numpy())
     theirs = sk.score(Zte.numpy(), yte.numpy())
     assert abs(ours - theirs) * 100 <= 0.3
