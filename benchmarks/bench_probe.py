@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -64,14 +66,19 @@ def synthetic(n_train=50_000, n_test=10_000, dim=64, classes=10, seed=0) -> dict
 
 
 def real_digits(image_size: int, cache_dir: Path) -> dict:
-    """efficientnet_lite0 features of digits through benchbone's feature cache, val carved as the harness does."""
+    """efficientnet_lite0 features of digits through benchbone's feature cache, val carved as the harness does.
+
+    The features are extracted by the CLI in a child process, so that the network's thread pools and
+    memory do not linger in the process that times the fits.
+    """
     from benchbone_plugins.digits import build_digits
 
-    import benchbone
     from benchbone.data import carve_validation, whole
 
-    benchbone.run("efficientnet_lite0", "digits", "knn", params={"image_size": image_size},
-                  out=cache_dir / "run", cache_dir=cache_dir)
+    subprocess.run([sys.executable, "-c", "from benchbone.cli import main; main()", "run",
+                    "--backbone", "efficientnet_lite0", "--dataset", "digits", "--strategy", "knn",
+                    "--set", f"image_size={image_size}", "--cache-dir", str(cache_dir), "--out", str(cache_dir / "run"),
+                    "-q"], check=True, stdout=subprocess.DEVNULL)
     files = {}
     from safetensors import safe_open
 

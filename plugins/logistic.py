@@ -35,9 +35,9 @@ class LogisticObjective:
         self.XT = X.T.contiguous()  # [D, n]
         self.mean = self.std = None
         if standardize:  # with the statistics of the rows fitted on, computed in the feature-major copy
-            self.std, self.mean = torch.std_mean(self.XT, 1)
-            self.std.clamp_(min=1e-6)
-            self.XT.sub_(self.mean[:, None]).div_(self.std[:, None])
+            self.mean = self.XT.mean(1)
+            self.std = self.XT.sub_(self.mean[:, None]).norm(dim=1).div_((len(y) - 1) ** 0.5).clamp_(min=1e-6)
+            self.XT.div_(self.std[:, None])
         self.onehotT = F.one_hot(y, num_classes).T.to(X.dtype).contiguous()  # [K, n]
         self.labels = y[None]  # [1, n]
         self.n, self.d = X.shape
