@@ -73,10 +73,10 @@ def linear_probe(backbone, data, ctx) -> Predictions:
 
     objective = LogisticObjective(Xtr, ytr, ctx.num_classes, p["standardize"])
     Zva = objective.features(Xva)
-    sweep, start, best = [], pack(objective), None
+    sweep, start, scale, best = [], pack(objective), None, None
     for C in ctx.progress(sweep_values(p), desc="linear-probe sweep"):
-        fit = minimise(objective, C, start, p["tol"], p["max_iter"])
-        start = fit.point  # warm start: the next strength begins where this one ended
+        fit = minimise(objective, C, start, p["tol"], p["max_iter"], scale=scale)
+        start, scale = fit.point, fit.scale  # warm start: the next strength begins where this one ended
         W, b = unpack(objective, fit.x)
         acc = ((Zva @ W + b).argmax(1) == yva).double().mean().item()
         sweep.append({"C": C, "val_top1": round(acc, 6), "iterations": fit.iterations, "stop": fit.stop})
@@ -86,7 +86,7 @@ def linear_probe(backbone, data, ctx) -> Predictions:
     if p["shots"] is None:
         Xfit, yfit = torch.cat([Xtr, Xva]), torch.cat([ytr, yva])
         objective = LogisticObjective(Xfit, yfit, ctx.num_classes, p["standardize"])
-        fit = minimise(objective, C, fit.x, p["tol"], p["max_iter"])
+        fit = minimise(objective, C, fit.x, p["tol"], p["max_iter"], scale=fit.scale)
         refit = "train+val"
     else:
         yfit, refit = ytr, f"none: the probe fitted on {len(ytr)} shots at the chosen C"

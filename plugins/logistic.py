@@ -59,12 +59,14 @@ class LogisticObjective:
         """``(softmax - one-hot [K, n], mean cross-entropy)``, computed in the place of ``logits``.
 
         The cross-entropy is summed in float64: its changes, not the gradient, need the digits."""
-        labelled = logits.gather(0, self.labels).double().sum()
+        import torch
+
+        labelled = logits.gather(0, self.labels).sum(dtype=torch.float64)
         top = logits.amax(0)
         exp = logits.sub_(top).exp_()
         total = exp.sum(0)
         residual = exp.div_(total).sub_(self.onehotT)
-        logsumexp = total.log_().add_(top).double().sum()
+        logsumexp = total.log_().add_(top).sum(dtype=torch.float64)
         return residual, float((logsumexp - labelled) / self.n)
 
     def point(self, x, logits, residual, cross_entropy: float) -> Point:
@@ -135,6 +137,7 @@ class Fit(NamedTuple):
     point: Point
     iterations: int
     stop: str  # "gradient" or "objective" (converged), "max_iter" or "line search" (not)
+    scale: float | None  # s.y / y.y of the last step: the curvature's scale, a first step for the next fit
 
     @property
     def x(self):
@@ -145,9 +148,10 @@ class Fit(NamedTuple):
         return self.stop in ("gradient", "objective")
 
 
-def minimise(objective, C: float, start, tol: float = 1e-6, max_iter: int = 1000, history: int = 20) -> Fit:
+def minimise(objective, C: float, start, tol: float = 1e-6, max_iter: int = 1000, history: int = 20,
+             scale: float | None = None) -> Fit:
     """L-BFGS from ``start`` (parameters, or a Point of this objective), stopped by scipy's rules as
-    scikit-learn sets them, in the working precision.
+    scikit-learn sets them, in the working precision. ``scale`` sizes the first step (a previous fit's).
 
     It stops when the largest gradient entry is at most ``tol`` (scipy's pgtol), checked on logits
     recomputed from x, or when a step lowers the objective by a relative amount below ``ftol``:
@@ -167,13 +171,15 @@ def minimise(objective, C: float, start, tol: float = 1e-6, max_iter: int = 1000
                 point, exact = objective.at(point.x), True
                 g = objective.gradient(point)
             if g.abs().max() <= tol:
-                return Fit(point, iteration, "gradient")
+                return Fit(point, iteration, "gradient", scale)
         q, alphas = -g.flatten(), []
         for s, y, rho in reversed(pairs):  # the two-loop recursion
             alphas.append(rho * float(s @ q))
             q -= alphas[-1] * y
         if pairs:
-            q *= 1 / (pairs[-1][2] * float(pairs[-1][1] @ pairs[-1][1]))  # s.y / y.y
+            scale = 1 / (pairs[-1][2] * float(pairs[-1][1] @ pairs[-1][1]))  # s.y / y.y
+        if scale is not None:
+            q *= scale
         for (s, y, rho), alpha in zip(pairs, reversed(alphas)):
             q += (alpha - rho * float(y @ q)) * s
         if (slope := float(g.flatten() @ q)) >= 0:  # rounding spoilt the curvature pairs: start them again
@@ -181,16 +187,16 @@ def minimise(objective, C: float, start, tol: float = 1e-6, max_iter: int = 1000
             slope = -float(q @ q)
         new = line_search(objective, point, q.view_as(point.x), slope)
         if new is None:
-            return Fit(point, iteration, "line search")
+            return Fit(point, iteration, "line search", scale)
         f_before, f = f, objective.value(new)
         g_before, g = g, objective.gradient(new)
         s, y = (new.x - point.x).flatten(), (g - g_before).flatten()
         point, exact = new, False
         if f_before - f <= ftol * max(abs(f_before), abs(f), 1):
-            return Fit(point, iteration + 1, "objective")
+            return Fit(point, iteration + 1, "objective", scale)
         if (sy := float(s @ y)) > 0:
             pairs = (pairs + [(s, y, 1 / sy)])[-history:]
-    return Fit(point, max_iter, "max_iter")
+    return Fit(point, max_iter, "max_iter", scale)
 
 
 def fit_logistic(X, y, num_classes: int, C: float, max_iter: int = 1000, tol: float = 1e-6, init=None):
