@@ -5,7 +5,7 @@ refit on train + val, score test. Both stop by scipy's rules: the largest gradie
 or a step that lowers the objective by less than ftol, relative (scikit-learn's 64 float64 ulps; the probe
 works in float32, where one float32 ulp is the least progress it can hold). scikit-learn fits each C from
 scratch, as one calls it; the probe warm-starts along the sweep. Each side's time is the least of
-``--repeat`` runs, the usual guard against a noisy machine.
+``--repeat`` runs, the two sides taking turns: the usual guards against a noisy machine.
 
     python benchmarks/bench_probe.py [--threads 1 [2 ...]] [--repeat 3] [--image-size 64] [--cache-dir DIR]
 
@@ -109,14 +109,16 @@ def sklearn_sweep(splits: dict, Cs: list[float], max_iter: int, tol: float) -> d
     return {"C": C, "val": max(val), "test": final.score((Xte - mean) / std, yte), "iterations": iterations}
 
 
-def least_time(repeat: int, run):
-    """``(least seconds, last result)`` over ``repeat`` calls of ``run``."""
-    times = []
+def least_times(repeat: int, *runs):
+    """``(least seconds, last result)`` of each of ``runs``, called in turn ``repeat`` times (interleaved, so that
+    a machine's slow and fast spells fall on both sides)."""
+    times, results = [[] for _ in runs], [None] * len(runs)
     for _ in range(repeat):
-        t = time.perf_counter()
-        result = run()
-        times.append(time.perf_counter() - t)
-    return min(times), result
+        for i, run in enumerate(runs):
+            t = time.perf_counter()
+            results[i] = run()
+            times[i].append(time.perf_counter() - t)
+    return [(min(ts), result) for ts, result in zip(times, results)]
 
 
 def run_case(name: str, splits: dict, params: dict, repeat: int = 1, threads: int = 1) -> dict:
@@ -124,9 +126,9 @@ def run_case(name: str, splits: dict, params: dict, repeat: int = 1, threads: in
 
     Cs = sweep_values(params)
     ctx = FeatureContext(splits, int(splits["train"][1].max()) + 1, params)
-    probe_s, pred = least_time(repeat, lambda: linear_probe(None, None, ctx))
+    (probe_s, pred), (sk_s, sk) = least_times(repeat, lambda: linear_probe(None, None, ctx),
+                                              lambda: sklearn_sweep(splits, Cs, params["max_iter"], params["tol"]))
     probe_test = (pred.y_pred == splits["test"][1]).double().mean().item()
-    sk_s, sk = least_time(repeat, lambda: sklearn_sweep(splits, Cs, params["max_iter"], params["tol"]))
     n, d = splits["train"][0].shape
     probe_iterations = sum(s["iterations"] for s in ctx.info["sweep"]) + ctx.info["final_iterations"]
     return {"case": name, "train x dim": f"{n} x {d}", "threads": threads, "fits": len(Cs) + 1,
@@ -150,7 +152,7 @@ def main() -> None:
     print(f"{machine_line()}, torch {torch.__version__}")
     print(f"# C sweep: {params['c_steps']} values {params['c_min']:g}..{params['c_max']:g}, "
           f"tol={params['tol']}, max_iter={params['max_iter']}; + 1 refit on train+val; "
-          f"least of {args.repeat} runs each")
+          f"least of {args.repeat} runs each, taking turns")
     with tempfile.TemporaryDirectory() as tmp:
         cases = {"synthetic Gaussians": synthetic(),
                  f"efficientnet_lite0 @ {args.image_size}px, digits": real_digits(args.image_size, args.cache_dir or Path(tmp))}

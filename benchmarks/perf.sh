@@ -27,7 +27,7 @@ run "1. Feature extraction: harness vs a bare loop of the same model (target >= 
 run "2. Loader vs model images/s (CIFAR-10 JPEG copy)" \
     "python benchmarks/bench_loader.py --images 2000 --image-size 64"
 run "3a. linear-probe sweep vs scikit-learn LogisticRegression over the same strengths, one thread each (target >= 10x)" \
-    "python benchmarks/bench_probe.py --threads 1 --repeat 3"
+    "python benchmarks/bench_probe.py --threads 1 --repeat 5"
 run "3a'. The same with both cores, each library threading its own way (one run each)" \
     "python benchmarks/bench_probe.py --threads 2 --repeat 1"
 run "3b. linear-probe cell vs head-sgd cell, same backbone and data" \
