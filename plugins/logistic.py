@@ -173,15 +173,15 @@ def minimise(objective, C: float, start, tol: float = 1e-6, max_iter: int = 1000
             if g.abs().max() <= tol:
                 return Fit(point, iteration, "gradient", scale)
         q, alphas = -g.flatten(), []
-        for s, y, rho in reversed(pairs):  # the two-loop recursion
+        for s, y, rho in reversed(pairs):  # the two-loop recursion, one fused update per vector
             alphas.append(rho * float(s @ q))
-            q -= alphas[-1] * y
+            q.add_(y, alpha=-alphas[-1])
         if pairs:
             scale = 1 / (pairs[-1][2] * float(pairs[-1][1] @ pairs[-1][1]))  # s.y / y.y
         if scale is not None:
             q *= scale
         for (s, y, rho), alpha in zip(pairs, reversed(alphas)):
-            q += (alpha - rho * float(y @ q)) * s
+            q.add_(s, alpha=alpha - rho * float(y @ q))
         if (slope := float(g.flatten() @ q)) >= 0:  # rounding spoilt the curvature pairs: start them again
             pairs, q = [], -g.flatten()
             slope = -float(q @ q)
