@@ -52,9 +52,9 @@ def test_float32_reaches_the_float64_optimum(digits, C):
 
 def test_stops_when_the_largest_gradient_entry_is_within_tol(digits):
     X, y = digits
-    *_, fit = fit_logistic(X, y, 10, 0.1, tol=1e-8)
+    *_, fit = fit_logistic(X, y, 10, 0.1, tol=1e-7)
     assert fit.stop == "gradient"
-    assert objective_by_autograd(X, y, fit.x, 0.1)[1].abs().max() <= 1e-8
+    assert objective_by_autograd(X, y, fit.x, 0.1)[1].abs().max() <= 1e-7
 
 
 def test_gives_up_at_max_iter_and_says_so(digits):
