@@ -223,6 +223,8 @@ def cmd_leaderboard(args) -> int:
         text = report.page(board, records, [Path(d) for d in args.run_dirs])
     elif args.pivot:
         text = leaderboard.pivot_text(leaderboard.pivot(board, args.pivot, args.strategy), args.format)
+        if args.format == "md":
+            text = "\n".join([text, "", *leaderboard.provenance(records)])
     elif args.format == "md":
         text = leaderboard.markdown_page(board, records, title=args.title)
     else:

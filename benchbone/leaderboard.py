@@ -170,15 +170,21 @@ def to_text(board: pd.DataFrame, fmt: str = "table") -> str:
 
 def markdown_page(board: pd.DataFrame, records: list[dict], title: str = "benchbone leaderboard") -> str:
     """A markdown page: the table, then how it was produced (commands, machine, versions)."""
-    commands = sorted({r.get("command") for r in records if r.get("command")})
-    devices = sorted({f"{r.get('device')} on {r.get('machine')}" for r in records if r.get("device")})
-    versions = records[0].get("versions", {}) if records else {}
     lines = [f"# {title}", "", to_text(board, "md"), ""]
     if "top1_ci_low" in board and board["top1_ci_low"].notna().any():
         lines += ["top1 95% CI: percentile bootstrap over test items (1,000 resamples; with several seeds, the mean "
                   "of the per-seed bounds). leader: best top1 of its dataset x strategy; tied: its interval overlaps "
                   "the leader's. img/s: feature extraction, measured when the features were extracted. peak MB: "
                   "CUDA peak allocation of the cell, or on a CPU the process's peak RSS so far.", ""]
+    return "\n".join(lines + provenance(records)) + "\n"
+
+
+def provenance(records: list[dict]) -> list[str]:
+    """Markdown lines on how the records were produced: commands, machine, versions, finish time, notes."""
+    commands = sorted({r.get("command") for r in records if r.get("command")})
+    devices = sorted({f"{r.get('device')} on {r.get('machine')}" for r in records if r.get("device")})
+    versions = records[0].get("versions", {}) if records else {}
+    lines = []
     if commands:
         lines += ["Produced by:", "", *[f"    {c}" for c in commands], ""]
     if devices:
@@ -189,8 +195,7 @@ def markdown_page(board: pd.DataFrame, records: list[dict], title: str = "benchb
     if finished:
         lines.append(f"Finished: {finished[-1]}.  ")
     notes = sorted({n for r in records for n in [r.get("data", {}).get("note")] if n})
-    lines += [f"Note: {n}  " for n in notes]
-    return "\n".join(lines) + "\n"
+    return lines + [f"Note: {n}  " for n in notes]
 
 
 def _one_strategy(board: pd.DataFrame, strategy: str | None, flag: str) -> pd.DataFrame:

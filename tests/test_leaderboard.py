@@ -148,6 +148,8 @@ def test_cells_write_artefacts_listed_in_their_records(run_tiny_benchmark, tmp_p
     capsys.readouterr()
     assert main(["leaderboard", str(run), "--pivot", "top1", "--plot", str(tmp_path / "b.png")]) == 0
     assert "test/tiny-cnn" in capsys.readouterr().out and (tmp_path / "b.png").stat().st_size > 0
+    assert main(["leaderboard", str(run), "--pivot", "top1", "-f", "md"]) == 0
+    assert "Versions: " in capsys.readouterr().out  # a published pivot says how it was made
     assert main(["leaderboard", str(run), "--strategy", "knn"]) == 2
     assert "pass one of them too" in capsys.readouterr().err
 
