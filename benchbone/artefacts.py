@@ -47,32 +47,64 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def why_failed(exc: BaseException) -> str:
+    """One line on why an artefact could not be written, naming the package to install when one is missing."""
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        return f"{exc.name} is not installed (pip install {exc.name.split('.')[0]})"
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def write_artefacts(run_dir: Path, cell_id: str, classes: Sequence[str], y_true: np.ndarray, y_pred: np.ndarray,
-                    y_score: np.ndarray | None, title: str) -> dict[str, str]:
+                    y_score: np.ndarray | None, title: str) -> tuple[dict[str, str], dict[str, str]]:
     """Write a finished cell's artefacts under ``run_dir/artefacts/<cell_id>/``, each atomically.
 
-    Returns their paths relative to ``run_dir`` for ``record["artefacts"]``. ``predictions.npz`` holds
-    ``y_true``, ``y_pred`` (int64) and ``y_score`` (float32; shape [N, 0] when the strategy gave none).
+    Returns their paths relative to ``run_dir`` for ``record["artefacts"]``, and for each artefact that could
+    not be written (matplotlib missing, a full disk) one line saying why: an artefact never fails its cell.
+    ``predictions.npz`` holds ``y_true``, ``y_pred`` (int64) and ``y_score`` (float32; shape [N, 0] when the
+    strategy gave none).
     """
-    import pandas as pd
-
-    from benchbone.plots import confusion_png
-
     rel = Path("artefacts") / cell_id
     folder = Path(run_dir) / rel
     classes = [str(c) for c in classes]
     matrix = confusion(y_true, y_pred, len(classes))
-    frame = pd.DataFrame(matrix, index=pd.Index(classes, name="true"), columns=classes)
-    write_atomic(folder / NAMES["confusion_csv"], frame.to_csv())
-    support = matrix.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        accuracy = np.where(support > 0, np.diag(matrix) / np.maximum(support, 1), np.nan)
-    per_class = pd.DataFrame({"class": classes, "support": support, "accuracy": accuracy})
-    write_atomic(folder / NAMES["per_class_csv"], per_class.to_csv(index=False))
-    write_bytes_atomic(folder / NAMES["confusion_png"], confusion_png(matrix, classes, title))
-    buffer = io.BytesIO()
-    scores = np.zeros((len(y_true), 0), np.float32) if y_score is None else np.asarray(y_score, np.float32)
-    np.savez_compressed(buffer, y_true=np.asarray(y_true, np.int64), y_pred=np.asarray(y_pred, np.int64),
-                        y_score=scores)
-    write_bytes_atomic(folder / NAMES["predictions"], buffer.getvalue())
-    return {key: str(rel / name) for key, name in NAMES.items()}
+
+    def confusion_csv() -> str:
+        import pandas as pd
+
+        return pd.DataFrame(matrix, index=pd.Index(classes, name="true"), columns=classes).to_csv()
+
+    def per_class_csv() -> str:
+        import pandas as pd
+
+        support = matrix.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            accuracy = np.where(support > 0, np.diag(matrix) / np.maximum(support, 1), np.nan)
+        return pd.DataFrame({"class": classes, "support": support, "accuracy": accuracy}).to_csv(index=False)
+
+    def confusion_png() -> bytes:
+        from benchbone.plots import confusion_png as draw
+
+        return draw(matrix, classes, title)
+
+    def predictions() -> bytes:
+        buffer = io.BytesIO()
+        scores = np.zeros((len(y_true), 0), np.float32) if y_score is None else np.asarray(y_score, np.float32)
+        np.savez_compressed(buffer, y_true=np.asarray(y_true, np.int64), y_pred=np.asarray(y_pred, np.int64),
+                            y_score=scores)
+        return buffer.getvalue()
+
+    written, missing = {}, {}
+    for key, make in (("confusion_csv", confusion_csv), ("per_class_csv", per_class_csv),
+                      ("confusion_png", confusion_png), ("predictions", predictions)):
+        try:
+            content = make()
+            if isinstance(content, str):
+                write_atomic(folder / NAMES[key], content)
+            else:
+                write_bytes_atomic(folder / NAMES[key], content)
+        except Exception as exc:  # noqa: BLE001 - a secondary artefact must never destroy the measurement
+            missing[key] = why_failed(exc)
+        else:
+            written[key] = str(rel / NAMES[key])
+    return written, missing

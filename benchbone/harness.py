@@ -11,13 +11,14 @@ import shutil
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from benchbone.api import Backbone, DatasetSplits, Predictions
-from benchbone.artefacts import bootstrap_ci, write_artefacts
+from benchbone.artefacts import NAMES, bootstrap_ci, why_failed, write_artefacts
 from benchbone.errors import BenchboneError, PluginError, UsageError
 from benchbone.grid import Cell
 from benchbone.plugins import PluginManager
@@ -291,7 +292,7 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
     y_true, y_pred, y_score = checked_predictions(cell, predictions, len(data.classes), len(views["test"]))
     metrics = score(cell, registries, y_true, y_pred, y_score)
     t = time.perf_counter()
-    artefacts = write_artefacts(run_dir, cell.id, data.classes, y_true, y_pred, y_score,
+    artefacts, missing = write_artefacts(run_dir, cell.id, data.classes, y_true, y_pred, y_score,
                                 f"{cell.backbone_label} x {cell.dataset} x {cell.strategy} (seed {cell.seed})")
     timings["artefacts_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
@@ -302,6 +303,7 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
         "metrics": metrics,
         "ci": {"top1": bootstrap_ci(y_true == y_pred)},
         "artefacts": artefacts,
+        "artefacts_missing": missing,
         "timings": {k: round(v, 4) for k, v in timings.items()},
         "features": ctx.extraction,
         "resources": peak_memory(session.device),
@@ -476,6 +478,9 @@ def run_grid(
     for cell in {(c.backbone, c.weights): c for c in cells if c.weights}.values():
         session.backbone(cell)  # and so do weights files that do not fit their backbone
     say = (lambda msg: print(msg, file=sys.stderr)) if echo and not quiet else (lambda msg: None)
+
+    def warn(msg: str) -> None:  # shown even with -q (one line through the CLI): something asked for is missing
+        warnings.warn(msg, stacklevel=2)
     say(f"benchbone: {len(cells)} cell(s) on {session.device}, run directory {out}")
 
     def report(record: dict, how: str) -> None:
@@ -485,6 +490,8 @@ def run_grid(
         else:
             shown = ", ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items())
             say(f"  {'cached' if how == 'cached' else 'done'} {head}: {shown}")
+        for key, why in (record.get("artefacts_missing") or {}).items():
+            warn(f"{head}: {NAMES[key]} not written: {why}")
 
     records = runner.submit(
         cells, session, Path(out), requested_device=device, fail_fast=fail_fast, on_record=report)
@@ -492,8 +499,13 @@ def run_grid(
         return leaderboard.build(records)
     board = leaderboard.build(records, sort_by=sort_by)
     leaderboard.write(board, records, Path(out))
-    write_atomic(Path(out) / "report.html", report_page(board, records, [Path(out)]))
+    written = "leaderboard.csv, leaderboard.md, leaderboard.json"
+    try:  # a secondary page: its failure never costs the leaderboard or the records
+        write_atomic(Path(out) / "report.html", report_page(board, records, [Path(out)]))
+        written += ", report.html"
+    except Exception as exc:  # noqa: BLE001
+        warn(f"report.html not written: {why_failed(exc)}; the records and leaderboard files are complete")
     if echo:
         print(leaderboard.to_text(board, "table"))
-        say(f"benchbone: wrote {out}/leaderboard.csv, leaderboard.md, report.html and records/")
+        say(f"benchbone: wrote {out}/{{{written}}} and records/")
     return board
