@@ -143,9 +143,24 @@ def coerce(key: str, value: Any, default: Any) -> Any:
     raise UsageError(f"--set {key}={value!r}: expected {expected.__name__} (default {default!r})")
 
 
+SUITES_DIR = Path(__file__).parent / "suites"  # the built-in suites, shipped as package data
+
+
+def suite_file(value: str | Path) -> Path:
+    """The path of a suite: a TOML file, or a built-in suite's name (``--suite quickstart``)."""
+    text = str(value)
+    if text.endswith(".toml") or "/" in text or "\\" in text:
+        return Path(value)
+    path = SUITES_DIR / f"{text}.toml"
+    if not path.is_file():
+        builtin = ", ".join(sorted(p.stem for p in SUITES_DIR.glob("*.toml")))
+        raise UsageError(f"no built-in suite {text!r} (built-in: {builtin}); pass --suite NAME or a path to a TOML file")
+    return path
+
+
 def load_suite(path: str | Path) -> GridSpec:
-    """A TOML suite file as a GridSpec; errors name the file and line."""
-    path = Path(path)
+    """A suite (a TOML file or a built-in suite's name) as a GridSpec; errors name the file and line."""
+    path = suite_file(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

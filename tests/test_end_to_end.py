@@ -9,7 +9,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_quickstart_suite_runs_offline(cli, tmp_path):
-    result = cli("run", "--suite", REPO / "benchmarks" / "quickstart.toml", "--set", "image_size=32",
+    result = cli("run", "--suite", "quickstart", "--set", "image_size=32",
                  "--out", tmp_path / "q", "-q")
     assert result.code == 0, result.err
     board = json.loads((tmp_path / "q" / "leaderboard.json").read_text())
