@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="load backbone NAME from a local .safetensors/.pth state dict instead of its pretrained "
                           "weights (repeatable)")
     run.add_argument("--seeds", type=int, default=1, metavar="N", help="run each cell with seeds 0..N-1")
-    run.add_argument("--suite", metavar="FILE", help="a TOML suite file; flags add to it")
+    run.add_argument("--suite", metavar="NAME_OR_FILE",
+                     help="a built-in suite (quickstart) or a TOML suite file; flags add to it")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                      help="override a parameter: key=value for every strategy that has it, or strategy.key=value")
     run.add_argument("--out", metavar="DIR", help="run directory (default: benchbone-runs/<suite name or 'default'>)")
@@ -84,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     plugins = sub.add_parser("plugins", parents=[common], help="list plugins and what failed to load")
     plugins.add_argument("--hook", help="only plugins that implement this hook")
+
+    doctor = sub.add_parser("doctor", parents=[common], help="what to paste into an issue: versions, device, "
+                            "extras, cache, data found, downloads",
+                            description="Print versions, the device a run would pick, optional extras, the "
+                                        "feature cache, the data sets found and whether downloads are possible.")
+    doctor.add_argument("--data-dir", metavar="DIR", help="also look for data sets here, as `run --data-dir` would")
+    doctor.add_argument("--cache-dir", metavar="DIR", help="the feature cache to describe")
 
     board = sub.add_parser("leaderboard", parents=[common], help="the leaderboard of one or more run directories")
     board.add_argument("run_dirs", nargs="+", metavar="DIR")
@@ -256,6 +264,14 @@ def _one_line_warnings():
         yield
 
 
+def cmd_doctor(args) -> int:
+    from benchbone.doctor import lines
+
+    for line in lines(_manager(args), data_dir=args.data_dir, cache_dir=args.cache_dir):
+        print(line, flush=True)
+    return 0
+
+
 def cmd_report(args) -> int:
     from benchbone import report
 
@@ -266,7 +282,7 @@ def cmd_report(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "run-cell": cmd_run_cell, "list": cmd_list, "plugins": cmd_plugins,
-            "leaderboard": cmd_leaderboard, "report": cmd_report}
+            "leaderboard": cmd_leaderboard, "report": cmd_report, "doctor": cmd_doctor}
 
 
 def main(argv: list[str] | None = None) -> int:
