@@ -79,11 +79,18 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(cli, tmp_path, args, m
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_canonical_command_offline_fails_clearly(tmp_path):
-    """No CIFAR-10 on disk and no network: one line naming --data-dir, exit 2, nothing written."""
+    """No CIFAR-10 on disk and no network: one line naming --data-dir, exit 2, nothing written.
+
+    Every download goes through a proxy that refuses connections, so the test means the same on a machine with
+    internet."""
+    refuse = "http://127.0.0.1:9"  # the discard port: nothing listens there
     result = run_subprocess("run", "--backbone", "resnet50", "--dataset", "cifar10", "--strategy", "linear-probe",
                             "--out", str(tmp_path / "out"),
-                            env={"BENCHBONE_DATA_DIR": str(tmp_path / "data"), "BENCHBONE_LOAD_PLUGINS": ""})
+                            env={"BENCHBONE_DATA_DIR": str(tmp_path / "data"), "BENCHBONE_LOAD_PLUGINS": "",
+                                 "HTTPS_PROXY": refuse, "HTTP_PROXY": refuse, "https_proxy": refuse,
+                                 "http_proxy": refuse, "NO_PROXY": "", "no_proxy": ""})
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("benchbone: error: cifar10: could not download") and "--data-dir" in last

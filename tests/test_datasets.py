@@ -310,6 +310,7 @@ def test_digits_are_grey_and_offline(build):
 
 # ---------------------------------------------------------------- the real CIFAR-10 copy (JPEG)
 
+@pytest.mark.slow
 def test_real_cifar10_jpeg(build, tmp_path):
     root = next((p for p in REAL_CIFAR if (p / "test").is_dir()), None)
     if root is None:

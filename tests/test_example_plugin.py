@@ -19,6 +19,7 @@ def installed(tmp_path_factory):
     return {"PYTHONPATH": str(target), "BENCHBONE_LOAD_PLUGINS": "1"}
 
 
+@pytest.mark.slow
 def test_installed_plugin_is_listed(installed):
     result = run_subprocess("plugins", env=installed)
     assert result.returncode == 0, result.stderr
@@ -28,6 +29,7 @@ def test_installed_plugin_is_listed(installed):
     assert "sample/nearest-centroid" in listed.stdout and "[sample]" in listed.stdout
 
 
+@pytest.mark.slow
 def test_installed_plugin_runs_beside_the_built_ins(installed, tmp_path):
     result = run_subprocess("run", "-b", "sample/avgpool", "-d", "sample/stripes", "-s", "sample/nearest-centroid",
                             "-s", "linear-probe", "-m", "top1", "-m", "sample/error-rate", "-q",
@@ -41,6 +43,7 @@ def test_installed_plugin_runs_beside_the_built_ins(installed, tmp_path):
     assert record["plugins"]["backbone"] == {"name": "sample", "version": "0.2.0"}
 
 
+@pytest.mark.slow
 def test_without_entry_points_the_plugin_is_absent(installed):
     result = run_subprocess("list", "strategies", env={**installed, "BENCHBONE_LOAD_PLUGINS": ""})
     assert "sample/" not in result.stdout

@@ -96,3 +96,19 @@ def test_at_most_one_batch_of_images_is_alive_during_extraction():
     batches = iterate_batches(LoadedImages(dataset), whole("train", dataset), preprocess, batch_size=8, device="cpu")
     extract(model, batches, 3, 40, ExtractionSettings("cpu", 8))
     assert alive == [0] * 5
+
+
+@pytest.mark.gpu
+def test_cuda_features_match_the_cpu_forward_pass():
+    """On CUDA (fp32, no channels_last) the extracted features are the model's own CPU forward pass."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten()).eval()
+    x = torch.randn(20, 3, 16, 16)
+    with torch.inference_mode():
+        expected = model(x)
+    feats, _ = extract(model.cuda(), [(x[i:i + 8].cuda(), None) for i in range(0, 20, 8)], 8, 20,
+                       ExtractionSettings("cuda", batch_size=8, precision="fp32", channels_last=False))
+    torch.testing.assert_close(feats.float().cpu(), expected, rtol=1e-4, atol=1e-4)

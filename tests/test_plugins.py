@@ -141,6 +141,6 @@ def test_later_plugins_override_a_firstresult_default():
             return "meta"
 
     pm = get_plugin_manager(entrypoints=False)
-    assert pm.hook.benchbone_pick_device(requested=None) == "cpu"
+    assert pm.hook.benchbone_pick_device(requested=None) in ("cpu", "cuda", "mps")  # the built-in's answer
     pm.register(ForceDevice(), name="force")
     assert pm.hook.benchbone_pick_device(requested=None) == "meta"

@@ -93,6 +93,7 @@ def write_plugin(tmp_path: Path, name: str, source: str) -> Path:
 
 # --- resume after SIGKILL -------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_sigkill_at_several_points_loses_and_recomputes_nothing(tmp_path, monkeypatch, cli):
     plugin, log = write_plugin(tmp_path, "slow", SLOW_PLUGIN), tmp_path / "log.txt"
     monkeypatch.setenv("BENCHBONE_TEST_LOG", str(log))
@@ -203,6 +204,7 @@ def test_damaged_feature_cache_is_reported_and_rebuilt(tmp_path, cli):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_two_runs_sharing_a_cache_at_once(tmp_path):
     cache = tmp_path / "cache"
     args = [sys.executable, "-m", "benchbone.cli", "run", *TINY, "-s", "linear-probe", "-s", "knn",

@@ -166,6 +166,7 @@ def header(driver, name: str):
     return next(th for th in css(driver, "#board thead th") if th.text.split(" ")[0] == name)
 
 
+@pytest.mark.browser
 def test_sorting_by_clicking_headers(page):
     assert len(visible_rows(page)) == 8
     header(page, "top1").click()  # higher is better: best first
@@ -184,6 +185,7 @@ def test_sorting_by_clicking_headers(page):
     assert column(page, "backbone") == sorted(column(page, "backbone"))
 
 
+@pytest.mark.browser
 def test_filtering_by_selects_and_search(page):
     from selenium.webdriver.support.ui import Select
 
@@ -201,6 +203,7 @@ def test_filtering_by_selects_and_search(page):
     assert column(page, "backbone") == ["broken"]
 
 
+@pytest.mark.browser
 def test_failed_cells_ties_and_intervals_are_shown(page):
     failed = css(page, "#board tr.failed")
     assert len(failed) == 1 and "failed: RuntimeError: CUDA out of memory" in failed[0].text
@@ -211,6 +214,7 @@ def test_failed_cells_ties_and_intervals_are_shown(page):
     assert "lower is better" in header(page, "loss").get_attribute("title")
 
 
+@pytest.mark.browser
 def test_plots_and_pivot(page):
     plots = css(page, "svg.plot")
     assert len(plots) == 6  # per dataset x strategy: against GMACs, against images/s
@@ -224,6 +228,7 @@ def test_plots_and_pivot(page):
     assert "digits" in pivot and "97.00" in pivot and "failed" in pivot
 
 
+@pytest.mark.browser
 def test_provenance_is_shown(page):
     text = page.find_element("id", "provenance").text
     for expected in (COMMAND, "cpu on x86_64, 2 cpus (testhost)", "2026-11-28T10:00:00+00:00", "torch 2.14.1",
@@ -233,6 +238,7 @@ def test_provenance_is_shown(page):
     assert "blobs 3 86 10 (carved) 48" in splits
 
 
+@pytest.mark.browser
 def test_confusion_matrix_and_screenshot(page, page_path):
     from selenium.webdriver.support.ui import Select
 
@@ -258,6 +264,7 @@ def test_confusion_matrix_and_screenshot(page, page_path):
     assert json.loads(row.get_attribute("data-key"))[2] == "c"
 
 
+@pytest.mark.browser
 def test_big_confusion_matrix_and_no_console_errors(page):
     from selenium.webdriver.support.ui import Select
 

@@ -152,6 +152,7 @@ def _run(benchbone_pm, tmp_path, executor, **options):
                     quiet=True, echo=False, executor=executor, executor_options=options)
 
 
+@pytest.mark.cluster
 def test_submitit_local_executor_gives_the_local_leaderboard(benchbone_pm, tmp_path, local_board, loopback_only,
                                                              monkeypatch):
     pytest.importorskip("submitit")
@@ -162,7 +163,8 @@ def test_submitit_local_executor_gives_the_local_leaderboard(benchbone_pm, tmp_p
     assert len(specs) == 2 and len(list((tmp_path / "run" / "records").glob("*.json"))) == 2
     spec = json.loads(specs[0].read_text())
     assert spec["plugins"] == {"entrypoints": False, "blocked": [], "extra": ["benchbone.testing"]}
-    assert spec["device"] == "cpu" and spec["resources"] == {"gpus": 0, "cpus": 1}
+    picked = benchbone_pm.hook.benchbone_pick_device(requested=None)  # what this machine offers
+    assert spec["device"] == picked and spec["resources"] == {"gpus": int(picked == "cuda"), "cpus": 1}
     assert len(list((tmp_path / "run" / "submitit").glob("*_result.pkl"))) == 2  # real jobs, one per cell
 
 
@@ -181,6 +183,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.cluster
 def test_ray_local_cluster_gives_the_local_leaderboard(benchbone_pm, tmp_path, local_board, loopback_only, local_ray):
     nodes = local_ray.nodes()
     assert [n["NodeManagerAddress"] for n in nodes] == ["127.0.0.1"]
@@ -203,6 +206,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.cluster
 def test_torchrun_gloo_finetune_has_identical_weights_and_one_record(cli, tmp_path, loopback_only):
     planned = cli("run", "-p", "benchbone.testing", "-b", "test/tiny-cnn", "-d", "test/blobs", "-s", "finetune",
                   "--set", "finetune.epochs=2", "--set", "finetune.batch_size=16", "--device", "cpu",
@@ -247,6 +251,7 @@ def test_executor_errors_are_one_line(cli, monkeypatch, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.cluster
 def test_submitit_requeues_the_same_spec():
     """On preemption or timeout submitit calls ``checkpoint`` and resubmits what it returns."""
     pytest.importorskip("submitit")
