@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--model-batches", type=int, default=4, help="batches timed through the model")
     parser.add_argument("--device", help="default: picked automatically")
+    parser.add_argument("--device-decode", action="store_true",
+                        help="also time torchvision.io.decode_jpeg on the device, batched (nvJPEG on CUDA)")
     args = parser.parse_args()
 
     data_dir = args.data_dir or next((p for p in CANDIDATES if (p / "test").is_dir()), None)
@@ -90,6 +92,19 @@ def main() -> None:
     stream_view = whole("test", ImageFiles(subset.paths[:n_stream], subset.targets[:n_stream]))
     results[f"streaming loader, {streamed.workers} workers ({n_stream} images)"], _ = rate(
         n_stream, lambda: loader(streamed, stream_view))
+
+    if args.device_decode:
+        import torchvision.io
+
+        data = [torchvision.io.read_file(str(path)) for path in subset.paths]
+
+        def decode() -> None:
+            for i in range(0, n, args.batch_size):
+                torchvision.io.decode_jpeg(data[i:i + args.batch_size], device=device)
+            sync(device)
+
+        decode()  # warm-up: the decoder's first call initialises it
+        results[f"decode_jpeg on {device}, batches of {args.batch_size}"], _ = rate(n, decode)
 
     timed = batches[:args.model_batches]
     with torch.inference_mode():

@@ -33,9 +33,9 @@ from machine import machine_line
 class FeatureContext:
     """Just enough of a Context to run the linear-probe strategy on given features."""
 
-    def __init__(self, splits: dict, num_classes: int, params: dict):
+    def __init__(self, splits: dict, num_classes: int, params: dict, device: str = "cpu"):
         self.splits, self.num_classes, self.params = splits, num_classes, params
-        self.device, self.seed, self.info = "cpu", 0, {}
+        self.device, self.seed, self.info = device, 0, {}
 
     def features(self, split):
         return self.splits[split]
@@ -109,6 +109,23 @@ def sklearn_sweep(splits: dict, Cs: list[float], max_iter: int, tol: float) -> d
     return {"C": C, "val": max(val), "test": final.score((Xte - mean) / std, yte), "iterations": iterations}
 
 
+def cuml_sweep(splits: dict, Cs: list[float], max_iter: int, tol: float) -> dict | None:
+    """The same protocol with cuML's GPU LogisticRegression (L-BFGS), or None where cuML is not installed."""
+    try:
+        from cuml.linear_model import LogisticRegression
+    except ImportError:
+        return None
+    (Xtr, ytr), (Xva, yva), (Xte, yte) = (tuple(t.numpy() for t in splits[s]) for s in ("train", "val", "test"))
+    mean, std = Xtr.mean(0), Xtr.std(0, ddof=1).clip(1e-6)
+    fits = [LogisticRegression(C=C, tol=tol, max_iter=max_iter).fit((Xtr - mean) / std, ytr) for C in Cs]
+    val = [float((clf.predict((Xva - mean) / std) == yva).mean()) for clf in fits]
+    C = Cs[int(np.argmax(val))]
+    Xfit, yfit = np.concatenate([Xtr, Xva]), np.concatenate([ytr, yva])
+    mean, std = Xfit.mean(0), Xfit.std(0, ddof=1).clip(1e-6)
+    final = LogisticRegression(C=C, tol=tol, max_iter=max_iter).fit((Xfit - mean) / std, yfit)
+    return {"C": C, "test": float((final.predict((Xte - mean) / std) == yte).mean())}
+
+
 def least_times(repeat: int, *runs):
     """``(least seconds, last result)`` of each of ``runs``, called in turn ``repeat`` times (interleaved, so that
     a machine's slow and fast spells fall on both sides)."""
@@ -121,20 +138,32 @@ def least_times(repeat: int, *runs):
     return [(min(ts), result) for ts, result in zip(times, results)]
 
 
-def run_case(name: str, splits: dict, params: dict, repeat: int = 1, threads: int = 1) -> dict:
+def run_case(name: str, splits: dict, params: dict, repeat: int = 1, threads: int = 1, device: str = "cpu") -> dict:
     from benchbone_plugins.linear_probe import linear_probe, sweep_values
 
     Cs = sweep_values(params)
-    ctx = FeatureContext(splits, int(splits["train"][1].max()) + 1, params)
-    (probe_s, pred), (sk_s, sk) = least_times(repeat, lambda: linear_probe(None, None, ctx),
-                                              lambda: sklearn_sweep(splits, Cs, params["max_iter"], params["tol"]))
-    probe_test = (pred.y_pred == splits["test"][1]).double().mean().item()
+    ctx = FeatureContext(splits, int(splits["train"][1].max()) + 1, params, device)
+
+    def probe():
+        pred = linear_probe(None, None, ctx)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return pred
+
+    sides = [probe, lambda: sklearn_sweep(splits, Cs, params["max_iter"], params["tol"])]
+    if device.startswith("cuda"):
+        sides.append(lambda: cuml_sweep(splits, Cs, params["max_iter"], params["tol"]))
+    (probe_s, pred), (sk_s, sk), *cuml = least_times(repeat, *sides)
+    probe_test = (pred.y_pred.cpu() == splits["test"][1]).double().mean().item()
     n, d = splits["train"][0].shape
     probe_iterations = sum(s["iterations"] for s in ctx.info["sweep"]) + ctx.info["final_iterations"]
-    return {"case": name, "train x dim": f"{n} x {d}", "threads": threads, "fits": len(Cs) + 1,
-            "probe_iters": probe_iterations, "sklearn_iters": sk["iterations"], "probe_s": probe_s,
-            "sklearn_s": sk_s, "ratio": sk_s / probe_s, "probe_C": ctx.info["chosen_C"], "sklearn_C": sk["C"],
-            "probe_test": probe_test, "sklearn_test": sk["test"]}
+    row = {"case": name, "train x dim": f"{n} x {d}", "threads": threads, "device": device, "fits": len(Cs) + 1,
+           "probe_iters": probe_iterations, "sklearn_iters": sk["iterations"], "probe_s": probe_s,
+           "sklearn_s": sk_s, "ratio": sk_s / probe_s, "probe_C": ctx.info["chosen_C"], "sklearn_C": sk["C"],
+           "probe_test": probe_test, "sklearn_test": sk["test"]}
+    if cuml and cuml[0][1] is not None:
+        row.update(cuml_s=cuml[0][0], cuml_C=cuml[0][1]["C"], cuml_test=cuml[0][1]["test"])
+    return row
 
 
 def main() -> None:
@@ -147,6 +176,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each side; the least time counts")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--cache-dir", type=Path, default=None, help="benchbone cache (default: a temporary one)")
+    parser.add_argument("--device", default="cpu", help="where the probe fits (scikit-learn runs on the CPU)")
+    parser.add_argument("--synthetic-rows", type=int, default=50_000, help="training rows of the synthetic case")
+    parser.add_argument("--no-real", action="store_true", help="skip the real efficientnet_lite0 digits case")
     args = parser.parse_args()
     params = dict(DEFAULTS)
     print(f"{machine_line()}, torch {torch.__version__}")
@@ -154,20 +186,24 @@ def main() -> None:
           f"tol={params['tol']}, max_iter={params['max_iter']}; + 1 refit on train+val; "
           f"least of {args.repeat} runs each, taking turns")
     with tempfile.TemporaryDirectory() as tmp:
-        cases = {"synthetic Gaussians": synthetic(),
-                 f"efficientnet_lite0 @ {args.image_size}px, digits": real_digits(args.image_size, args.cache_dir or Path(tmp))}
+        cases = {"synthetic Gaussians": synthetic(args.synthetic_rows, args.synthetic_rows // 5)}
+        if not args.no_real:
+            cases[f"efficientnet_lite0 @ {args.image_size}px, digits"] = real_digits(args.image_size,
+                                                                                   args.cache_dir or Path(tmp))
     rows = []
     for threads in args.threads:
         torch.set_num_threads(threads)
         with threadpool_limits(threads):
-            run_case("warm-up", synthetic(200, 50, 8, 3), params)  # first-use costs out of the timings
-            rows += [run_case(name, splits, params, args.repeat, threads) for name, splits in cases.items()]
-    head = ["case", "train x dim", "threads", "fits", "probe_iters", "sklearn_iters", "probe_s", "sklearn_s", "ratio",
-            "probe_C", "sklearn_C", "probe_test", "sklearn_test"]
+            run_case("warm-up", synthetic(200, 50, 8, 3), params, device=args.device)  # first-use costs out of the timings
+            rows += [run_case(name, splits, params, args.repeat, threads, args.device) for name, splits in cases.items()]
+    head = ["case", "train x dim", "threads", "device", "fits", "probe_iters", "sklearn_iters", "probe_s", "sklearn_s",
+            "ratio", "probe_C", "sklearn_C", "probe_test", "sklearn_test"]
+    if any("cuml_s" in row for row in rows):
+        head += ["cuml_s", "cuml_C", "cuml_test"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for row in rows:
-        cells = [f"{row[h]:.2f}" if h.endswith("_s") else f"{row[h]:.1f}x" if h == "ratio" else
+        cells = ["-" if h not in row else f"{row[h]:.2f}" if h.endswith("_s") else f"{row[h]:.1f}x" if h == "ratio" else
                  f"{row[h]:g}" if h.endswith("_C") else f"{100 * row[h]:.2f}%" if h.endswith("_test") else str(row[h])
                  for h in head]
         print("| " + " | ".join(cells) + " |")
