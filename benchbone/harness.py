@@ -21,7 +21,7 @@ from benchbone.artefacts import bootstrap_ci, write_artefacts
 from benchbone.errors import BenchboneError, PluginError, UsageError
 from benchbone.grid import Cell
 from benchbone.plugins import PluginManager
-from benchbone.records import finished_record, remove_stale_tmp, write_record
+from benchbone.records import check_run_dir, finished_record, remove_stale_tmp, write_record
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "benchbone"
 
@@ -87,6 +87,7 @@ class Session:
         self._datasets: dict[tuple, DatasetSplits] = {}
         self._images: dict[tuple, Any] = {}
         self._backbone: tuple[tuple, Backbone] | None = None
+        self.backbone_digest: str | None = None  # of the last built backbone's parameters and buffers
         self._features: dict = {}
         self._efficiency: dict[tuple, dict] = {}
 
@@ -133,6 +134,9 @@ class Session:
                 load_backbone_weights(backbone.model, load_state_dict_file(cell.weights), classifier)
                 backbone.weights = f"file:{Path(cell.weights).name}@sha256:{cell.weights_sha256}"
             backbone.model.eval()
+            from benchbone.features import state_digest
+
+            self.backbone_digest = state_digest(backbone.model)  # keys its features: changed weights, new features
             self._backbone = (key, backbone)
         return self._backbone[1]
 
@@ -155,6 +159,11 @@ def check_splits(name: str, data: DatasetSplits) -> None:
             raise UsageError(f"dataset {name!r} has an empty {split} split; check its data directory")
     if data.val is not None and len(data.val) == 0:
         raise UsageError(f"dataset {name!r} has an empty val split; remove it or add images")
+    from benchbone.data import as_uint8_chw
+
+    for split in ("train", "val", "test"):  # the first image of each split decodes (a cheap look before any cell)
+        if getattr(data, split) is not None:
+            as_uint8_chw(getattr(data, split)[0][0])
 
 
 def resolved_splits(data: DatasetSplits, views: dict) -> DatasetSplits:
@@ -272,6 +281,7 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
     identity = {
         "backbone": cell.backbone, "weights": backbone.weights or ("pretrained" if cell.pretrained else "random"),
         "init_seed": None if cell.pretrained else cell.seed, "dataset": cell.dataset, "data_dir": cell.data_dir,
+        "state_sha256": session.backbone_digest,
     }
     ctx = Context(
         device=session.device, seed=cell.seed, params=dict(cell.params), classes=list(data.classes),
@@ -475,13 +485,14 @@ def run_grid(
         session.dataset(*key)
     for cell in {(c.backbone, c.weights): c for c in cells if c.weights}.values():
         session.backbone(cell)  # and so do weights files that do not fit their backbone
+    check_run_dir(Path(out))  # and a run directory that cannot be written
     say = (lambda msg: print(msg, file=sys.stderr)) if echo and not quiet else (lambda msg: None)
     say(f"benchbone: {len(cells)} cell(s) on {session.device}, run directory {out}")
 
     def report(record: dict, how: str) -> None:
         head = f"{record['backbone']} x {record['dataset']} x {record['strategy']} (seed {record['seed']})"
-        if how == "failed":
-            say(f"  FAILED {head}: {record['error']}")
+        if how == "failed":  # also with -q: a failed cell always says so
+            print(f"  FAILED {head}: {record['error']}", file=sys.stderr)
         else:
             shown = ", ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items())
             say(f"  {'cached' if how == 'cached' else 'done'} {head}: {shown}")

@@ -220,8 +220,8 @@ def test_two_runs_sharing_a_cache_at_once(tmp_path):
 
 
 RACE_PLUGIN = '''
-import json
 from benchbone import hookimpl
+from benchbone.records import write_record
 
 
 @hookimpl
@@ -232,8 +232,7 @@ def benchbone_register_strategies(register):
         record = {"schema": 1, "cell_id": cell_id, "status": "ok", "dataset": "test/blobs", "seed": 0,
                   "strategy": "race/finished-elsewhere", "backbone": "test/tiny-cnn", "params": {},
                   "metrics": {"top1": 1.0}, "higher_is_better": {"top1": True}}
-        (run_dir / "records").mkdir(parents=True, exist_ok=True)
-        (run_dir / "records" / f"{cell_id}.json").write_text(json.dumps(record))
+        write_record(run_dir, record)
         raise RuntimeError("lost the race")
 
     register("race/finished-elsewhere", finished_elsewhere)
