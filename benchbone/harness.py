@@ -491,8 +491,9 @@ def run_grid(
 
     def report(record: dict, how: str) -> None:
         head = f"{record['backbone']} x {record['dataset']} x {record['strategy']} (seed {record['seed']})"
-        if how == "failed":  # also with -q: a failed cell always says so
-            print(f"  FAILED {head}: {record['error']}", file=sys.stderr)
+        if how == "failed":  # also with -q a failed cell says so (with --fail-fast, the error that stops the run)
+            if not fail_fast:
+                print(f"  FAILED {head}: {record['error']}", file=sys.stderr)
         else:
             shown = ", ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items())
             say(f"  {'cached' if how == 'cached' else 'done'} {head}: {shown}")

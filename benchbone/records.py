@@ -74,7 +74,10 @@ def check_output_file(path: Path, flag: str) -> None:
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{flag} {path} is a directory; pass a file name, e.g. {path / 'report.html'}")
-    check_run_dir(path.absolute().parent, flag)
+    folder = path.absolute().parent
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise UsageError(f"{flag} {path} lies below {folder}, which is a file; pass another {flag}")
+    check_run_dir(folder, flag)
 
 
 def out_of_space(path: Path, size: int, exc: OSError) -> UsageError:
