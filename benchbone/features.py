@@ -101,13 +101,14 @@ class FeatureStore:
                 path.unlink(missing_ok=True)
             return None
 
-    def _cannot_write(self, exc: OSError) -> None:
+    def _cannot_write(self, exc: OSError, size: int | None = None) -> None:
         """Report once that the cache directory cannot be written, and stop writing to it."""
         self.writable = False
         where = str(self.root)
         if where not in _WARNED:
             _WARNED.add(where)
-            _warn(f"cache directory {where} cannot be written ({exc.strerror or exc}); running without "
+            needed = f"; {size:,} bytes needed" if size is not None else ""
+            _warn(f"cache directory {where} cannot be written ({exc.strerror or exc}{needed}); running without "
                   "caching (pass --cache-dir with a writable directory that has free space)")
 
     def check_writable(self) -> bool:
@@ -136,7 +137,7 @@ class FeatureStore:
             with atomic_path(self.path(key)) as tmp:
                 save_file(tensors, str(tmp), metadata=meta)
         except OSError as exc:  # a full or read-only disk: the numbers are right, only not kept
-            self._cannot_write(exc)
+            self._cannot_write(exc, sum(t.numel() * t.element_size() for t in tensors.values()))
 
     @contextlib.contextmanager
     def claim(self, key: str):

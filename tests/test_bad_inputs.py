@@ -369,7 +369,9 @@ def test_a_full_cache_disk_is_reported_once_and_the_run_goes_on(finished, tmp_pa
     monkeypatch.setattr(safetensors.torch, "save_file", full)
     result = cli("run", *BASE, "--seeds", "2", "--out", tmp_path / "run", "--cache-dir", tmp_path / "cache")
     assert result.code == 0
-    assert "No space left on device); running without caching" in one_line(result.err, "benchbone: warning: cache")
+    line = one_line(result.err, "benchbone: warning: cache")
+    assert f"cache directory {tmp_path / 'cache'} cannot be written (No space left on device; " in line
+    assert "bytes needed); running without caching" in line
     assert features_of(tmp_path / "cache") == []
     pd.testing.assert_frame_equal(comparable(pd.read_csv(finished / "run" / "leaderboard.csv")),
                                   comparable(pd.read_csv(tmp_path / "run" / "leaderboard.csv")))

@@ -734,9 +734,15 @@ def test_every_test_named_in_docs_reliability_exists():
 
     root = Path(__file__).resolve().parents[1]
     text = (root / "docs" / "reliability.md").read_text()
-    named = re.findall(r"`(R|tests/\w+\.py)::(test_\w+)", text)
+    named = re.findall(r"`(R|B|tests/\w+\.py)::(test_\w+)", text)
     assert len(named) > 20
+    short = {"R": Path(__file__), "B": root / "tests" / "test_bad_inputs.py"}
     for file, test in named:
-        path = Path(__file__) if file == "R" else root / file
+        path = short.get(file, root / file)
         functions = {n.name for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.FunctionDef)}
         assert test in functions, f"docs/reliability.md names {file}::{test}, which does not exist"
+    import fnmatch
+
+    cases = re.findall(r'^\s*(?:Case\(|\()"([\w-]+)"', short["B"].read_text(), re.MULTILINE)
+    for case in re.findall(r"`\[([\w*-]+)\]`", text):  # the table's cases named in brackets
+        assert fnmatch.filter(cases, case), f"docs/reliability.md names case [{case}], not in test_bad_inputs.py"
