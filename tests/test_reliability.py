@@ -466,11 +466,12 @@ def test_a_truncated_jpeg_streamed_through_workers_is_one_line(tmp_path, monkeyp
     import benchbone.data
 
     monkeypatch.setattr(benchbone.data, "PARALLEL_FROM", 8)  # worker processes decode this small split
-    for k, name in enumerate(("a", "b")):
-        (tmp_path / "data" / name).mkdir(parents=True)
-        for i in range(10):
-            Image.new("RGB", (16, 16), (60 * k + 5 * i, 90, 30)).save(tmp_path / "data" / name / f"{i}.jpg")
-    bad = tmp_path / "data" / "b" / "7.jpg"
+    for split in ("train", "test"):
+        for k, name in enumerate(("a", "b")):
+            (tmp_path / "data" / split / name).mkdir(parents=True)
+            for i in range(10):
+                Image.new("RGB", (16, 16), (60 * k + 5 * i, 90, 30)).save(tmp_path / "data" / split / name / f"{i}.jpg")
+    bad = tmp_path / "data" / "train" / "b" / "7.jpg"
     bad.write_bytes(bad.read_bytes()[:200])
     result = cli("run", *TINY, "-d", f"imagefolder:{tmp_path / 'data'}", "-s", "knn", "--out", tmp_path / "run")
     assert result.code == 2
