@@ -21,7 +21,7 @@ from benchbone.artefacts import bootstrap_ci, write_artefacts
 from benchbone.errors import BenchboneError, PluginError, UsageError
 from benchbone.grid import Cell
 from benchbone.plugins import PluginManager
-from benchbone.records import check_run_dir, finished_record, remove_stale_tmp, write_record
+from benchbone.records import OUT_OF_SPACE, check_run_dir, finished_record, remove_stale_tmp, write_record
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "benchbone"
 
@@ -403,6 +403,10 @@ def run_cells(
         except (UsageError, KeyboardInterrupt):
             raise
         except Exception as exc:  # a plugin may fail in any way: record it and go on
+            if isinstance(exc, OSError) and exc.errno in OUT_OF_SPACE:  # but a full disk fails every cell: stop
+                raise UsageError(f"{exc.strerror} while running cell {cell.id}"
+                                 f"{f' (writing {exc.filename})' if exc.filename else ''}; free space there or "
+                                 f"under {run_dir}, then run the same command to resume") from None
             done = finished_record(run_dir, cell.id)
             if done is not None:  # a run sharing run_dir finished this cell meanwhile: keep its record
                 remove_work_dir(run_dir, cell)

@@ -60,12 +60,12 @@ def deny(monkeypatch, folder: Path) -> None:
     monkeypatch.setattr(pathlib.Path, "iterdir", iterdir)
 
 
-def disk_full_below(monkeypatch, folder: Path) -> None:
-    """Every write below ``folder`` fails as on a full disk."""
+def disk_full_below(monkeypatch, folder: Path, name: str = "") -> None:
+    """Every write below ``folder`` (of a file whose name holds ``name``) fails as on a full disk."""
     real = pathlib.Path.write_bytes
 
     def write_bytes(self, data):
-        if Path(self).is_relative_to(folder):
+        if Path(self).is_relative_to(folder) and name in Path(self).name:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(self, data)
 
@@ -378,11 +378,12 @@ def test_a_full_cache_disk_is_reported_once_and_the_run_goes_on(finished, tmp_pa
                                   comparable(pd.read_csv(tmp_path / "run" / "leaderboard.csv")))
 
 
-def test_a_full_run_disk_is_one_line_naming_the_directory(finished, tmp_path, monkeypatch, cli):
+@pytest.mark.parametrize("full_at", ["", ".predictions.npz.", ".json."])  # the first write, the last artefact, the record
+def test_a_full_run_disk_is_one_line_naming_the_directory(full_at, finished, tmp_path, monkeypatch, cli):
     run = tmp_path / "run"
     shutil.copytree(finished / "run", run)
     kept = {p.name: p.read_bytes() for p in records_of(run)}
-    disk_full_below(monkeypatch, run)
+    disk_full_below(monkeypatch, run, full_at)
     result = cli("run", *BASE, "--seeds", "3", "--out", run, "--cache-dir", finished / "cache")
     assert result.code == 2
     line = one_line(result.err, "benchbone: error: cannot write ")
