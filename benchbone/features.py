@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import tempfile
 import time
@@ -31,14 +32,14 @@ def feature_key(description: dict) -> str:
 def state_digest(model: torch.nn.Module) -> str:
     """sha256 of a model's parameters and buffers (names, dtypes, shapes and bytes): what its features depend on."""
     h = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
+    for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()):  # non-persistent ones too
         tensor = tensor.detach().cpu().contiguous()
         h.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
         h.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
-def _digest(tensors: dict[str, torch.Tensor], key: str = "") -> str:
+def _digest(tensors: dict[str, torch.Tensor], key: str) -> str:
     h = hashlib.sha256(key.encode())
     for name in sorted(tensors):
         h.update(name.encode())
