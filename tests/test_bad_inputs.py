@@ -282,6 +282,12 @@ def stub_record(run, cache, tmp):
     return path
 
 
+def stub_record_with_digest(run, cache, tmp):
+    path = records_of(run)[0]
+    write_record(run, {"schema": 1, "status": "ok", "cell_id": path.stem})  # sound digest, no result in it
+    return path
+
+
 def old_record(run, cache, tmp):
     path = records_of(run)[0]
     record = json.loads(path.read_text())
@@ -315,6 +321,7 @@ DAMAGE = [
     ("record-altered-digit", alter_digit, "its content does not match its digest", 1),
     ("record-of-another-cell", copy_other_cells_record, "it is the record of cell", 1),
     ("record-stub", stub_record, "it has no digest", 1),
+    ("record-stub-with-digest", stub_record_with_digest, "it lacks backbone, dataset, strategy, seed", 1),
     ("record-without-digest", old_record, "is not trusted (it has no digest: written by an older benchbone", 1),
     ("cache-of-another-key", copy_other_key_features, "written for key", 1),
     ("cache-of-another-backbone", copy_other_backbones_features, "written for key", 2),
@@ -344,9 +351,10 @@ def test_a_damaged_record_is_never_read_as_truth_by_the_leaderboard(finished, tm
     damaged = copy_other_cells_record(run, None, tmp_path)  # would make one row count two seeds
     board = cli("leaderboard", run, "-f", "json")
     assert board.code == 0
-    assert one_line(board.err, "benchbone: warning: ").endswith(
-        f"{damaged} is damaged (it is the record of cell {json.loads(damaged.read_text())['cell_id']!r}, not "
-        f"{damaged.stem!r}: copied over); left out of the leaderboard".split(" is damaged")[1])
+    other = json.loads(damaged.read_text())["cell_id"]
+    assert one_line(board.err, "benchbone: warning: ") == (
+        f"benchbone: warning: record {damaged} is damaged (it is the record of cell {other!r}, not "
+        f"{damaged.stem!r}: copied over); left out of the leaderboard")
     (row,) = json.loads(board.out)
     assert row["seeds"] == 1
 
