@@ -56,8 +56,10 @@ def check_run_dir(path: Path, flag: str = "--out") -> None:
     existing = path
     while not os.path.lexists(existing):
         existing = existing.parent
-    name_max, path_max = (os.pathconf(existing, "PC_NAME_MAX"), os.pathconf(existing, "PC_PATH_MAX")) \
-        if existing.is_dir() else (255, 4096)
+    try:
+        name_max, path_max = os.pathconf(existing, "PC_NAME_MAX"), os.pathconf(existing, "PC_PATH_MAX")
+    except (OSError, ValueError):  # not a directory, or a file system that does not say
+        name_max, path_max = 255, 4096
     long = [part for part in path.parts if len(part.encode()) > name_max]
     if long or len(str(path).encode()) + 64 > path_max:  # 64: room for records/<cell id>.json
         what = f"the name {long[0][:40]}... is longer than {name_max} bytes" if long else "the path is too long"
@@ -80,23 +82,22 @@ def check_output_file(path: Path, flag: str) -> None:
     check_run_dir(folder, flag)
 
 
-def out_of_space(path: Path, size: int, exc: OSError) -> UsageError:
-    """The one-line error for a write to ``path`` of ``size`` bytes that the disk refused."""
+def cannot_write(path: Path, size: int, exc: OSError) -> UsageError:
+    """The one-line error for a write of ``size`` bytes to ``path`` that the file system refused."""
     folder = Path(path).parent
-    return UsageError(f"cannot write {path}: {exc.strerror or exc} ({size:,} bytes needed in {folder}); "
-                      "free space there or pass another --out / -o, then run the same command to resume")
+    needed = f" ({size:,} bytes needed in {folder})" if exc.errno in OUT_OF_SPACE else ""
+    return UsageError(f"cannot write {path}: {exc.strerror or exc}{needed}; free space there or pass another "
+                      "--out / -o, then run the same command to resume")
 
 
 def write_atomic(path: Path, text: str | bytes) -> None:
-    """Write ``text`` (or bytes) to ``path`` atomically (see ``atomic_path``); a full disk is a one-line UsageError."""
+    """Write ``text`` (or bytes) to ``path`` atomically (see ``atomic_path``); a refused write is a one-line UsageError."""
     data = text.encode("utf-8") if isinstance(text, str) else text
     try:
         with atomic_path(path) as tmp:
             tmp.write_bytes(data)
-    except OSError as exc:
-        if exc.errno in OUT_OF_SPACE:
-            raise out_of_space(path, len(data), exc) from None
-        raise
+    except OSError as exc:  # a full disk, a file system gone read-only
+        raise cannot_write(path, len(data), exc) from None
 
 
 def content_digest(record: dict) -> str:
