@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from benchbone.records import write_atomic
+from benchbone.records import atomic_path, write_atomic
 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
@@ -42,8 +42,9 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.nd
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (see ``records.write_atomic``: a full disk is one line)."""
-    write_atomic(path, data)
+    """Write ``data`` to ``path`` atomically (see ``records.atomic_path``)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_artefacts(run_dir: Path, cell_id: str, classes: Sequence[str], y_true: np.ndarray, y_pred: np.ndarray,

@@ -484,12 +484,12 @@ def run_grid(
         raise UsageError(f"--fail-fast needs --executor local; {executor} runs cells concurrently")
     if sort_by is not None and sort_by not in cells[0].metrics:
         raise UsageError(f"--sort-by {sort_by!r} is not a metric of this run ({', '.join(cells[0].metrics)})")
+    check_run_dir(Path(out))  # a run directory that cannot be written fails before any cell, as bad data does
     session = Session(pm, device=device, cache_dir=cache_dir, download=download, quiet=quiet, command=command)
     for key in {(c.dataset, c.data_dir) for c in cells}:  # bad data fails here, before anything is written
         session.dataset(*key)
     for cell in {(c.backbone, c.weights): c for c in cells if c.weights}.values():
         session.backbone(cell)  # and so do weights files that do not fit their backbone
-    check_run_dir(Path(out))  # and a run directory that cannot be written
     say = (lambda msg: print(msg, file=sys.stderr)) if echo and not quiet else (lambda msg: None)
     say(f"benchbone: {len(cells)} cell(s) on {session.device}, run directory {out}")
 
