@@ -110,7 +110,7 @@ class FeatureStore:
             _WARNED.add(where)
             needed = f"; {size:,} bytes needed" if size is not None else ""
             _warn(f"cache directory {where} cannot be written ({exc.strerror or exc}{needed}); running without "
-                  "caching (pass --cache-dir with a writable directory that has free space)")
+                  "caching new results (pass --cache-dir with a writable directory that has free space)")
 
     def check_writable(self) -> bool:
         """Whether entries can be written here; the first failure is reported (see ``_cannot_write``)."""
