@@ -409,13 +409,14 @@ def traversal(run: Path, artefact: str, where: str) -> None:
     write_record(run, record)  # a record with a sound digest: the path itself is the attack
 
 
-@pytest.mark.parametrize("where", ["../../secret/secret.csv", "/etc/passwd", "{secret}"])
+@pytest.mark.parametrize("where", ["../../secret/secret.csv", "/etc/passwd", "{secret}", "link.csv"])
 def test_report_reads_no_artefact_outside_its_run_directory(where, finished, tmp_path, cli):
     run = tmp_path / "a" / "run"
     shutil.copytree(finished / "run", run)
     secret = tmp_path / "secret" / "secret.csv"
     secret.parent.mkdir()
     secret.write_text("class,support,accuracy\nTOP-SECRET,1,1.0\n")
+    (run / "link.csv").symlink_to(secret)  # inside the run directory, leading out of it
     traversal(run, "per_class_csv", where.replace("{secret}", str(secret)))
     result = cli("report", run, "-o", tmp_path / "report.html")
     assert result.code == 0
