@@ -18,10 +18,30 @@ __all__ = [
 ]
 
 
-def _names(value: str | Iterable[str] | None) -> list[str]:
+def _names(kind: str, value: str | Iterable[str] | None) -> list[str]:
+    """``value`` as a list of names; anything else is the UsageError the CLI would give."""
     if value is None:
         return []
-    return [value] if isinstance(value, str) else list(value)
+    if isinstance(value, str):
+        return [value]
+    try:
+        names = list(value)
+    except TypeError:
+        names = None
+    if names is None or not all(isinstance(name, str) for name in names):
+        raise UsageError(f"benchbone.run({kind}={value!r}): give a name or a list of names (strings)")
+    return names
+
+
+def _check_types(seeds: Any, params: Any, weights: Any, out: Any) -> None:
+    """The UsageErrors the CLI gives for the same mistakes, instead of a TypeError deep inside."""
+    if not isinstance(seeds, int) or isinstance(seeds, bool):
+        raise UsageError(f"benchbone.run(seeds={seeds!r}): give a whole number of seeds, e.g. seeds=3")
+    for name, value in (("params", params), ("weights", weights)):
+        if value is not None and not isinstance(value, dict):
+            raise UsageError(f"benchbone.run({name}={value!r}): give a dict, e.g. {name}={{'key': value}}")
+    if not isinstance(out, (str, Path)):
+        raise UsageError(f"benchbone.run(out={out!r}): give a directory path")
 
 
 def run(
@@ -56,12 +76,14 @@ def run(
     from benchbone.harness import run_grid
     from benchbone.plugins import get_plugin_manager
 
-    spec = GridSpec(_names(backbones), _names(datasets), _names(strategies), _names(metrics), seeds,
+    _check_types(seeds, params, weights, out)
+    spec = GridSpec(_names("backbones", backbones), _names("datasets", datasets), _names("strategies", strategies),
+                    _names("metrics", metrics), seeds,
                     dict(params or {}), str(data_dir) if data_dir else None,
                     parse_weights([f"{k}={v}" for k, v in (weights or {}).items()]))
     if suite is not None:
         spec = load_suite(suite).merge(spec)
-    return run_grid(spec, out=Path(out), pm=get_plugin_manager(extra=plugins), device=device,
+    return run_grid(spec, out=Path(out), pm=get_plugin_manager(extra=_names("plugins", plugins)), device=device,
                     cache_dir=cache_dir, download=download, quiet=quiet, sort_by=sort_by,
                     command=f"benchbone.run({spec!r})", echo=not quiet, executor=executor,
                     executor_options=executor_options)

@@ -213,9 +213,12 @@ def _command_line(argv: list[str]) -> str:
 
 def cmd_leaderboard(args) -> int:
     from benchbone import leaderboard
-    from benchbone.records import read_records, write_atomic
+    from benchbone.records import check_output_file, read_records, write_atomic
 
     _manager(args)  # plugins may be broken: still report their problems consistently
+    for flag, path in (("-o", args.output), ("--plot", args.plot)):
+        if path:
+            check_output_file(Path(path), flag)
     records = read_records([Path(d) for d in args.run_dirs])
     if args.strategy and not (args.pivot or args.plot):
         raise UsageError("--strategy chooses the strategy of --pivot or --plot; pass one of them too")

@@ -27,10 +27,9 @@ def as_uint8_chw(image: Any) -> torch.Tensor:
         tensor = torch.from_numpy(np.ascontiguousarray(image))
         tensor = tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
     else:  # PIL
-        if image.mode not in ("L", "RGB"):
-            image = image.convert("RGB")
-        array = np.asarray(image)
-        tensor = torch.from_numpy(array.copy())
+        from benchbone.folders import pil_to_uint8
+
+        tensor = torch.from_numpy(pil_to_uint8(image).copy())
         tensor = tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
     if tensor.ndim == 2:
         tensor = tensor[None]
@@ -221,6 +220,19 @@ class _Decoded(torch.utils.data.Dataset):
         return x.expand(3, -1, -1).contiguous() if x.shape[0] == 1 else x
 
 
+def _one_line(loader) -> Iterator:
+    """Iterate ``loader``; a UsageError raised in one of its worker processes comes back as its own one line.
+
+    (torch re-raises a worker's error with "Caught UsageError in DataLoader worker process N" and the
+    worker's traceback in the message; the original message is its last line.)
+    """
+    try:
+        yield from loader
+    except UsageError as exc:
+        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+        raise UsageError(last.removeprefix(f"{UsageError.__module__}.{UsageError.__name__}: ")) from None
+
+
 def _stack(images: list[torch.Tensor]) -> torch.Tensor | None:
     """Images of one size as a uint8 batch (grey joins RGB as 3 channels), or None when sizes differ."""
     if any(im.shape[-2:] != images[0].shape[-2:] for im in images):
@@ -256,7 +268,7 @@ class LoadedImages:
         store = FeatureStore(Path(cache_root), folder="images") if cache_root and callable(fingerprint) else None
         description = {"decoded_images": fingerprint()} if store else None
         if store is not None:
-            cached = store.load(feature_key(description))
+            cached = store.load(feature_key(description), description)
             if cached is not None and len(cached["images"]) == len(dataset):
                 self.tensor, self.source = cached["images"], "decode cache"
                 return
@@ -274,7 +286,7 @@ class LoadedImages:
         loader = torch.utils.data.DataLoader(_Decoded(self.dataset), batch_size=256, num_workers=self.workers,
                                              collate_fn=_stack, worker_init_fn=_one_thread)
         parts = []
-        for batch in loader:
+        for batch in _one_line(loader):
             if batch is None or batch.shape[-2:] != size:
                 return None
             parts.append(batch)
@@ -288,10 +300,10 @@ class LoadedImages:
             for chunk in chunks:
                 yield self.tensor[torch.as_tensor(chunk)]
             return
-        yield from torch.utils.data.DataLoader(
+        yield from _one_line(torch.utils.data.DataLoader(
             _Decoded(self.dataset, preprocess), batch_sampler=[c.tolist() for c in chunks],
             num_workers=self.workers, worker_init_fn=_one_thread, prefetch_factor=4 if self.workers else None,
-        )
+        ))
 
 
 def iterate_batches(

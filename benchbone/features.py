@@ -1,9 +1,13 @@
 """Frozen-backbone features: extracted once per (weights, data, preprocessing), kept on disk as safetensors."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
+import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -14,32 +18,66 @@ from benchbone.errors import PluginError
 from benchbone.records import atomic_path
 
 
-def feature_key(description: dict) -> str:
-    """A stable name for features from everything that determines them."""
+def full_key(description: dict) -> str:
+    """The sha256 of everything that determines a cache file's content: written into the file, checked on read."""
     blob = json.dumps(description, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:32]
+    return hashlib.sha256(blob).hexdigest()
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
+def feature_key(description: dict) -> str:
+    """A stable file name for features from everything that determines them (the start of ``full_key``)."""
+    return full_key(description)[:32]
+
+
+def state_digest(model: torch.nn.Module) -> str:
+    """sha256 of a model's parameters and buffers (names, dtypes, shapes and bytes): what its features depend on."""
     h = hashlib.sha256()
+    for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()):  # non-persistent ones too
+        tensor = tensor.detach().cpu().contiguous()
+        h.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        h.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _digest(tensors: dict[str, torch.Tensor], key: str) -> str:
+    h = hashlib.sha256(key.encode())
     for name in sorted(tensors):
         h.update(name.encode())
         h.update(tensors[name].contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
+_WARNED: set[str] = set()  # cache directories already reported as unwritable, so each is reported once
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
+
+
 class FeatureStore:
-    """A content-addressed directory of feature files, safe for concurrent writers (write, then rename)."""
+    """A content-addressed directory of feature files, safe for concurrent writers (write, then rename).
+
+    Each file carries the full key it was written for and a digest of that key and its tensors; a file
+    that fails either check is reported, removed and rebuilt. One lock file per key makes runs sharing
+    the directory compute each entry once (``fcntl.flock`` through ``filelock``: the kernel releases the
+    lock of a process that dies, so a stale lock is simply taken over). A directory that cannot be
+    written is reported once; the run then goes on without writing to it.
+    """
 
     def __init__(self, root: Path | None, folder: str = "features"):
         self.root = Path(root) if root else None
         self.folder = folder
+        self.writable = self.root is not None
 
     def path(self, key: str) -> Path:
         return self.root / self.folder / f"{key}.safetensors"
 
-    def load(self, key: str) -> dict[str, torch.Tensor] | None:
-        """The stored tensors, or None when absent or damaged (a damaged file is removed)."""
+    def load(self, key: str, description: dict | None = None) -> dict[str, torch.Tensor] | None:
+        """The stored tensors, or None when absent or damaged (a damaged file is removed).
+
+        With ``description``, the file must have been written for exactly that description; without, for
+        the key its name says.
+        """
         if self.root is None or not self.path(key).exists():
             return None
         from safetensors import safe_open
@@ -47,34 +85,92 @@ class FeatureStore:
         path = self.path(key)
         try:
             with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                written_for = meta.get("key")
+                if written_for is None:
+                    raise ValueError("no key in its header: written by an older benchbone")
+                expected = full_key(description) if description is not None else None
+                if written_for[:32] != key or (expected is not None and written_for != expected):
+                    raise ValueError(f"written for key {written_for[:32]}, not {key}: a copied or renamed file")
                 tensors = {name: f.get_tensor(name) for name in f.keys()}
-                expected = (f.metadata() or {}).get("sha256")
-            if expected != _digest(tensors):
+            if meta.get("sha256") != _digest(tensors, written_for):
                 raise ValueError("digest mismatch")
             return tensors
-        except Exception as exc:  # truncated or corrupted: never read as numbers
-            import warnings
-
-            warnings.warn(f"cache file {path} is damaged ({exc}); recomputing it", stacklevel=2)
-            path.unlink(missing_ok=True)
+        except Exception as exc:  # truncated, corrupted or another key's: never read as numbers
+            _warn(f"cache file {path} is damaged ({exc}); recomputing it")
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
             return None
 
+    def _cannot_write(self, exc: OSError, size: int | None = None) -> None:
+        """Report once that the cache directory cannot be written, and stop writing to it."""
+        self.writable = False
+        where = str(self.root)
+        if where not in _WARNED:
+            _WARNED.add(where)
+            needed = f"; {size:,} bytes needed" if size is not None else ""
+            _warn(f"cache directory {where} cannot be written ({exc.strerror or exc}{needed}); running without "
+                  "caching new results (pass --cache-dir with a writable directory that has free space)")
+
+    def check_writable(self) -> bool:
+        """Whether entries can be written here; the first failure is reported (see ``_cannot_write``)."""
+        if not self.writable:
+            return False
+        try:
+            folder = self.root / self.folder
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            self._cannot_write(exc)
+        return self.writable
+
     def save(self, key: str, tensors: dict[str, torch.Tensor], description: dict) -> None:
-        if self.root is None:
+        if not self.writable:
             return
         from safetensors.torch import save_file
 
         tensors = {k: v.contiguous() for k, v in tensors.items()}
-        meta = {"sha256": _digest(tensors), "description": json.dumps(description, sort_keys=True, default=str)}
-        with atomic_path(self.path(key)) as tmp:
-            save_file(tensors, str(tmp), metadata=meta)
+        written_for = full_key(description)
+        meta = {"sha256": _digest(tensors, written_for), "key": written_for,
+                "description": json.dumps(description, sort_keys=True, default=str)}
+        try:
+            with atomic_path(self.path(key)) as tmp:
+                save_file(tensors, str(tmp), metadata=meta)
+        except OSError as exc:  # a full or read-only disk: the numbers are right, only not kept
+            self._cannot_write(exc, sum(t.numel() * t.element_size() for t in tensors.values()))
+
+    @contextlib.contextmanager
+    def claim(self, key: str):
+        """Hold the lock of ``key`` while computing it; waits while another process holds it."""
+        if not self.check_writable():
+            yield
+            return
+        from filelock import FileLock
+
+        lock = FileLock(str(self.path(key)) + ".lock")
+        try:
+            lock.acquire()
+        except OSError as exc:
+            self._cannot_write(exc)
+            yield
+            return
+        try:
+            yield
+        finally:
+            lock.release()
 
     def get_or_compute(self, description: dict, compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """The stored entry of ``description``, else ``compute()`` (stored); computed once across runs sharing the store."""
         key = feature_key(description)
-        tensors = self.load(key)
-        if tensors is None:
-            tensors = compute()
-            self.save(key, tensors, description)
+        tensors = self.load(key, description)
+        if tensors is not None:
+            return tensors
+        with self.claim(key):
+            tensors = self.load(key, description)  # another run may have finished it while we waited
+            if tensors is None:
+                tensors = compute()
+                self.save(key, tensors, description)
         return tensors
 
 

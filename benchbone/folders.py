@@ -22,17 +22,31 @@ def scan_class_folders(root: Path) -> tuple[list[Path], list[int], list[str]]:
     root = Path(root)
     if not root.is_dir():
         raise UsageError(f"data directory {root} does not exist; pass --data-dir with the data set's folder")
-    entries = [p for p in root.iterdir() if not p.name.startswith(".")]
-    classes = sorted(p.name for p in entries if p.is_dir())
+    def listing(folder: Path) -> list[Path]:
+        try:
+            return sorted(folder.iterdir())
+        except OSError as exc:
+            raise UsageError(f"cannot read data directory {folder}: {exc.strerror or exc}; "
+                             "make it readable or pass another --data-dir") from None
+
+    def images_in(folder: Path) -> list[Path]:
+        return [p for p in listing(folder) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+
+    entries = listing(root)
+    folders = [p for p in entries if p.is_dir()]
+    # Class names are data: a folder whose name starts with a dot is a class when it holds images (as in
+    # torchvision's ImageFolder); one without images (.git, .ipynb_checkpoints) belongs to a tool, not the data.
+    classes = sorted(p.name for p in folders if not p.name.startswith(".") or images_in(p))
+    visible = [p for p in entries if not p.name.startswith(".")]
     if not classes:
-        loose = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
+        loose = [p for p in visible if p.suffix.lower() in IMAGE_SUFFIXES]
         if loose:
             raise UsageError(f"{root} holds images but no class folders; move them into {root}/<class>/ folders")
-        raise UsageError(f"{root} {'is empty' if not entries else 'has no class folders'}; "
+        raise UsageError(f"{root} {'is empty' if not visible else 'has no class folders'}; "
                          f"expected {root}/<class>/<image files>")
     paths, labels = [], []
     for label, name in enumerate(classes):
-        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files = images_in(root / name)
         if not files:
             raise UsageError(f"class folder {root / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         paths += files
@@ -40,15 +54,38 @@ def scan_class_folders(root: Path) -> tuple[list[Path], list[int], list[str]]:
     return paths, labels, classes
 
 
+def pil_to_uint8(image):
+    """A PIL image as a uint8 array, HW (grey) or HWC (RGB), high bit depths scaled rather than clipped.
+
+    16-bit grey (``I;16*``, and ``I`` with values in 0..65535) maps 65535 to 255 (divided by 257, rounded);
+    32-bit float grey (``F``) in [0, 1] maps 1 to 255. Other value ranges raise a UsageError.
+    """
+    import numpy as np
+
+    mode = image.mode
+    if mode in ("L", "RGB"):
+        return np.asarray(image)
+    if mode == "1":
+        return np.asarray(image.convert("L"))
+    if not (mode.startswith("I") or mode == "F"):  # palette, alpha, CMYK, YCbCr, 16-bit RGB (read as RGB)
+        return np.asarray(image.convert("RGB"))
+    values = np.asarray(image).astype(np.float64)
+    low, high = (values.min(), values.max()) if values.size else (0.0, 0.0)
+    full = 1.0 if mode == "F" else 65535.0
+    if low < 0 or high > full or not np.isfinite(values).all():
+        raise UsageError(f"pixel values {low:g}..{high:g} of a {mode} image are outside 0..{full:g}; "
+                         "save it as 8- or 16-bit PNG")
+    return np.rint(values * (255.0 / full)).astype(np.uint8)
+
+
 def read_image(path: Path):
     """One image file as a uint8 tensor [C, H, W] (C = 1 or 3); a clear error names an unreadable file."""
-    import numpy as np
     import torch
     from PIL import Image
 
     try:
         with Image.open(path) as im:
-            array = np.asarray(im.convert("L" if im.mode in ("L", "1", "I", "I;16") else "RGB"))
+            array = pil_to_uint8(im)
         tensor = torch.from_numpy(array.copy())
         return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
     except Exception as exc:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field
@@ -126,6 +127,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def coerce(key: str, value: Any, default: Any) -> Any:
     """``value`` as the type of ``default``, or a UsageError naming the key and the expected type."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(f"--set {key}={value!r}: give a finite number")
     if default is None or value is None:
         return value
     expected = type(default)
@@ -165,6 +168,9 @@ def load_suite(path: str | Path) -> GridSpec:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read suite file {path}: {exc.strerror or exc}; pass --suite with a TOML file") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"suite file {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); "
+                         "save it as UTF-8 TOML") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -200,12 +206,18 @@ def load_suite(path: str | Path) -> GridSpec:
         else:
             flat[key] = value
     data_dir = data.get("data_dir")
+    if data_dir is not None and not isinstance(data_dir, str):
+        raise UsageError(f"{where('data_dir')}: data_dir must be a path in quotes, not {data_dir!r}")
     if data_dir is not None:
         data_dir = str((path.parent / data_dir).resolve()) if not Path(data_dir).is_absolute() else data_dir
     weights = data.get("weights", {})
     if not isinstance(weights, dict) or not all(isinstance(v, str) for v in weights.values()):
         raise UsageError(f"{where('weights')}: [weights] must be a table of backbone = \"path/to/file.safetensors\"")
     weights = {k: str((path.parent / v).resolve()) for k, v in weights.items()}
+    for key, kind in (("device", str), ("out", str), ("download", bool), ("description", str)):
+        if key in data and not isinstance(data[key], kind):
+            raise UsageError(f"{where(key)}: {key} must be a {'true/false' if kind is bool else 'string'}, "
+                             f"not {data[key]!r}")
     return GridSpec(names("backbones"), names("datasets"), names("strategies"), names("metrics"), seeds, flat,
                     data_dir, weights)
 
@@ -299,6 +311,8 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
         raise UsageError(f"--set precision={harness['precision']!r}: use one of {', '.join(PRECISIONS)}")
     if harness["channels_last"] not in (None, True, False):
         raise UsageError(f"--set channels_last={harness['channels_last']!r}: use true, false or none (automatic)")
+    if not 0 < harness["val_fraction"] < 1:
+        raise UsageError(f"--set val_fraction={harness['val_fraction']}: give a fraction between 0 and 1, e.g. 0.1")
     if harness["batch_size"] < 1:
         raise UsageError(f"--set batch_size={harness['batch_size']}: give a positive number")
     per_class, fraction = harness["train_per_class"], harness["train_fraction"]
@@ -318,6 +332,10 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
     if unused:
         raise UsageError(f"--weights {unused[0]}=...: backbone {unused[0]!r} is not in this run (without @random); "
                          f"add it with --backbone {unused[0]}")
+    for strategy in strategies:  # a strategy's own checks (``fn.check_params``), before any cell runs
+        check = getattr(registries.strategies.get(strategy).obj, "check_params", None)
+        if callable(check):
+            check(dict(per_strategy[strategy]))
     return [
         Cell(backbone, pretrained, dataset, strategy, seed, tuple(sorted(per_strategy[strategy].items())),
              options, metrics, spec.data_dir, *(weights.get(backbone, ()) if pretrained else ()))

@@ -22,7 +22,7 @@ from benchbone.artefacts import NAMES, bootstrap_ci, why_failed, write_artefacts
 from benchbone.errors import BenchboneError, PluginError, UsageError
 from benchbone.grid import Cell
 from benchbone.plugins import PluginManager
-from benchbone.records import finished_record, remove_stale_tmp, write_record
+from benchbone.records import OUT_OF_SPACE, check_run_dir, finished_record, remove_stale_tmp, write_record
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "benchbone"
 
@@ -88,6 +88,7 @@ class Session:
         self._datasets: dict[tuple, DatasetSplits] = {}
         self._images: dict[tuple, Any] = {}
         self._backbone: tuple[tuple, Backbone] | None = None
+        self.backbone_digest: str | None = None  # of the last built backbone's parameters and buffers
         self._features: dict = {}
         self._efficiency: dict[tuple, dict] = {}
 
@@ -134,6 +135,9 @@ class Session:
                 load_backbone_weights(backbone.model, load_state_dict_file(cell.weights), classifier)
                 backbone.weights = f"file:{Path(cell.weights).name}@sha256:{cell.weights_sha256}"
             backbone.model.eval()
+            from benchbone.features import state_digest
+
+            self.backbone_digest = state_digest(backbone.model)  # keys its features: changed weights, new features
             self._backbone = (key, backbone)
         return self._backbone[1]
 
@@ -156,6 +160,11 @@ def check_splits(name: str, data: DatasetSplits) -> None:
             raise UsageError(f"dataset {name!r} has an empty {split} split; check its data directory")
     if data.val is not None and len(data.val) == 0:
         raise UsageError(f"dataset {name!r} has an empty val split; remove it or add images")
+    from benchbone.data import as_uint8_chw
+
+    for split in ("train", "val", "test"):  # the first image of each split decodes (a cheap look before any cell)
+        if getattr(data, split) is not None:
+            as_uint8_chw(getattr(data, split)[0][0])
 
 
 def resolved_splits(data: DatasetSplits, views: dict) -> DatasetSplits:
@@ -273,6 +282,7 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
     identity = {
         "backbone": cell.backbone, "weights": backbone.weights or ("pretrained" if cell.pretrained else "random"),
         "init_seed": None if cell.pretrained else cell.seed, "dataset": cell.dataset, "data_dir": cell.data_dir,
+        "state_sha256": session.backbone_digest,
     }
     ctx = Context(
         device=session.device, seed=cell.seed, params=dict(cell.params), classes=list(data.classes),
@@ -395,6 +405,10 @@ def run_cells(
         except (UsageError, KeyboardInterrupt):
             raise
         except Exception as exc:  # a plugin may fail in any way: record it and go on
+            if isinstance(exc, OSError) and exc.errno in OUT_OF_SPACE:  # but a full disk fails every cell: stop
+                raise UsageError(f"{exc.strerror} while running cell {cell.id}"
+                                 f"{f' (writing {exc.filename})' if exc.filename else ''}; free space there or "
+                                 f"under {run_dir}, then run the same command to resume") from None
             done = finished_record(run_dir, cell.id)
             if done is not None:  # a run sharing run_dir finished this cell meanwhile: keep its record
                 remove_work_dir(run_dir, cell)
@@ -472,6 +486,7 @@ def run_grid(
         raise UsageError(f"--fail-fast needs --executor local; {executor} runs cells concurrently")
     if sort_by is not None and sort_by not in cells[0].metrics:
         raise UsageError(f"--sort-by {sort_by!r} is not a metric of this run ({', '.join(cells[0].metrics)})")
+    check_run_dir(Path(out))  # a run directory that cannot be written fails before any cell, as bad data does
     session = Session(pm, device=device, cache_dir=cache_dir, download=download, quiet=quiet, command=command)
     for key in {(c.dataset, c.data_dir) for c in cells}:  # bad data fails here, before anything is written
         session.dataset(*key)
@@ -485,8 +500,9 @@ def run_grid(
 
     def report(record: dict, how: str) -> None:
         head = f"{record['backbone']} x {record['dataset']} x {record['strategy']} (seed {record['seed']})"
-        if how == "failed":
-            say(f"  FAILED {head}: {record['error']}")
+        if how == "failed":  # also with -q a failed cell says so (with --fail-fast, the error that stops the run)
+            if not fail_fast:
+                print(f"  FAILED {head}: {record['error']}", file=sys.stderr)
         else:
             shown = ", ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items())
             say(f"  {'cached' if how == 'cached' else 'done'} {head}: {shown}")

@@ -40,7 +40,9 @@ def benchbone_register_strategies(register: Callable[..., None]) -> None:
 
     :param register: call ``register(name, fn, **default_params)`` once per strategy, where
         ``fn(backbone: Backbone, data: DatasetSplits, ctx: Context) -> Predictions``. The defaults
-        name every parameter the strategy accepts; ``--set`` may override only those.
+        name every parameter the strategy accepts; ``--set`` may override only those. When ``fn`` has
+        an attribute ``check_params(params: dict)``, it is called with each cell's parameters before
+        the first cell runs and raises ``UsageError`` for values out of range.
     """
 
 

@@ -32,15 +32,15 @@ def confusion_png(matrix: np.ndarray, classes: Sequence[str], title: str) -> byt
     image = ax.imshow(matrix, cmap="Blues")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     if n <= 30:
-        ax.set_xticks(range(n), classes, rotation=90)
-        ax.set_yticks(range(n), classes)
+        ax.set_xticks(range(n), classes, rotation=90, parse_math=False)  # class names are data, never mathtext
+        ax.set_yticks(range(n), classes, parse_math=False)
     if n <= 15:
         cut = matrix.max() / 2
         for (i, j), v in np.ndenumerate(matrix):
             ax.text(j, i, str(v), ha="center", va="center", fontsize=8, color="white" if v > cut else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=9, parse_math=False)
     return _png(fig)
 
 
@@ -78,7 +78,8 @@ def accuracy_vs_cost_png(points: list[dict], metric: str, title: str) -> bytes:
             order = np.argsort(cost[front])
             ax.plot(cost[front][order], value[front][order], color="tab:red", lw=1, ls="--")
             for p, c, v in zip(shown, cost, value):
-                ax.annotate(p["label"], (c, v), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                ax.annotate(p["label"], (c, v), textcoords="offset points", xytext=(4, 4), fontsize=7,
+                            parse_math=False)
             if (cost > 0).all():
                 ax.set_xscale("log")
             else:  # a zero cost (e.g. the pixels baseline's GMACs): linear near zero, log beyond
@@ -91,5 +92,5 @@ def accuracy_vs_cost_png(points: list[dict], metric: str, title: str) -> bytes:
         ax.set_xlabel(label)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=10, parse_math=False)
     return _png(fig)

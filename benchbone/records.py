@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
 import os
 import re
@@ -13,6 +15,9 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from benchbone.errors import UsageError
+
+REQUIRED = ("cell_id", "status", "backbone", "dataset", "strategy", "seed")  # what every reader of a record uses
+OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 SCHEMA = 1
 STALE_TMP_S = 3600  # a temporary file not written for this long belongs to a dead writer
@@ -45,15 +50,68 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (see ``atomic_path``)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+def check_run_dir(path: Path, flag: str = "--out") -> None:
+    """A UsageError unless ``path`` is a writable directory or one that can be created; nothing is created."""
+    path = Path(path).absolute()
+    existing = path
+    while not os.path.lexists(existing):
+        existing = existing.parent
+    try:
+        name_max, path_max = os.pathconf(existing, "PC_NAME_MAX"), os.pathconf(existing, "PC_PATH_MAX")
+    except (OSError, ValueError):  # not a directory, or a file system that does not say
+        name_max, path_max = 255, 4096
+    long = [part for part in path.parts if len(part.encode()) > name_max]
+    if long or len(str(path).encode()) + 64 > path_max:  # 64: room for records/<cell id>.json
+        what = f"the name {long[0][:40]}... is longer than {name_max} bytes" if long else "the path is too long"
+        raise UsageError(f"{flag} {path}: {what}; pass a shorter {flag}")
+    if not existing.is_dir():
+        below = "is" if existing == path else f"lies below {existing}, which is"
+        raise UsageError(f"{flag} {path} {below} a file, not a directory; pass another {flag}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: cannot write in {existing} (read-only or not permitted); pass another {flag}")
+
+
+def check_output_file(path: Path, flag: str) -> None:
+    """A UsageError unless ``path`` can be written as a file (not a directory, in a writable directory)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a directory; pass a file name, e.g. {path / 'report.html'}")
+    folder = path.absolute().parent
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise UsageError(f"{flag} {path} lies below {folder}, which is a file; pass another {flag}")
+    check_run_dir(folder, flag)
+
+
+def cannot_write(path: Path, size: int, exc: OSError) -> UsageError:
+    """The one-line error for a write of ``size`` bytes to ``path`` that the file system refused."""
+    folder = Path(path).parent
+    needed = f" ({size:,} bytes needed in {folder})" if exc.errno in OUT_OF_SPACE else ""
+    return UsageError(f"cannot write {path}: {exc.strerror or exc}{needed}; free space there or pass another "
+                      "--out / -o, then run the same command to resume")
+
+
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write ``text`` (or bytes) to ``path`` atomically (see ``atomic_path``); a refused write is a one-line UsageError."""
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+    except OSError as exc:  # a full disk, a file system gone read-only
+        raise cannot_write(path, len(data), exc) from None
+
+
+def content_digest(record: dict) -> str:
+    """sha256 of a record's content (every key but ``digest``), as JSON with sorted keys."""
+    body = {k: v for k, v in record.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def write_record(run_dir: Path, record: dict) -> Path:
-    path = record_path(run_dir, record["cell_id"])
-    write_atomic(path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    """Write ``record`` to ``records/<cell id>.json`` with the digest of its content, which readers check."""
+    plain = json.loads(json.dumps(record, default=str))  # exactly what a reader will see
+    plain["digest"] = content_digest(plain)
+    path = record_path(run_dir, plain["cell_id"])
+    write_atomic(path, json.dumps(plain, indent=2, sort_keys=True) + "\n")
     return path
 
 
@@ -87,25 +145,45 @@ def remove_stale_tmp(folder: Path) -> None:
             pass
 
 
-def read_record(path: Path) -> dict | None:
+def check_record(path: Path) -> tuple[dict | None, str | None]:
+    """``(record, None)`` for a sound record file, ``(None, why)`` for one that must not be read as a result
+    (``why`` ends with what it is: damaged or not trusted), ``(None, None)`` when there is none."""
+    path = Path(path)
     try:
-        record = json.loads(Path(path).read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, None
     except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and record.get("schema") == SCHEMA else None
+        record = None
+    if not isinstance(record, dict) or record.get("schema") != SCHEMA:
+        return None, f"is damaged (not a benchbone record of schema {SCHEMA})"
+    if "digest" not in record:
+        return None, "is not trusted (it has no digest: written by an older benchbone or by hand)"
+    if record["digest"] != content_digest(record):
+        return None, "is damaged (its content does not match its digest: changed after it was written)"
+    if record.get("cell_id") != path.stem:
+        return None, f"is damaged (it is the record of cell {record.get('cell_id')!r}, not {path.stem!r}: copied over)"
+    missing = [key for key in REQUIRED if key not in record]
+    if missing:
+        return None, f"is damaged (it lacks {', '.join(missing)})"
+    return record, None
 
 
-def _warn_damaged(path: Path, consequence: str) -> None:
-    warnings.warn(f"record {path} is damaged (not a benchbone record of schema {SCHEMA}); {consequence}",
-                  stacklevel=3)
+def read_record(path: Path) -> dict | None:
+    """The record in ``path`` when it is sound (see ``check_record``), else None."""
+    return check_record(path)[0]
+
+
+def _warn_damaged(path: Path, why: str, consequence: str) -> None:
+    warnings.warn(f"record {path} {why}; {consequence}", stacklevel=3)
 
 
 def finished_record(run_dir: Path, cell_id: str) -> dict | None:
     """The record of a cell that finished successfully, if any; a damaged record is reported and counts as unfinished."""
     path = record_path(run_dir, cell_id)
-    record = read_record(path)
-    if record is None and path.exists():
-        _warn_damaged(path, "running its cell again")
+    record, why = check_record(path)
+    if why:
+        _warn_damaged(path, why, "running its cell again")
     return record if record and record.get("status") == "ok" else None
 
 
@@ -120,9 +198,9 @@ def read_records(run_dirs: Iterable[Path]) -> list[dict]:
         if not paths:
             raise UsageError(f"{run_dir} holds no records (no {run_dir}/records/*.json); pass a run directory")
         for path in paths:
-            record = read_record(path)
+            record, why = check_record(path)
             if record is None:
-                _warn_damaged(path, "left out of the leaderboard")
+                _warn_damaged(path, why, "left out of the leaderboard")
             else:
                 by_id[record["cell_id"]] = record
     return list(by_id.values())

@@ -9,13 +9,14 @@ from __future__ import annotations
 import html
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
 
 from benchbone import leaderboard
-from benchbone.records import read_records, write_atomic
+from benchbone.records import check_output_file, read_records, write_atomic
 
 # columns the leaderboard may carry: (column, header, higher is better, or None for text)
 OPTIONAL = [("images_per_s", "images/s", True), ("peak_mem_mb", "peak MB", False), ("device", "device", None)]
@@ -275,13 +276,43 @@ def _pivot(board: pd.DataFrame) -> str:
 # ---------------------------------------------------------------- cells and provenance
 
 def _artefact(record: dict, name: str, run_dirs: list[Path]) -> Path | None:
+    """The artefact file ``name`` of a record, found in the run directories; a path that would lead outside
+    its run directory (``../``, absolute, a link out) is reported in one line and skipped."""
     rel = (record.get("artefacts") or {}).get(name)
     if not rel:
         return None
     for run_dir in reversed(run_dirs):  # later directories win, as in read_records
-        if (Path(run_dir) / rel).is_file():
-            return Path(run_dir) / rel
+        root = Path(run_dir).resolve()
+        path = (root / str(rel)).resolve()
+        if not path.is_relative_to(root):
+            warnings.warn(f"record {record.get('cell_id')} in {run_dir} names artefact {name} at {str(rel)!r}, "
+                          "outside its run directory; skipped", stacklevel=2)
+            return None
+        if path.is_file():
+            return path
     return None
+
+
+def _read_artefact(path: Path | None, read):
+    """``read(path)``, or None with a one-line warning when the file is not what benchbone wrote."""
+    if path is None:
+        return None
+    try:
+        return read(path)
+    except Exception as exc:  # a damaged or foreign file: the page still comes out
+        warnings.warn(f"artefact {path} is unreadable ({type(exc).__name__}: {exc}); skipped", stacklevel=2)
+        return None
+
+
+def _confusion(path: Path) -> tuple[list[str], list[list[int]]]:
+    frame = pd.read_csv(path, index_col=0)
+    return [str(c) for c in frame.columns], frame.to_numpy().astype(int).tolist()
+
+
+def _per_class(path: Path) -> list[dict]:
+    frame = pd.read_csv(path)
+    return [{"class": str(c), "support": int(s), "accuracy": _clean(float(a))}
+            for c, s, a in zip(frame["class"], frame["support"], frame["accuracy"])]
 
 
 def _clean(value):
@@ -296,16 +327,12 @@ def cell_views(records: list[dict], run_dirs: list[Path]) -> list[dict]:
                 "key": [r["dataset"], r["strategy"], r["backbone"], json.dumps(r.get("params", {}), sort_keys=True)],
                 "status": r.get("status"), "error": r.get("error"),
                 "metrics": {k: _clean(v) for k, v in (r.get("metrics") or {}).items()}}
-        confusion = _artefact(r, "confusion_csv", run_dirs)
+        confusion = _read_artefact(_artefact(r, "confusion_csv", run_dirs), _confusion)
         if confusion:
-            frame = pd.read_csv(confusion, index_col=0)
-            view["classes"] = [str(c) for c in frame.columns]
-            view["confusion"] = frame.to_numpy().astype(int).tolist()
-        per_class = _artefact(r, "per_class_csv", run_dirs)
+            view["classes"], view["confusion"] = confusion
+        per_class = _read_artefact(_artefact(r, "per_class_csv", run_dirs), _per_class)
         if per_class:
-            frame = pd.read_csv(per_class)
-            view["per_class"] = [{"class": str(c), "support": int(s), "accuracy": _clean(float(a))}
-                                 for c, s, a in zip(frame["class"], frame["support"], frame["accuracy"])]
+            view["per_class"] = per_class
         cells.append(view)
     return cells
 
@@ -489,5 +516,6 @@ def write(run_dirs: Iterable[Path], output: Path | None = None, sort_by: str | N
     records = read_records(run_dirs)
     board = leaderboard.build(records, sort_by=sort_by)
     output = Path(output) if output else run_dirs[0] / "report.html"
+    check_output_file(output, "-o")
     write_atomic(output, page(board, records, run_dirs, title))
     return output

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import socket
 from pathlib import Path
 from typing import Any, Iterable
@@ -47,6 +48,10 @@ def load_state_dict_file(path: str | Path) -> dict[str, Any]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling refused, truncated file, not a checkpoint at all
+        if isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower():
+            raise UsageError(f"cannot read weights file {path}: it holds code or objects that are not plain tensors, and benchbone "
+                             "refuses to unpickle it; save a plain state dict with torch.save(model.state_dict()) "
+                             "or safetensors") from None
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         raise UsageError(f"cannot read weights file {path} ({type(exc).__name__}: {first}); "
                          "save it with torch.save(model.state_dict()) or safetensors") from None

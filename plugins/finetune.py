@@ -195,3 +195,6 @@ def _finetune(backbone, ctx, world: int) -> Predictions:
 @hookimpl
 def benchbone_register_strategies(register):
     register("finetune", finetune, **DEFAULTS)
+
+
+finetune.check_params = check_params  # called with every cell's parameters before the first cell runs

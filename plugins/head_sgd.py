@@ -12,6 +12,12 @@ from benchbone import Predictions, UsageError, hookimpl
 DEFAULTS = dict(epochs=10, lr=0.001, momentum=0.9, batch_size=64, weight_decay=0.0, augment=False)
 
 
+def check_params(p: dict) -> None:
+    if p["epochs"] < 1 or p["lr"] <= 0 or p["batch_size"] < 1 or not 0 <= p["momentum"] < 1:
+        raise UsageError(f"head-sgd: need epochs >= 1, lr > 0, batch_size >= 1 and 0 <= momentum < 1, got "
+                         f"epochs={p['epochs']}, lr={p['lr']}, batch_size={p['batch_size']}, momentum={p['momentum']}")
+
+
 def head_sgd(backbone, data, ctx) -> Predictions:
     import copy
 
@@ -19,9 +25,7 @@ def head_sgd(backbone, data, ctx) -> Predictions:
     import torch.nn.functional as F
 
     p = ctx.params
-    if p["epochs"] < 1 or p["lr"] <= 0 or p["batch_size"] < 1 or not 0 <= p["momentum"] < 1:
-        raise UsageError(f"head-sgd: need epochs >= 1, lr > 0, batch_size >= 1 and 0 <= momentum < 1, got "
-                         f"epochs={p['epochs']}, lr={p['lr']}, batch_size={p['batch_size']}, momentum={p['momentum']}")
+    check_params(p)
     body = backbone.model.to(ctx.device).eval()
     head = torch.nn.Linear(backbone.num_features, ctx.num_classes).to(ctx.device)
     opt = torch.optim.SGD(head.parameters(), lr=p["lr"], momentum=p["momentum"], weight_decay=p["weight_decay"])
@@ -59,3 +63,6 @@ def head_sgd(backbone, data, ctx) -> Predictions:
 @hookimpl
 def benchbone_register_strategies(register):
     register("head-sgd", head_sgd, **DEFAULTS)
+
+
+head_sgd.check_params = check_params  # called with every cell's parameters before the first cell runs

@@ -29,13 +29,17 @@ def knn_scores(bank, bank_labels, queries, num_classes: int, k: int, temperature
     return torch.cat(out)
 
 
+def check_params(p: dict) -> None:
+    if p["k"] < 1 or p["temperature"] <= 0 or p["chunk"] < 1:
+        raise UsageError(f"knn: need k >= 1, temperature > 0 and chunk >= 1, got k={p['k']}, "
+                         f"temperature={p['temperature']}, chunk={p['chunk']}")
+
+
 def knn(backbone, data, ctx) -> Predictions:
     import torch
 
     p = ctx.params
-    if p["k"] < 1 or p["temperature"] <= 0 or p["chunk"] < 1:
-        raise UsageError(f"knn: need k >= 1, temperature > 0 and chunk >= 1, got k={p['k']}, "
-                         f"temperature={p['temperature']}, chunk={p['chunk']}")
+    check_params(p)
     (Xtr, ytr), (Xva, yva), (Xte, yte) = (ctx.features(s) for s in ("train", "val", "test"))
     bank = torch.cat([Xtr, Xva]).to(ctx.device)
     labels = torch.cat([ytr, yva]).to(ctx.device)
@@ -49,3 +53,6 @@ def knn(backbone, data, ctx) -> Predictions:
 @hookimpl
 def benchbone_register_strategies(register):
     register("knn", knn, **DEFAULTS)
+
+
+knn.check_params = check_params  # called with every cell's parameters before the first cell runs

@@ -103,3 +103,6 @@ def linear_probe(backbone, data, ctx) -> Predictions:
 @hookimpl
 def benchbone_register_strategies(register):
     register("linear-probe", linear_probe, **DEFAULTS)
+
+
+linear_probe.check_params = check_params  # called with every cell's parameters before the first cell runs

@@ -3,12 +3,14 @@ bad input, safe loading and path traversal. docs/reliability.md maps each guaran
 import importlib.metadata
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -221,9 +223,282 @@ def test_two_runs_sharing_a_cache_at_once(tmp_path):
     assert leftovers(tmp_path) == []
 
 
-RACE_PLUGIN = '''
-import json
+CHANGING_PLUGIN = """
+import os
+import torch
 from benchbone import hookimpl
+from benchbone.testing import tiny_cnn
+
+
+@hookimpl
+def benchbone_register_backbones(register):
+    def build(pretrained):
+        backbone = tiny_cnn(pretrained)  # its weights label stays "tiny-seeded" whatever the weights are
+        torch.manual_seed(int(os.environ["BENCHBONE_TEST_WEIGHTS"]))
+        for parameter in backbone.model.parameters():
+            torch.nn.init.normal_(parameter)
+        return backbone
+
+    register("test/changing", build)
+"""
+
+
+def test_changed_weights_under_the_same_name_and_label_get_new_features(tmp_path, monkeypatch, cli):
+    plugin = write_plugin(tmp_path, "changing", CHANGING_PLUGIN)
+    args = ["run", "-p", "benchbone.testing", "-p", plugin, "-b", "test/changing", "-d", "test/blobs", "-s", "knn", "-q",
+            "--cache-dir", tmp_path / "cache"]
+
+    def features(weights: str, out: str) -> dict:
+        monkeypatch.setenv("BENCHBONE_TEST_WEIGHTS", weights)
+        assert cli(*args, "--out", tmp_path / out).code == 0
+        (record,) = (tmp_path / out / "records").glob("*.json")
+        record = json.loads(record.read_text())
+        assert record["backbone_info"]["weights"] == "tiny-seeded"
+        return {split: record["features"][split]["cached"] for split in ("train", "test")}  # val: train's rows
+
+    assert features("1", "a") == {"train": False, "test": False}
+    assert features("2", "b") == {"train": False, "test": False}  # not the first weights' features
+    assert features("1", "c") == {"train": True, "test": True}
+    assert len(list((tmp_path / "cache" / "features").glob("*.safetensors"))) == 4
+
+
+def test_decode_cache_file_of_another_key_is_rejected(tmp_path, cli):
+    from PIL import Image
+
+    for split, shade in (("train", 0), ("test", 120)):
+        for k, name in enumerate(("a", "b")):
+            (tmp_path / "data" / split / name).mkdir(parents=True)
+            for i in range(6):
+                Image.new("RGB", (8, 8), (shade + 60 * k, 10 * i, 90)).save(tmp_path / "data" / split / name / f"{i}.png")
+    cache = tmp_path / "cache"
+    args = ["run", *TINY, "-d", f"imagefolder:{tmp_path / 'data'}", "-s", "knn", "--cache-dir", cache]
+    assert cli(*args, "--out", tmp_path / "a").code == 0
+    first, second = sorted((cache / "images").glob("*.safetensors"))  # train and test, 12 images each
+    second.write_bytes(first.read_bytes())
+    for folder in (cache / "features", tmp_path / "a"):
+        shutil.rmtree(folder)
+    result = cli(*args, "--out", tmp_path / "a")
+    assert result.code == 0
+    assert result.err.startswith(f"benchbone: warning: cache file {second} is damaged (written for key ")
+    assert result.err.count("\n") == 1
+    result = cli(*args, "--out", tmp_path / "b")
+    assert result.err == ""
+    pd.testing.assert_frame_equal(comparable(pd.read_csv(tmp_path / "a" / "leaderboard.csv")),
+                                  comparable(pd.read_csv(tmp_path / "b" / "leaderboard.csv")))
+
+
+LOCK_PLUGIN = SLOW_PLUGIN.replace("time.sleep(0.05)", "time.sleep(0.25)").replace(
+    'log("batch")', 'log(f"batch {os.getpid()}")') + """
+log(f"loaded {os.getpid()}")
+"""
+
+
+@pytest.mark.slow
+def test_two_runs_sharing_a_cache_compute_each_feature_set_once(tmp_path):
+    plugin, log = write_plugin(tmp_path, "locked", LOCK_PLUGIN), tmp_path / "log.txt"
+    args = [sys.executable, "-m", "benchbone.cli", "run", "-p", "benchbone.testing", "-p", str(plugin), "-b", "slow/cnn",
+            "-d", "test/blobs", "-s", "slow/centroid", "--seeds", "2", "--set", "batch_size=16", "-q",
+            "--cache-dir", str(tmp_path / "cache")]
+    env = {**os.environ, "BENCHBONE_TEST_LOG": str(log)}
+    procs = [subprocess.Popen([*args, "--out", str(tmp_path / out)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                              text=True, env=env) for out in ("a", "b")]
+    errors = [proc.communicate(timeout=300)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], errors
+    lines = log.read_text().splitlines()
+    loaded = [i for i, line in enumerate(lines) if line.startswith("loaded")]
+    batches = [(i, line.split()[1]) for i, line in enumerate(lines) if line.startswith("batch")]
+    assert len(loaded) == 2 and max(loaded) < batches[-1][0]  # both runs were up while features were extracted
+    assert len({pid for _, pid in batches}) == 1  # and one of them extracted them all: train (96) and test (48)
+    assert len(batches) == 96 // 16 + 48 // 16
+    extracted = [e["cached"] for out in ("a", "b") for r in (tmp_path / out / "records").glob("*.json")
+                 for e in json.loads(r.read_text())["features"].values()]
+    assert extracted.count(False) == 2  # train (with the val rows carved from it) and test: once each
+    pd.testing.assert_frame_equal(comparable(pd.read_csv(tmp_path / "a" / "leaderboard.csv")),
+                                  comparable(pd.read_csv(tmp_path / "b" / "leaderboard.csv")))
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, cli):
+    cache = tmp_path / "cache"
+    args = ["run", *TINY, "-s", "knn", "--cache-dir", cache]
+    assert cli(*args, "--out", tmp_path / "a").code == 0
+    files = sorted((cache / "features").glob("*.safetensors"))
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom filelock import FileLock\n"
+        "locks = [FileLock(p + '.lock') for p in sys.argv[1:]]\n"
+        "[lock.acquire() for lock in locks]\nprint('held', flush=True)\ntime.sleep(300)\n"),
+        *map(str, files)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    holder.send_signal(signal.SIGKILL)  # dies holding every lock: its lock files stay behind
+    holder.wait()
+    for path in files:
+        path.unlink()
+    assert all(Path(f"{path}.lock").exists() for path in files)
+    started = time.monotonic()
+    result = cli(*args, "--out", tmp_path / "b")
+    assert result.code == 0 and result.err == "" and time.monotonic() - started < 120
+    assert all(FeatureStore(cache).load(path.stem) is not None for path in files)  # computed again and kept
+
+
+INTERRUPT_PLUGIN = SLOW_PLUGIN + """
+import benchbone.leaderboard
+import benchbone.records
+import benchbone_plugins.linear_probe
+
+_minimise = benchbone_plugins.linear_probe.minimise
+
+
+def slow_minimise(*args, **kwargs):
+    log("sweep")
+    time.sleep(0.1)
+    return _minimise(*args, **kwargs)
+
+
+def slow_write_atomic(path, text):
+    with benchbone.records.atomic_path(path) as tmp:
+        tmp.write_text(text[: len(text) // 2])
+        log("leaderboard")
+        time.sleep(30)
+        tmp.write_text(text)
+
+
+if os.environ.get("BENCHBONE_TEST_SLOW"):
+    benchbone_plugins.linear_probe.minimise = slow_minimise
+    benchbone.leaderboard.write_atomic = slow_write_atomic
+"""
+
+
+@pytest.mark.slow
+def test_sigint_during_extraction_probe_sweep_and_leaderboard_loses_nothing(tmp_path, monkeypatch, cli):
+    plugin, log = write_plugin(tmp_path, "interrupt", INTERRUPT_PLUGIN), tmp_path / "log.txt"
+    monkeypatch.setenv("BENCHBONE_TEST_LOG", str(log))
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    args = ["run", "-p", "benchbone.testing", "-p", str(plugin), "-b", "slow/cnn", "-d", "test/blobs",
+            "-s", "linear-probe", "--seeds", "3", "--set", "batch_size=8", "--set", "c_steps=3", "-q"]
+
+    def lines() -> list[str]:
+        return log.read_text().splitlines() if log.exists() else []
+
+    def records() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted((out / "records").glob("*.json"))}
+
+    def interrupt_when(ready) -> dict[str, bytes]:
+        with open(tmp_path / "stderr.txt", "w") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "benchbone.cli", *args, "--out", str(out),
+                                     "--cache-dir", str(cache)], stdout=subprocess.DEVNULL, stderr=err,
+                                    env={**os.environ, "BENCHBONE_TEST_SLOW": "1"})
+        deadline = time.monotonic() + 120
+        while not ready():
+            assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        assert proc.wait(timeout=60) == 130
+        assert (tmp_path / "stderr.txt").read_text() == (
+            "benchbone: interrupted; finished cells are kept, run the same command to resume\n")
+        assert [p for p in tmp_path.rglob("*.tmp")] == []  # no half-written record, cache file or leaderboard
+        return records()
+
+    assert interrupt_when(lambda: "batch" in lines()) == {}  # during feature extraction
+    assert list((cache / "features").glob("*.safetensors")) == []
+
+    seen = {}
+
+    def sweeping_after_a_record() -> bool:
+        if not records():
+            return False
+        seen.setdefault("from", len(lines()))
+        return "sweep" in lines()[seen["from"]:]
+
+    one = interrupt_when(sweeping_after_a_record)
+    assert len(one) in (1, 2)  # during the probe sweep of a later cell: the finished ones are kept
+    three = interrupt_when(lambda: "leaderboard" in lines())  # while the leaderboard is written
+    assert len(three) == 3 and all(three[name] == text for name, text in one.items())
+    assert not (out / "leaderboard.csv").exists()
+
+    result = cli(*args, "--out", out, "--cache-dir", cache)
+    assert result.code == 0, result.err
+    assert records() == three  # nothing recomputed
+    reference = cli(*args, "--out", tmp_path / "whole", "--cache-dir", tmp_path / "cache2")
+    assert reference.code == 0
+    pd.testing.assert_frame_equal(comparable(pd.read_csv(out / "leaderboard.csv")),
+                                  comparable(pd.read_csv(tmp_path / "whole" / "leaderboard.csv")))
+
+
+def png16(path: Path, rgb: np.ndarray) -> None:
+    """A real 16-bit RGB PNG (colour type 2, bit depth 16), which PIL cannot write."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    h, w, _ = rgb.shape
+    raw = b"".join(b"\x00" + rgb[y].astype(">u2").tobytes() for y in range(h))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_sixteen_bit_pngs_are_scaled_to_eight_bits_not_clipped(tmp_path):
+    from PIL import Image
+
+    from benchbone.errors import UsageError
+    from benchbone.folders import read_image
+
+    gradient = np.linspace(0, 65535, 64 * 64).round().astype(np.uint16).reshape(64, 64)
+    Image.fromarray(gradient).save(tmp_path / "grey16.png")
+    with Image.open(tmp_path / "grey16.png") as im:
+        assert im.mode == "I;16"  # really 16 bits on disk
+    grey = read_image(tmp_path / "grey16.png").numpy()[0]
+    np.testing.assert_array_equal(grey, np.rint(gradient / 257.0).astype(np.uint8))  # 65535 -> 255, 0 -> 0
+    assert (grey == 255).mean() < 0.01  # not clipped: a 16-bit gradient stays a gradient
+
+    rgb = np.stack([gradient, gradient[::-1], np.full_like(gradient, 32768)], axis=-1)
+    png16(tmp_path / "rgb16.png", rgb)
+    colour = read_image(tmp_path / "rgb16.png").numpy().transpose(1, 2, 0).astype(int)
+    assert np.abs(colour - rgb / 257.0).max() <= 1.0  # PIL keeps the high byte of each 16-bit sample
+
+    Image.fromarray(np.array([[0, 70000]], dtype=np.int32), mode="I").save(tmp_path / "int32.tif")
+    with pytest.raises(UsageError, match=r"int32.tif: pixel values 0..70000 of a I image are outside 0..65535"):
+        read_image(tmp_path / "int32.tif")
+
+
+def test_a_truncated_jpeg_streamed_through_workers_is_one_line(tmp_path, monkeypatch, cli):
+    from PIL import Image
+
+    import benchbone.data
+
+    monkeypatch.setattr(benchbone.data, "PARALLEL_FROM", 8)  # worker processes decode this small split
+    for split in ("train", "test"):
+        for k, name in enumerate(("a", "b")):
+            (tmp_path / "data" / split / name).mkdir(parents=True)
+            for i in range(10):
+                Image.new("RGB", (16, 16), (60 * k + 5 * i, 90, 30)).save(tmp_path / "data" / split / name / f"{i}.jpg")
+    bad = tmp_path / "data" / "train" / "b" / "7.jpg"
+    bad.write_bytes(bad.read_bytes()[:200])
+    result = cli("run", *TINY, "-d", f"imagefolder:{tmp_path / 'data'}", "-s", "knn", "--out", tmp_path / "run")
+    assert result.code == 2
+    assert result.err.startswith(f"benchbone: error: cannot read image {bad}: ")
+    assert result.err.endswith("remove or replace the file\n")
+    assert result.err.count("\n") == 1 and "Traceback" not in result.err and "worker" not in result.err
+
+
+def test_class_folders_starting_with_a_dot_are_classes_when_they_hold_images(tmp_path):
+    from PIL import Image
+
+    from benchbone.folders import scan_class_folders
+
+    for name in (".hidden", "plain"):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (4, 4)).save(tmp_path / name / "0.png")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    paths, labels, classes = scan_class_folders(tmp_path)
+    assert classes == [".hidden", "plain"] and labels == [0, 1]
+
+
+RACE_PLUGIN = '''
+from benchbone import hookimpl
+from benchbone.records import write_record
 
 
 @hookimpl
@@ -234,8 +509,7 @@ def benchbone_register_strategies(register):
         record = {"schema": 1, "cell_id": cell_id, "status": "ok", "dataset": "test/blobs", "seed": 0,
                   "strategy": "race/finished-elsewhere", "backbone": "test/tiny-cnn", "params": {},
                   "metrics": {"top1": 1.0}, "higher_is_better": {"top1": True}}
-        (run_dir / "records").mkdir(parents=True, exist_ok=True)
-        (run_dir / "records" / f"{cell_id}.json").write_text(json.dumps(record))
+        write_record(run_dir, record)
         raise RuntimeError("lost the race")
 
     register("race/finished-elsewhere", finished_elsewhere)
@@ -463,9 +737,15 @@ def test_every_test_named_in_docs_reliability_exists():
 
     root = Path(__file__).resolve().parents[1]
     text = (root / "docs" / "reliability.md").read_text()
-    named = re.findall(r"`(R|tests/\w+\.py)::(test_\w+)", text)
+    named = re.findall(r"`(R|B|tests/\w+\.py)::(test_\w+)", text)
     assert len(named) > 20
+    short = {"R": Path(__file__), "B": root / "tests" / "test_bad_inputs.py"}
     for file, test in named:
-        path = Path(__file__) if file == "R" else root / file
+        path = short.get(file, root / file)
         functions = {n.name for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.FunctionDef)}
         assert test in functions, f"docs/reliability.md names {file}::{test}, which does not exist"
+    import fnmatch
+
+    cases = re.findall(r'^\s*(?:Case\(|\()"([\w-]+)"', short["B"].read_text(), re.MULTILINE)
+    for case in re.findall(r"`\[([\w*-]+)\]`", text):  # the table's cases named in brackets
+        assert fnmatch.filter(cases, case), f"docs/reliability.md names case [{case}], not in test_bad_inputs.py"
