@@ -13,7 +13,8 @@ learning rate of each block by ``layer_decay ** depth from the head`` (BEiT's la
 ``batchnorm="train"`` updates BatchNorm statistics, ``"frozen"`` keeps the pretrained ones (its affine weights
 still train), ``"auto"`` freezes them below 16 images per batch and rank, where batch statistics are noise.
 ``augment=true`` applies the dataset's declared label-preserving augmentation (``ctx.augmentation``).
-bf16 autocast and channels_last on CUDA.
+bf16 autocast and channels_last on CUDA; ``compile=true`` runs the training step through ``torch.compile``
+(compiled again for each sweep run).
 
 A checkpoint (sweep so far, model, optimizer, schedule, best state, RNG state) is written atomically to
 ``ctx.workdir`` after each epoch, and a cell that failed or was interrupted resumes from it when run again.
@@ -31,7 +32,7 @@ from benchbone import Predictions, UsageError, hookimpl
 
 DEFAULTS = dict(epochs=6, sweep="small", lr=None, head_lr=None, patience=3, batch_size=32, weight_decay=0.05,
                 optimizer="adamw", layer_decay=1.0, batchnorm="auto", warmup_epochs=0.5, label_smoothing=0.1,
-                clip_grad=1.0, augment=True, lr_scaling="linear")
+                clip_grad=1.0, augment=True, lr_scaling="linear", compile=False)
 # Backbone learning rates of each sweep; the full one also doubles and triples the schedule.
 SWEEPS = {"small": {"adamw": (1e-4, 3e-4, 1e-3), "sgd": (3e-3, 1e-2, 3e-2)},
           "full": {"adamw": (3e-5, 1e-4, 3e-4, 1e-3, 3e-3), "sgd": (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)}}
@@ -226,10 +227,12 @@ def _finetune(backbone, ctx, world: int) -> Predictions:
         if index < len(done):
             continue
         model, opt, schedule = new_run(point)
-        net = model
+        step = model
         if world > 1:
-            net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if cuda else None)
-        start, run_best, stale = 0, (-1.0, 0), 0
+            step = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if cuda else None)
+        if p["compile"]:
+            step = torch.compile(step)
+        start, run_best, stale, diverged = 0, (-1.0, 0), 0, None
         torch.manual_seed(ctx.seed * 1_000_003 + 31 + index)
         if state is not None and state["point"] == index:
             model.load_state_dict(state["model"])
@@ -247,27 +250,28 @@ def _finetune(backbone, ctx, world: int) -> Predictions:
                 freeze_batchnorm(model)
             batches = ctx.batches("train", p["batch_size"], shuffle=True, augment=p["augment"], epoch=epoch,
                                   shard=(rank, world) if world > 1 else None)
-            running = 0.0
+            running = torch.zeros((), device=ctx.device)
             desc = f"finetune lr {point['lr']:g} ({index + 1}/{len(points)}) epoch {epoch + 1}"
-            for step, (x, y) in enumerate(ctx.progress(batches, desc=desc, total=steps_per_epoch)):
+            for x, y in ctx.progress(batches, desc=desc, total=steps_per_epoch):
                 with autocast():
-                    loss = F.cross_entropy(net(inputs(x)).float(), y, label_smoothing=p["label_smoothing"])
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"finetune loss became {loss.item()} (not finite) at lr {point['lr']:g}, "
-                                             f"epoch {epoch + 1}, step {step + 1}; lower the learning rate "
-                                             "(--set finetune.lr=...)")
+                    loss = F.cross_entropy(step(inputs(x)).float(), y, label_smoothing=p["label_smoothing"])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if p["clip_grad"]:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), p["clip_grad"])
                 opt.step()
                 schedule.step()
-                running += loss.item()
+                running += loss.detach()  # summed on the device: no synchronisation per step
+            running = running.item() / steps_per_epoch
             if world > 1:  # every rank evaluates with rank 0's batch-norm statistics, so all choose alike
                 for buffer in model.buffers():
                     dist.broadcast(buffer, 0)
-            val_acc = (evaluate(model, "val").argmax(1) == y_val).float().mean().item()
-            history.append({"sweep_point": index, "epoch": epoch + 1, "train_loss": round(running / steps_per_epoch, 6),
+            val_scores = evaluate(model, "val")
+            if not math.isfinite(running) or not torch.isfinite(val_scores).all():  # this run is over, the sweep goes on
+                diverged = f"lr {point['lr']:g}: train loss {running:.4g} at epoch {epoch + 1}"
+                break
+            val_acc = (val_scores.argmax(1) == y_val).float().mean().item()
+            history.append({"sweep_point": index, "epoch": epoch + 1, "train_loss": round(running, 6),
                             "val_top1": round(val_acc, 6)})
             run_best, stale = ((val_acc, epoch + 1), 0) if val_acc > run_best[0] else (run_best, stale + 1)
             if val_acc > best[0]:
@@ -280,8 +284,11 @@ def _finetune(backbone, ctx, world: int) -> Predictions:
                             path)
         epochs_run = sum(1 for h in history if h["sweep_point"] == index)
         done = done + [{**point, "val_top1": run_best[0], "best_epoch": run_best[1], "epochs_run": epochs_run,
-                        "stopped_early": epochs_run < point["epochs"]}]
+                        "stopped_early": epochs_run < point["epochs"], "diverged": diverged}]
         state = None
+    if best[1] is None:
+        raise FloatingPointError("finetune diverged (loss or validation scores NaN or infinite) in every run ("
+                                 + "; ".join(d["diverged"] for d in done) + "); lower the learning rate (--set finetune.lr=...)")
     model.load_state_dict(best[1])  # the same architecture as the last run's
     scores = evaluate(model, "test")
     chosen = points[best[2]]
@@ -290,7 +297,8 @@ def _finetune(backbone, ctx, world: int) -> Predictions:
                     augmentation=ctx.augmentation.describe() if p["augment"] else None, batchnorm=bn,
                     resumed_from_epoch=resumed["epoch"] if resumed else None,
                     resumed_at_sweep_point=resumed["sweep_point"] if resumed else None,
-                    steps_per_epoch=steps_per_epoch, warmup_steps=warmup, amp="bf16" if cuda else "off",
+                    steps_per_epoch=steps_per_epoch, warmup_steps=warmup,
+                    amp="bf16" if cuda else "off",
                     channels_last=cuda, world_size=world, global_batch_size=p["batch_size"] * world,
                     lr_effective=chosen["lr"] * scale, head_lr_effective=chosen["head_lr"] * scale)
     if world > 1:

@@ -186,3 +186,32 @@ def test_crops_shift_by_at_most_the_declared_fraction_of_the_source_and_flip_onl
     assert (((cols - 5.5).abs() < 0.05) | mirrored).all() and 0.4 < mirrored.float().mean() < 0.6
     assert ((rows - 2.5).abs() < 0.05).all()
 
+
+
+def test_a_run_that_diverges_is_recorded_and_the_sweep_goes_on(run_tiny_benchmark, tmp_path, monkeypatch):
+    from benchbone_plugins import finetune
+
+    monkeypatch.setitem(finetune.SWEEPS["small"], "adamw", (1e6, 1e-3))
+    run_tiny_benchmark(strategies=["finetune"], overrides=FT)
+    record = records(tmp_path / "run")[("test/blobs", "finetune")]
+    diverged, fine = record["strategy_info"]["sweep"]
+    assert record["status"] == "ok" and record["strategy_info"]["chosen"]["lr"] == 1e-3
+    assert diverged["diverged"].startswith("lr 1e+06") and fine["diverged"] is None
+
+
+def test_the_gpu_script_runs_its_flow_on_a_cpu(monkeypatch, capsys):
+    """benchmarks/gpu_finetune.py --device cpu --tiny: both loops run and the table has a rate for each."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(here))
+    spec = importlib.util.spec_from_file_location("gpu_finetune", here / "gpu_finetune.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(sys, "argv", ["gpu_finetune.py", "--device", "cpu", "--tiny"])
+    script.main()
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| b")]
+    assert [r[1].split()[0] for r in rows] == ["bare", "benchbone"]
+    assert all(float(r[2]) > 0 for r in rows) and rows[0][3].strip() == "1.00x"
