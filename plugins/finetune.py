@@ -30,11 +30,11 @@ from __future__ import annotations
 
 from benchbone import Predictions, UsageError, hookimpl
 
-DEFAULTS = dict(epochs=6, sweep="small", lr=None, head_lr=None, patience=3, batch_size=32, weight_decay=0.05,
+DEFAULTS = dict(epochs=8, sweep="small", lr=None, head_lr=None, patience=3, batch_size=32, weight_decay=0.05,
                 optimizer="adamw", layer_decay=1.0, batchnorm="auto", warmup_epochs=0.5, label_smoothing=0.1,
                 clip_grad=1.0, augment=True, lr_scaling="linear", compile=False)
 # Backbone learning rates of each sweep; the full one also doubles and triples the schedule.
-SWEEPS = {"small": {"adamw": (1e-4, 3e-4, 1e-3), "sgd": (3e-3, 1e-2, 3e-2)},
+SWEEPS = {"small": {"adamw": (3e-4, 1e-3, 3e-3), "sgd": (1e-2, 3e-2, 1e-1)},
           "full": {"adamw": (3e-5, 1e-4, 3e-4, 1e-3, 3e-3), "sgd": (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)}}
 FULL_SCHEDULES = (1, 3)  # x epochs
 HEAD_LR_FACTOR = 10
