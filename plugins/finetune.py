@@ -6,12 +6,15 @@ its best epoch on validation and stopped early after ``patience`` epochs without
 with the best validation accuracy are kept and scored once on test. There is no refit on train + val: the
 best epoch is itself chosen on validation, and a refit would cost one more whole run. ``lr=X`` fixes the
 backbone's learning rate (one run, no sweep); the head's is ``head_lr``, or 10 x the backbone's when None.
+The head starts as linear-probe's logistic regression on the frozen features (LP-FT, ``head_init="probe"``,
+Kumar et al. 2022: a random head's first gradients distort the pretrained features), or at random.
 
 AdamW or SGD (momentum 0.9), weight decay on weights but not on biases and norm parameters, a linear warm-up
 then a cosine schedule stepped per batch, label smoothing, gradient clipping; ``layer_decay`` < 1 scales the
 learning rate of each block by ``layer_decay ** depth from the head`` (BEiT's layer-wise decay);
-``batchnorm="train"`` updates BatchNorm statistics, ``"frozen"`` keeps the pretrained ones (its affine weights
-still train), ``"auto"`` freezes them below 16 images per batch and rank, where batch statistics are noise.
+``batchnorm="frozen"`` (the default) normalises with the pretrained BatchNorm statistics, which the probe's head
+was fitted under and which small batches could not estimate (the affine weights still train); ``"train"``
+uses batch statistics and updates the running ones.
 ``augment=true`` applies the dataset's declared label-preserving augmentation (``ctx.augmentation``).
 bf16 autocast and channels_last on CUDA; ``compile=true`` runs the training step through ``torch.compile``
 (compiled again for each sweep run).
@@ -30,15 +33,14 @@ from __future__ import annotations
 
 from benchbone import Predictions, UsageError, hookimpl
 
-DEFAULTS = dict(epochs=8, sweep="small", lr=None, head_lr=None, patience=3, batch_size=32, weight_decay=0.05,
-                optimizer="adamw", layer_decay=1.0, batchnorm="auto", warmup_epochs=0.5, label_smoothing=0.1,
+DEFAULTS = dict(epochs=8, sweep="small", lr=None, head_lr=None, head_init="probe", patience=3, batch_size=32, weight_decay=0.05,
+                optimizer="adamw", layer_decay=1.0, batchnorm="frozen", warmup_epochs=0.5, label_smoothing=0.1,
                 clip_grad=1.0, augment=True, lr_scaling="linear", compile=False)
 # Backbone learning rates of each sweep; the full one also doubles and triples the schedule.
-SWEEPS = {"small": {"adamw": (3e-4, 1e-3, 3e-3), "sgd": (1e-2, 3e-2, 1e-1)},
+SWEEPS = {"small": {"adamw": (1e-4, 3e-4, 1e-3), "sgd": (3e-3, 1e-2, 3e-2)},
           "full": {"adamw": (3e-5, 1e-4, 3e-4, 1e-3, 3e-3), "sgd": (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)}}
 FULL_SCHEDULES = (1, 3)  # x epochs
 HEAD_LR_FACTOR = 10
-FROZEN_BN_BELOW = 16  # images per batch and rank
 CHECKPOINT = "finetune-checkpoint.pt"
 CHECKPOINT_FORMAT = 2
 
@@ -58,8 +60,10 @@ def check_params(p: dict) -> None:
         raise UsageError("finetune: need warmup_epochs >= 0, 0 <= label_smoothing < 1 and clip_grad >= 0 (0 = off)")
     if not 0 < p["layer_decay"] <= 1:
         raise UsageError(f"finetune: layer_decay={p['layer_decay']} must lie in (0, 1] (1 = off)")
-    if p["batchnorm"] not in ("auto", "train", "frozen"):
-        raise UsageError(f"finetune: batchnorm={p['batchnorm']!r}; use auto, train or frozen")
+    if p["head_init"] not in ("probe", "random"):
+        raise UsageError(f"finetune: head_init={p['head_init']!r}; use probe (LP-FT) or random")
+    if p["batchnorm"] not in ("train", "frozen"):
+        raise UsageError(f"finetune: batchnorm={p['batchnorm']!r}; use frozen (pretrained statistics) or train")
     if p["lr_scaling"] not in ("linear", "none"):
         raise UsageError(f"finetune: lr_scaling={p['lr_scaling']!r}; use linear (lr x world size) or none")
 
@@ -103,6 +107,19 @@ def param_groups(body, head, lr: float, head_lr: float, p: dict) -> list[dict]:
             if chosen:
                 out.append({"params": chosen, "lr": rate, "weight_decay": decay})
     return out
+
+
+def probe_head(ctx) -> tuple:
+    """LP-FT's head (Kumar et al., 2022): ``(weight [K, D], bias [K], C)`` of linear-probe's logistic regression
+    on the frozen backbone's train features, C chosen on validation, standardisation folded into the weights."""
+    from benchbone_plugins.linear_probe import DEFAULTS as PROBE, choose_c
+    from benchbone_plugins.logistic import LogisticObjective, unpack
+
+    (X, y), (Xva, yva) = ctx.features("train"), ctx.features("val")
+    objective = LogisticObjective(X, y, ctx.num_classes, standardize=True)
+    _, (C, _, fit) = choose_c(objective, Xva, yva, PROBE, ctx.progress)
+    W, b = unpack(objective, fit.x)  # on (X - mean) / std
+    return (W / objective.std[:, None]).T.contiguous(), b - (objective.mean / objective.std) @ W, C
 
 
 def freeze_batchnorm(model) -> None:
@@ -189,7 +206,6 @@ def _finetune(backbone, ctx, world: int) -> Predictions:
     rank = dist.get_rank() if world > 1 else 0
     scale = world if p["lr_scaling"] == "linear" else 1
     cuda = ctx.device.startswith("cuda")
-    bn = p["batchnorm"] if p["batchnorm"] != "auto" else ("frozen" if p["batch_size"] < FROZEN_BN_BELOW else "train")
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
     steps_per_epoch = math.ceil(math.ceil(ctx.split_size("train") / world) / p["batch_size"])
     warmup = int(p["warmup_epochs"] * steps_per_epoch)
@@ -203,11 +219,17 @@ def _finetune(backbone, ctx, world: int) -> Predictions:
         with torch.inference_mode(), autocast():
             return torch.cat([torch.softmax(model(inputs(x)).float(), dim=1).cpu() for x, _ in ctx.batches(split)])
 
+    probe = probe_head(ctx) if p["head_init"] == "probe" else None
+
     def new_run(point: dict):
-        """A fresh copy of the backbone with a new head (seeded per sweep point), its optimizer and schedule."""
+        """A fresh copy of the backbone with a new head (the probe's, or seeded per sweep point), its optimizer and schedule."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed * 1_000_003 + 17 + points.index(point))
             head = torch.nn.Linear(backbone.num_features, ctx.num_classes)
+        if probe is not None:
+            with torch.no_grad():
+                head.weight.copy_(probe[0])
+                head.bias.copy_(probe[1])
         model = torch.nn.Sequential(copy.deepcopy(backbone.model), head).to(ctx.device)
         if cuda:
             model = model.to(memory_format=torch.channels_last)
@@ -246,7 +268,7 @@ def _finetune(backbone, ctx, world: int) -> Predictions:
             if p["patience"] and stale >= p["patience"]:
                 break
             model.train()
-            if bn == "frozen":
+            if p["batchnorm"] == "frozen":
                 freeze_batchnorm(model)
             batches = ctx.batches("train", p["batch_size"], shuffle=True, augment=p["augment"], epoch=epoch,
                                   shard=(rank, world) if world > 1 else None)
@@ -294,7 +316,8 @@ def _finetune(backbone, ctx, world: int) -> Predictions:
     chosen = points[best[2]]
     ctx.info.update(chosen={**chosen, "best_epoch": best[3]}, val_top1=best[0], sweep=done, history=history,
                     best_epoch=best[3], protocol="best sweep run and epoch on val, scored once on test (no refit)",
-                    augmentation=ctx.augmentation.describe() if p["augment"] else None, batchnorm=bn,
+                    augmentation=ctx.augmentation.describe() if p["augment"] else None, batchnorm=p["batchnorm"],
+                    head_init=f"linear probe, C={probe[2]:g}" if probe is not None else "random",
                     resumed_from_epoch=resumed["epoch"] if resumed else None,
                     resumed_at_sweep_point=resumed["sweep_point"] if resumed else None,
                     steps_per_epoch=steps_per_epoch, warmup_steps=warmup,

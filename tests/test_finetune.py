@@ -29,12 +29,12 @@ def one_thread():
 
 def test_the_sweep_is_three_rates_by_default_ten_runs_in_full_and_one_with_a_fixed_lr():
     small = sweep_points(DEFAULTS)
-    assert [s["lr"] for s in small] == [3e-4, 1e-3, 3e-3] and all(s["head_lr"] == 10 * s["lr"] for s in small)
+    assert [s["lr"] for s in small] == [1e-4, 3e-4, 1e-3] and all(s["head_lr"] == 10 * s["lr"] for s in small)
     full = sweep_points(dict(DEFAULTS, sweep="full"))
     assert len(full) == 10 and {s["epochs"] for s in full} == {DEFAULTS["epochs"], 3 * DEFAULTS["epochs"]}
     assert sweep_points(dict(DEFAULTS, lr=2e-4, sweep="full")) == [{"lr": 2e-4, "head_lr": 2e-3, "epochs": DEFAULTS["epochs"]}]
     assert sweep_points(dict(DEFAULTS, head_lr=0.5))[0]["head_lr"] == 0.5
-    assert [s["lr"] for s in sweep_points(dict(DEFAULTS, optimizer="sgd"))] == [1e-2, 3e-2, 1e-1]
+    assert [s["lr"] for s in sweep_points(dict(DEFAULTS, optimizer="sgd"))] == [3e-3, 1e-2, 3e-2]
     assert {s["lr"] for s in small} <= {s["lr"] for s in full}
 
 
@@ -42,13 +42,13 @@ def test_the_record_holds_every_sweep_point_and_the_best_is_chosen_on_val(run_ti
     run_tiny_benchmark(strategies=["finetune"], overrides=FT)
     record = records(tmp_path / "run")[("test/blobs", "finetune")]
     info = record["strategy_info"]
-    assert record["status"] == "ok" and [s["lr"] for s in info["sweep"]] == [3e-4, 1e-3, 3e-3]
+    assert record["status"] == "ok" and [s["lr"] for s in info["sweep"]] == [1e-4, 3e-4, 1e-3]
     scores = [s["val_top1"] for s in info["sweep"]]
     best = scores.index(max(scores))  # the first of equals
     assert info["chosen"]["lr"] == info["sweep"][best]["lr"] and info["val_top1"] == max(scores)
     assert info["chosen"]["best_epoch"] == info["sweep"][best]["best_epoch"]
     assert len(info["history"]) == sum(s["epochs_run"] for s in info["sweep"]) == 6
-    assert info["protocol"].startswith("best sweep run") and info["batchnorm"] == "train"
+    assert info["protocol"].startswith("best sweep run") and info["batchnorm"] == "frozen"
     assert info["augmentation"] == {"hflip": False, "translate": 0.125, "crop_scale": [1.0, 1.0],
                                     "declared_by_dataset": False}  # test/blobs declares nothing: the safe default
 
