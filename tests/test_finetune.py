@@ -229,3 +229,17 @@ def test_the_gpu_script_runs_its_flow_on_a_cpu(monkeypatch, capsys):
     rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| b")]
     assert [r[1].split()[0] for r in rows] == ["bare", "benchbone"]
     assert all(float(r[2]) > 0 for r in rows) and rows[0][3].strip() == "1.00x"
+
+
+@pytest.mark.parametrize("override, words", [
+    ({"sweep": "huge"}, "use small"), ({"batchnorm": "auto"}, "use frozen"), ({"head_init": "zeros"}, "use probe"),
+    ({"layer_decay": 0.0}, "layer_decay=0.0"), ({"lr": "fast"}, "lr='fast' must be a positive number"),
+    ({"patience": -1}, "patience >= 0"),
+])
+def test_bad_finetune_parameters_are_one_line_usage_errors(override, words):
+    from benchbone import UsageError
+    from benchbone_plugins.finetune import check_params
+
+    with pytest.raises(UsageError, match=words) as info:
+        check_params(dict(DEFAULTS, **override))
+    assert "\n" not in str(info.value)
