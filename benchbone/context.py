@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from benchbone.api import Backbone
-from benchbone.data import LoadedImages, Preprocess, SplitView, iterate_batches
+from benchbone.data import Augmentation, LoadedImages, Preprocess, SplitView, iterate_batches
 from benchbone.errors import UsageError
 from benchbone.features import ExtractionSettings, FeatureStore, extract
 
@@ -20,7 +20,8 @@ class Context:
 
     ``ctx.device``, ``ctx.seed``, ``ctx.params`` (the strategy's parameters after overrides),
     ``ctx.classes``, ``ctx.num_classes``; ``ctx.features(split)`` and ``ctx.batches(split, ...)``;
-    ``ctx.workdir``, a scratch directory of this cell for checkpoints.
+    ``ctx.workdir``, a scratch directory of this cell for checkpoints; ``ctx.augmentation``, what
+    ``batches(augment=True)`` applies (the dataset's declared label-preserving transforms).
     """
 
     def __init__(
@@ -40,6 +41,7 @@ class Context:
         extraction: ExtractionSettings,
         progress: Callable[..., Iterable],
         workdir: Path,
+        augmentation: Augmentation | None = None,
     ):
         self.device = device
         self.seed = seed
@@ -59,6 +61,7 @@ class Context:
         self._memory = memory
         self._progress = progress
         self._workdir = Path(workdir)
+        self.augmentation = augmentation or Augmentation()
 
     @property
     def workdir(self) -> Path:
@@ -147,7 +150,8 @@ class Context:
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Normalised image batches ``(x, y)`` of a split on the device, for strategies that train the network.
 
-        ``shuffle`` and ``augment`` (random resized crop and flip) are seeded by the cell's seed and ``epoch``;
+        ``shuffle`` and ``augment`` (the dataset's ``ctx.augmentation``: crops scaled to the source image and
+        a flip where it preserves labels) are seeded by the cell's seed and ``epoch``;
         ``shard=(rank, world_size)`` keeps this rank's part of the (shuffled) order, for data-parallel training.
         """
         view = self._view(split)
@@ -155,5 +159,5 @@ class Context:
             self._images(view.source), view, self.preprocess,
             batch_size=batch_size or self.batch_size, device=self.device,
             shuffle=self.generator(2 * epoch + 1) if shuffle else None,
-            augment=self.generator(2 * epoch + 2) if augment else None, shard=shard,
+            augment=self.augmentation.drawing_from(self.generator(2 * epoch + 2)) if augment else None, shard=shard,
         )

@@ -1,12 +1,13 @@
 """From a plugin's datasets to normalised batches on the device: splits, decoding, resizing, augmenting."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -160,33 +161,113 @@ class Preprocess:
         std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
         return (x - mean) / std
 
-    def __call__(self, images: torch.Tensor, augment: torch.Generator | None = None) -> torch.Tensor:
-        """uint8 [N, C, h, w] (C = 1 or 3) to a normalised float batch; ``augment`` adds crop and flip."""
+    def field_of_view(self, h: int, w: int) -> tuple[float, float]:
+        """The height and width, in source pixels, of the centred region of an h x w image that
+        ``resize_crop`` shows (all of it when the image is already at the target size)."""
+        height, width = self.size
+        if (h, w) == (height, width):
+            return float(h), float(w)
+        if height == width:
+            side = min(h, w) * height / math.floor(height / self.crop_pct)
+            return side, side
+        return h * height / math.floor(height / self.crop_pct), w * width / math.floor(width / self.crop_pct)
+
+    def __call__(self, images: torch.Tensor, augment: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
+        """uint8 [N, C, h, w] (C = 1 or 3) to a normalised float batch; ``augment`` (from
+        ``Augmentation.drawing_from``) replaces the resize and centre crop with random crops."""
         x = images.float().div_(255)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        x = random_resized_crop_flip(x, self.size, augment) if augment is not None else self.resize_crop(x)
+        x = augment(x, self.size, self.field_of_view(*x.shape[-2:])) if augment is not None else self.resize_crop(x)
         return self.normalise(x.clamp(0, 1))  # bicubic overshoots
 
 
-def random_resized_crop_flip(
-    x: torch.Tensor, size: tuple[int, int], generator: torch.Generator, scale: tuple[float, float] = (0.35, 1.0)
-) -> torch.Tensor:
-    """Per-image random resized crop (aspect 3/4..4/3) and horizontal flip, batched with roi_align."""
-    from torchvision.ops import roi_align
+AUGMENT_KEYS = {"hflip": "a bool", "translate": "a fraction of the side in [0, 0.5]",
+                "crop_scale": "a pair 0 < min <= max <= 1 of area fractions"}
 
-    n, _, h, w = x.shape
-    area = torch.empty(n).uniform_(*scale, generator=generator) * h * w
-    log_ratio = torch.empty(n).uniform_(math.log(3 / 4), math.log(4 / 3), generator=generator)
-    ratio = torch.exp(log_ratio)
-    cw = torch.sqrt(area * ratio).clamp(max=w)
-    ch = torch.sqrt(area / ratio).clamp(max=h)
-    x0 = torch.rand(n, generator=generator) * (w - cw)
-    y0 = torch.rand(n, generator=generator) * (h - ch)
-    boxes = torch.stack([torch.arange(n, dtype=torch.float), x0, y0, x0 + cw, y0 + ch], dim=1).to(x.device)
-    out = roi_align(x, boxes, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
-    return torch.where(flip.view(n, 1, 1, 1), out.flip(-1), out)
+
+@dataclass(frozen=True)
+class Augmentation:
+    """The label-preserving training augmentation a dataset allows, declared at registration with
+    ``register(name, build, augment={...})`` (keys as in ``AUGMENT_KEYS``, missing ones from these defaults).
+
+    Crops are relative to the source image (the region evaluation shows of it), so they scale with its
+    resolution: ``translate`` shifts the crop by up to that fraction of the side, padding with black
+    (CIFAR's 4-pixel pad-and-crop of 32 px is 0.125); ``crop_scale`` is the random resized crop's range of
+    area fractions (aspect 3/4..4/3 when it is under 1); ``hflip`` mirrors half the images. The defaults,
+    for datasets that declare nothing, are the safe ones: a 1/8 shift, no flip (which changes the meaning
+    of text, digits and handedness), no rescaling.
+    """
+
+    hflip: bool = False
+    translate: float = 0.125
+    crop_scale: tuple[float, float] = (1.0, 1.0)
+    declared: bool = False
+
+    @classmethod
+    def declared_by(cls, dataset: str, augment: Any) -> "Augmentation":
+        """The augmentation of ``dataset`` from its metadata ``augment``: None (the safe default),
+        False (none at all) or a dict; anything else is a PluginError naming the dataset."""
+        if augment is None:
+            return cls()
+        if augment is False:
+            return cls(hflip=False, translate=0.0, declared=True)
+        problem = "it is not a dict" if not isinstance(augment, dict) else next(
+            (f"unknown key {k!r}" for k in augment if k not in AUGMENT_KEYS), None)
+        if problem is None:
+            hflip, translate = augment.get("hflip", cls.hflip), augment.get("translate", cls.translate)
+            scale = augment.get("crop_scale", cls.crop_scale)
+            if not isinstance(hflip, bool):
+                problem = f"hflip={hflip!r} must be {AUGMENT_KEYS['hflip']}"
+            elif isinstance(translate, bool) or not isinstance(translate, (int, float)) or not 0 <= translate <= 0.5:
+                problem = f"translate={translate!r} must be {AUGMENT_KEYS['translate']}"
+            elif (not isinstance(scale, (list, tuple)) or len(scale) != 2 or not all(isinstance(v, (int, float)) for v in scale)
+                  or not 0 < scale[0] <= scale[1] <= 1):
+                problem = f"crop_scale={scale!r} must be {AUGMENT_KEYS['crop_scale']}"
+            else:
+                return cls(hflip, float(translate), (float(scale[0]), float(scale[1])), declared=True)
+        from benchbone.errors import PluginError
+
+        keys = "; ".join(f"{k}: {v}" for k, v in AUGMENT_KEYS.items())
+        raise PluginError(f"dataset {dataset!r} registered augment={augment!r}: {problem} (use None, False or a dict of {keys})")
+
+    @property
+    def is_identity(self) -> bool:
+        return not self.hflip and not self.translate and self.crop_scale == (1.0, 1.0)
+
+    def drawing_from(self, generator: torch.Generator) -> Callable[..., torch.Tensor] | None:
+        """This augmentation with its random draws from ``generator``, for ``Preprocess``; None when it changes nothing."""
+        return None if self.is_identity else functools.partial(self.apply, generator=generator)
+
+    def describe(self) -> dict:
+        return {"hflip": self.hflip, "translate": self.translate, "crop_scale": list(self.crop_scale),
+                "declared_by_dataset": self.declared}
+
+    def apply(self, x: torch.Tensor, size: tuple[int, int], view: tuple[float, float],
+              generator: torch.Generator) -> torch.Tensor:
+        """Per-image random crops of ``x`` [N, C, h, w] within the centred ``view`` (height, width), resampled
+        to ``size`` with roi_align, then flipped when allowed; all draws from ``generator``."""
+        from torchvision.ops import roi_align
+
+        n, _, h, w = x.shape
+        vh, vw = view
+        lo, hi = self.crop_scale
+        area = torch.empty(n).uniform_(lo, hi, generator=generator) * vh * vw
+        ratio = torch.exp(torch.empty(n).uniform_(math.log(3 / 4), math.log(4 / 3), generator=generator)) if lo < 1 \
+            else torch.ones(n)
+        cw, ch = torch.sqrt(area * ratio).clamp(max=vw), torch.sqrt(area / ratio).clamp(max=vh)
+        pad_x, pad_y = math.ceil(self.translate * vw), math.ceil(self.translate * vh)
+        # a centre anywhere the crop stays inside the view, shifted by up to translate x the side
+        cx = w / 2 + (torch.rand(n, generator=generator) - 0.5) * (vw - cw + 2 * self.translate * vw) + pad_x
+        cy = h / 2 + (torch.rand(n, generator=generator) - 0.5) * (vh - ch + 2 * self.translate * vh) + pad_y
+        if pad_x or pad_y:
+            x = F.pad(x, (pad_x, pad_x, pad_y, pad_y))
+        boxes = torch.stack([torch.arange(n, dtype=torch.float), cx - cw / 2, cy - ch / 2, cx + cw / 2, cy + ch / 2], 1)
+        out = roi_align(x, boxes.to(x.device), output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+        if not self.hflip:
+            return out
+        flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+        return torch.where(flip.view(n, 1, 1, 1), out.flip(-1), out)
 
 
 SMALL_PIXELS = 128 * 128  # images up to this size are decoded once and held in memory
@@ -314,10 +395,10 @@ def iterate_batches(
     batch_size: int,
     device: str,
     shuffle: torch.Generator | None = None,
-    augment: torch.Generator | None = None,
+    augment: Callable[..., torch.Tensor] | None = None,
     shard: tuple[int, int] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Normalised image batches and labels of ``view`` on ``device``.
+    """Normalised image batches and labels of ``view`` on ``device``, through ``augment`` when given.
 
     Only the batch being yielded lives on the device: the generator keeps no reference to it.
     ``shard=(rank, world_size)`` keeps every world_size-th image of the order from ``rank`` on, the order

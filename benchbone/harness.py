@@ -99,6 +99,8 @@ class Session:
 
     def dataset(self, name: str, data_dir: str | None) -> DatasetSplits:
         """Build a dataset once per run; bad or missing data raise UsageError before any cell runs."""
+        from benchbone.data import Augmentation
+
         key = (name, data_dir)
         if key not in self._datasets:
             entry = self.registries.datasets.get(name)
@@ -106,6 +108,7 @@ class Session:
             if not isinstance(data, DatasetSplits):
                 raise PluginError(f"dataset {name!r} (plugin {entry.plugin}) returned {type(data).__name__}, not DatasetSplits")
             check_splits(name, data)
+            Augmentation.declared_by(name, entry.meta.get("augment"))  # a bad declaration fails before any cell
             self._datasets[key] = data
         return self._datasets[key]
 
@@ -253,7 +256,7 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
     """Run one cell and return its record (status "ok"); plugin failures propagate to the caller."""
     from benchbone.context import Context
     from benchbone.features import ExtractionSettings
-    from benchbone.data import Preprocess, carve_validation, subsample, whole
+    from benchbone.data import Augmentation, Preprocess, carve_validation, subsample, whole
 
     registries = session.registries
     options = dict(cell.options)
@@ -292,6 +295,7 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
         extraction=ExtractionSettings(session.device, options["batch_size"], options["precision"],
                                       options["channels_last"], options["compile"]),
         progress=session.progress, workdir=work_dir(run_dir, cell),
+        augmentation=Augmentation.declared_by(cell.dataset, registries.datasets.get(cell.dataset).meta.get("augment")),
     )
     seed_everything(cell.seed)
     _reset_peak_memory(session.device)

@@ -30,7 +30,9 @@ def benchbone_register_datasets(register: Callable[..., None]) -> None:
 
     :param register: call ``register(name, build, **meta)`` once per dataset, where
         ``build(data_dir: pathlib.Path | None, download: bool) -> DatasetSplits``. ``meta`` may hold
-        ``aliases`` and ``description``.
+        ``aliases``, ``description`` and ``augment``: the label-preserving augmentation that training
+        strategies may apply, ``{"hflip": bool, "translate": float, "crop_scale": (min, max)}`` or False
+        (see docs/plugins.md; a dataset that declares none gets a 1/8 shift without flips).
     """
 
 

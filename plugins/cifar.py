@@ -177,7 +177,13 @@ def _builder(name: str):
     return build
 
 
+# The standard CIFAR augmentation: a mirror image of an object is the same object; 4-pixel pad-and-crop of 32.
+AUGMENT = {"hflip": True, "translate": 0.125}
+
+
 @hookimpl
 def benchbone_register_datasets(register):
-    register("cifar10", _builder("cifar10"), description="CIFAR-10, 32x32, 10 classes (official layout or class folders)")
-    register("cifar100", _builder("cifar100"), description="CIFAR-100, 32x32, 100 classes (official layout or class folders)")
+    register("cifar10", _builder("cifar10"), augment=AUGMENT,
+             description="CIFAR-10, 32x32, 10 classes (official layout or class folders)")
+    register("cifar100", _builder("cifar100"), augment=AUGMENT,
+             description="CIFAR-100, 32x32, 100 classes (official layout or class folders)")

@@ -29,4 +29,5 @@ def build_digits(data_dir, download) -> DatasetSplits:
 
 @hookimpl
 def benchbone_register_datasets(register):
-    register("digits", build_digits, description="scikit-learn digits, 8x8 grey, 10 classes, offline")
+    register("digits", build_digits, augment={"hflip": False, "translate": 0.125},  # 1 of 8 pixels, never mirrored
+             description="scikit-learn digits, 8x8 grey, 10 classes, offline")

@@ -2,8 +2,8 @@
 
 The backbone stays frozen (eval mode, no gradients) and a new linear head is trained with SGD
 (lr 0.001, momentum 0.9, batch 64, 10 epochs) on images passed through the backbone every epoch:
-no feature cache. ``augment=true`` adds the recipe's random resized crop and flip. The epoch with
-the best validation accuracy is kept and scored on test.
+no feature cache. ``augment=true`` adds the dataset's declared label-preserving augmentation
+(``ctx.augmentation``, named in the record). The epoch with the best validation accuracy is kept and scored on test.
 """
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ def head_sgd(backbone, data, ctx) -> Predictions:
             best = (val_acc, copy.deepcopy(head.state_dict()), epoch + 1)
     head.load_state_dict(best[1])
     scores = predict("test")
-    ctx.info.update(best_epoch=best[2], val_top1=best[0], history=history, optimizer="sgd", feature_cache=False)
+    ctx.info.update(best_epoch=best[2], val_top1=best[0], history=history, optimizer="sgd", feature_cache=False,
+                    augmentation=ctx.augmentation.describe() if p["augment"] else None)
     return Predictions(y_true=ctx.labels("test"), y_pred=scores.argmax(1), y_score=scores)
 
 

@@ -58,6 +58,22 @@ def sample_shots(y, shots: int, num_classes: int, generator):
     return torch.cat(picked).sort().values
 
 
+def choose_c(objective, Xva, yva, p: dict, progress) -> tuple[list[dict], tuple]:
+    """Fit ``objective`` at each strength of the sweep, warm-started; return every point's record and
+    ``(C, val_top1, fit)`` of the best on ``(Xva, yva)`` (ties keep the stronger regularisation)."""
+    Zva = objective.features(Xva)
+    sweep, start, scale, best = [], pack(objective), None, None
+    for C in progress(sweep_values(p), desc="linear-probe sweep"):
+        fit = minimise(objective, C, start, p["tol"], p["max_iter"], scale=scale)
+        start, scale = fit.point, fit.scale  # warm start: the next strength begins where this one ended
+        W, b = unpack(objective, fit.x)
+        acc = ((Zva @ W + b).argmax(1) == yva).double().mean().item()
+        sweep.append({"C": C, "val_top1": round(acc, 6), "iterations": fit.iterations, "stop": fit.stop})
+        if best is None or acc > best[1]:
+            best = (C, acc, fit)
+    return sweep, best
+
+
 def linear_probe(backbone, data, ctx) -> Predictions:
     import torch
 
@@ -72,17 +88,7 @@ def linear_probe(backbone, data, ctx) -> Predictions:
     ytr, yva = ytr.to(ctx.device), yva.to(ctx.device)
 
     objective = LogisticObjective(Xtr, ytr, ctx.num_classes, p["standardize"])
-    Zva = objective.features(Xva)
-    sweep, start, scale, best = [], pack(objective), None, None
-    for C in ctx.progress(sweep_values(p), desc="linear-probe sweep"):
-        fit = minimise(objective, C, start, p["tol"], p["max_iter"], scale=scale)
-        start, scale = fit.point, fit.scale  # warm start: the next strength begins where this one ended
-        W, b = unpack(objective, fit.x)
-        acc = ((Zva @ W + b).argmax(1) == yva).double().mean().item()
-        sweep.append({"C": C, "val_top1": round(acc, 6), "iterations": fit.iterations, "stop": fit.stop})
-        if best is None or acc > best[1]:  # ties keep the stronger regularisation
-            best = (C, acc, fit)
-    C, val_acc, fit = best
+    sweep, (C, val_acc, fit) = choose_c(objective, Xva, yva, p, ctx.progress)
     if p["shots"] is None:
         Xfit, yfit = torch.cat([Xtr, Xva]), torch.cat([ytr, yva])
         objective = LogisticObjective(Xfit, yfit, ctx.num_classes, p["standardize"])

@@ -216,7 +216,7 @@ def test_torchrun_gloo_finetune_has_identical_weights_and_one_record(cli, tmp_pa
     spec = Path(command.split()[-1])
     assert command.startswith("benchbone run-cell ") and spec.parent == tmp_path / "run" / "specs"
     assert not (tmp_path / "run" / "records").exists()
-    lr = dict(map(tuple, json.loads(spec.read_text())["cell"]["params"]))["lr"]
+    assert dict(map(tuple, json.loads(spec.read_text())["cell"]["params"]))["lr"] is None  # the default sweep
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}  # gloo on lo, not the host name
     port = _free_port()
     loopback_only.allow_wildcard_listener(port)
@@ -232,7 +232,7 @@ def test_torchrun_gloo_finetune_has_identical_weights_and_one_record(cli, tmp_pa
     assert record["status"] == "ok" and info["world_size"] == 2
     digests = info["weights_digest_per_rank"]
     assert len(digests) == 2 and digests[0] == digests[1]
-    assert info["lr_effective"] == pytest.approx(2 * lr)
+    assert info["lr_effective"] == pytest.approx(2 * info["chosen"]["lr"]) and len(info["sweep"]) == 3
     assert info["global_batch_size"] == 32 and info["steps_per_epoch"] == 3  # 86 train images / 2 ranks / 16
     assert not (tmp_path / "run" / "work").exists()
     assert any(sock[1] == "01" for sock in loopback_only)  # the check saw the ranks' gloo connections
