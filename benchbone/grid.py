@@ -67,6 +67,7 @@ class Cell:
     data_dir: str | None = None
     weights: str | None = None  # a local state-dict file replacing the pretrained weights
     weights_sha256: str | None = None
+    dataset_params: tuple[tuple[str, Any], ...] = ()  # what the dataset declared and --set gave (image_column)
 
     @property
     def backbone_label(self) -> str:
@@ -84,6 +85,8 @@ class Cell:
         }
         if self.weights_sha256:
             defining["weights_sha256"] = self.weights_sha256
+        if self.dataset_params:
+            defining["dataset_params"] = dict(self.dataset_params)
         blob = json.dumps(defining, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -93,7 +96,8 @@ class Cell:
     @classmethod
     def from_json(cls, data: dict) -> "Cell":
         return cls(**{**data, "params": tuple(map(tuple, data["params"])),
-                      "options": tuple(map(tuple, data["options"])), "metrics": tuple(data["metrics"])})
+                      "options": tuple(map(tuple, data["options"])), "metrics": tuple(data["metrics"]),
+                      "dataset_params": tuple(map(tuple, data.get("dataset_params", ())))})
 
 
 def parse_value(text: str) -> Any:
@@ -258,6 +262,7 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
     per_strategy = {s: dict(registries.strategies.get(s).meta) for s in strategies}
     for params in per_strategy.values():
         params.pop("aliases", None)
+    per_dataset = {d: dict(registries.datasets.get(d).meta.get("params") or {}) for d in datasets}
     for key, value in spec.overrides.items():
         scope, dot, name = key.rpartition(".")
         if dot and scope in registries.strategies:
@@ -270,8 +275,13 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
         if not dot and name in harness:
             harness[name] = coerce(name, value, HARNESS_DEFAULTS[name])
             continue
+        if not dot and not targets and any(name in p for p in per_dataset.values()):
+            for params in per_dataset.values():  # a dataset parameter, for each dataset that declares it
+                if name in params:
+                    params[name] = coerce(name, value, params[name])
+            continue
         if not targets:
-            known = sorted({*harness, *(k for p in per_strategy.values() for k in p)})
+            known = sorted({*harness, *(k for p in [*per_strategy.values(), *per_dataset.values()] for k in p)})
             raise UsageError(f"--set {key}: unknown parameter {name!r} for {', '.join(strategies)}; known: {', '.join(known)}")
         for strategy in targets:
             if name not in per_strategy[strategy]:
@@ -305,7 +315,8 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
                          f"add it with --backbone {unused[0]}")
     return [
         Cell(backbone, pretrained, dataset, strategy, seed, tuple(sorted(per_strategy[strategy].items())),
-             options, metrics, spec.data_dir, *(weights.get(backbone, ()) if pretrained else ()))
+             options, metrics, spec.data_dir, *(weights.get(backbone, (None, None)) if pretrained else (None, None)),
+             tuple(sorted(per_dataset[dataset].items())))
         for backbone, pretrained in backbones
         for dataset in datasets
         for seed in range(spec.seeds)

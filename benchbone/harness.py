@@ -95,24 +95,26 @@ class Session:
 
         return tqdm(iterable, desc=desc, total=total, disable=self.quiet, leave=False, file=sys.stderr)
 
-    def dataset(self, name: str, data_dir: str | None) -> DatasetSplits:
-        """Build a dataset once per run; bad or missing data raise UsageError before any cell runs."""
-        key = (name, data_dir)
+    def dataset(self, name: str, data_dir: str | None, params: tuple = ()) -> DatasetSplits:
+        """Build a dataset once per run; bad or missing data raise UsageError before any cell runs.
+
+        ``params`` are the dataset's declared parameters (``register(..., params={...})``) after ``--set``."""
+        key = (name, data_dir, params)
         if key not in self._datasets:
             entry = self.registries.datasets.get(name)
-            data = entry.obj(data_dir=Path(data_dir) if data_dir else None, download=self.download)
+            data = entry.obj(data_dir=Path(data_dir) if data_dir else None, download=self.download, **dict(params))
             if not isinstance(data, DatasetSplits):
                 raise PluginError(f"dataset {name!r} (plugin {entry.plugin}) returned {type(data).__name__}, not DatasetSplits")
             check_splits(name, data)
             self._datasets[key] = data
         return self._datasets[key]
 
-    def images(self, dataset: str, data_dir: str | None, source: str):
+    def images(self, dataset: str, data_dir: str | None, source: str, params: tuple = ()):
         from benchbone.data import LoadedImages
 
-        key = (dataset, data_dir, source)
+        key = (dataset, data_dir, source, params)
         if key not in self._images:
-            self._images[key] = LoadedImages(getattr(self.dataset(dataset, data_dir), source), self.store.root)
+            self._images[key] = LoadedImages(getattr(self.dataset(dataset, data_dir, params), source), self.store.root)
         return self._images[key]
 
     def backbone(self, cell: Cell) -> Backbone:
@@ -250,7 +252,7 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
     started = dt.datetime.now(dt.timezone.utc)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    data = session.dataset(cell.dataset, cell.data_dir)
+    data = session.dataset(cell.dataset, cell.data_dir, cell.dataset_params)
     timings["data_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
@@ -272,11 +274,12 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
     identity = {
         "backbone": cell.backbone, "weights": backbone.weights or ("pretrained" if cell.pretrained else "random"),
         "init_seed": None if cell.pretrained else cell.seed, "dataset": cell.dataset, "data_dir": cell.data_dir,
+        **({"dataset_params": dict(cell.dataset_params)} if cell.dataset_params else {}),
     }
     ctx = Context(
         device=session.device, seed=cell.seed, params=dict(cell.params), classes=list(data.classes),
         backbone=backbone, views=views,
-        images=lambda source: session.images(cell.dataset, cell.data_dir, source),
+        images=lambda source: session.images(cell.dataset, cell.data_dir, source, cell.dataset_params),
         preprocess=preprocess, feature_identity=identity, store=session.store, memory=session._features,
         extraction=ExtractionSettings(session.device, options["batch_size"], options["precision"],
                                       options["channels_last"], options["compile"]),
@@ -375,7 +378,7 @@ def run_cells(
     scratch directory (``ctx.workdir``) is removed after its "ok" record and kept after a failure, to resume from.
     Under torchrun only rank 0 writes; the other ranks return their records unwritten.
     """
-    for key in {(c.dataset, c.data_dir) for c in cells}:
+    for key in {(c.dataset, c.data_dir, c.dataset_params) for c in cells}:
         session.dataset(*key)  # built once per session: cheap when run_grid already did
     for folder in (Path(run_dir), Path(run_dir) / "records"):
         remove_stale_tmp(folder)  # what a killed run left
@@ -471,7 +474,7 @@ def run_grid(
     if sort_by is not None and sort_by not in cells[0].metrics:
         raise UsageError(f"--sort-by {sort_by!r} is not a metric of this run ({', '.join(cells[0].metrics)})")
     session = Session(pm, device=device, cache_dir=cache_dir, download=download, quiet=quiet, command=command)
-    for key in {(c.dataset, c.data_dir) for c in cells}:  # bad data fails here, before anything is written
+    for key in {(c.dataset, c.data_dir, c.dataset_params) for c in cells}:  # bad data fails here, before anything is written
         session.dataset(*key)
     for cell in {(c.backbone, c.weights): c for c in cells if c.weights}.values():
         session.backbone(cell)  # and so do weights files that do not fit their backbone

@@ -27,6 +27,7 @@ DEFAULT_PLUGINS = (
     "benchbone_plugins.digits",
     "benchbone_plugins.mnist",
     "benchbone_plugins.imagefolder",
+    "benchbone_plugins.hf_datasets",
     "benchbone_plugins.linear_probe",
     "benchbone_plugins.finetune",
     "benchbone_plugins.knn",
