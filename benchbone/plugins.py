@@ -22,6 +22,8 @@ DEFAULT_PLUGINS = (
     "benchbone_plugins.torchvision_backbones",
     "benchbone_plugins.timm_backbones",
     "benchbone_plugins.efficientnet_lite",
+    "benchbone_plugins.hf_transformers",
+    "benchbone_plugins.openclip_backbones",
     "benchbone_plugins.pixels",
     "benchbone_plugins.cifar",
     "benchbone_plugins.digits",

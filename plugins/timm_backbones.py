@@ -17,7 +17,7 @@ HUB_HOST = "huggingface.co"
 HUB_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
 
 
-def _hub_cached(repo: str, filenames) -> str | None:
+def hub_cached(repo: str, filenames) -> str | None:
     """The path of the first of ``filenames`` in the local Hugging Face cache, if any."""
     from huggingface_hub import try_to_load_from_cache
 
@@ -42,7 +42,7 @@ def local_weights(name: str) -> str | None:
     if cfg.file and Path(cfg.file).is_file():
         return cfg.file
     if cfg.hf_hub_id:
-        found = _hub_cached(cfg.hf_hub_id, [f for f in (cfg.hf_hub_filename, *HUB_FILES) if f])
+        found = hub_cached(cfg.hf_hub_id, [f for f in (cfg.hf_hub_filename, *HUB_FILES) if f])
         if found:
             return found
     if cfg.url:
@@ -87,8 +87,8 @@ def build_hub(repo: str, pretrained: bool) -> Backbone:
 
     from benchbone.weights import is_offline, offline_error
 
-    config = _hub_cached(repo, ["config.json"])
-    weights = _hub_cached(repo, HUB_FILES)
+    config = hub_cached(repo, ["config.json"])
+    weights = hub_cached(repo, HUB_FILES)
     if config and (weights or not pretrained):
         source = f"local-dir:{Path(config).parent}"
     elif is_offline(HUB_HOST):
