@@ -254,7 +254,8 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
                 backbones.append((name, pretrained))
     datasets = registries.datasets.resolve(spec.datasets)
     strategies = registries.strategies.resolve(spec.strategies)
-    metrics = tuple(registries.metrics.resolve(spec.metrics) if spec.metrics else registries.metrics.registered())
+    metrics = tuple(registries.metrics.resolve(spec.metrics) if spec.metrics else  # default=False: only when asked
+                    [m for m in registries.metrics.registered() if registries.metrics.get(m).meta.get("default", True)])
     if not metrics:
         raise UsageError("no metric is registered; install a metrics plugin or pass --metric NAME")
 

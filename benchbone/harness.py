@@ -197,6 +197,16 @@ def score(cell: Cell, registries, y_true: np.ndarray, y_pred: np.ndarray, y_scor
     return {name: float(registries.metrics.get(name).obj(y_true, y_pred, y_score)) for name in cell.metrics}
 
 
+def measured(cell: Cell, registries, predictions: Predictions) -> dict[str, float]:
+    """The registered metrics the strategy measured itself (``Predictions.metrics``), checked."""
+    out = {}
+    for name, value in (predictions.metrics or {}).items():
+        if name not in registries.metrics:
+            raise PluginError(f"strategy {cell.strategy!r} measured {name!r}, which no plugin registered as a metric")
+        out[registries.metrics.get(name).name] = float(value)
+    return out
+
+
 def _reset_peak_memory(device: str) -> None:
     import torch
 
@@ -292,15 +302,16 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
     timings["strategy_s"] = time.perf_counter() - t
     timings.update(feature_timings(ctx.extraction))
     y_true, y_pred, y_score = checked_predictions(cell, predictions, len(data.classes), len(views["test"]))
-    metrics = score(cell, registries, y_true, y_pred, y_score)
+    metrics = {**score(cell, registries, y_true, y_pred, y_score), **measured(cell, registries, predictions)}
     t = time.perf_counter()
     artefacts = write_artefacts(run_dir, cell.id, data.classes, y_true, y_pred, y_score,
                                 f"{cell.backbone_label} x {cell.dataset} x {cell.strategy} (seed {cell.seed})")
     timings["artefacts_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
 
+    record = base_record(cell, session, extra_metrics=[m for m in metrics if m not in cell.metrics])
     return {
-        **base_record(cell, session),
+        **record,
         "status": "ok",
         "metrics": metrics,
         "ci": {"top1": bootstrap_ci(y_true == y_pred)},
@@ -323,11 +334,13 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
     }
 
 
-def base_record(cell: Cell, session: Session) -> dict:
-    """The part of a record known before the cell runs: what it is, where and with what."""
+def base_record(cell: Cell, session: Session, extra_metrics: list[str] = ()) -> dict:
+    """The part of a record known before the cell runs: what it is, where and with what
+    (and the direction of ``extra_metrics``, those the strategy measured beyond the cell's)."""
     from benchbone.records import SCHEMA
 
     regs = session.registries
+    names = [*cell.metrics, *extra_metrics]
     plugins = {"backbone": regs.backbones.get(cell.backbone).plugin, "dataset": regs.datasets.get(cell.dataset).plugin,
                "strategy": regs.strategies.get(cell.strategy).plugin}
     return {
@@ -340,8 +353,8 @@ def base_record(cell: Cell, session: Session) -> dict:
         "seed": cell.seed,
         "params": dict(cell.params),
         "options": dict(cell.options),
-        "higher_is_better": {m: bool(regs.metrics.get(m).meta.get("higher_is_better", True)) for m in cell.metrics},
-        "percent": {m: bool(regs.metrics.get(m).meta.get("percent", False)) for m in cell.metrics},
+        "higher_is_better": {m: bool(regs.metrics.get(m).meta.get("higher_is_better", True)) for m in names},
+        "percent": {m: bool(regs.metrics.get(m).meta.get("percent", False)) for m in names},
         "plugins": {kind: {"name": name, "version": session.pm.versions.get(name, "unknown")}
                     for kind, name in plugins.items()},
         "command": session.command,

@@ -33,6 +33,7 @@ DEFAULT_PLUGINS = (
     "benchbone_plugins.linear_probe",
     "benchbone_plugins.finetune",
     "benchbone_plugins.knn",
+    "benchbone_plugins.retrieval",
     "benchbone_plugins.head_sgd",
     "benchbone_plugins.classification_metrics",
 )
