@@ -68,12 +68,15 @@ class Cell:
     weights: str | None = None  # a local state-dict file replacing the pretrained weights
     weights_sha256: str | None = None
     dataset_params: tuple[tuple[str, Any], ...] = ()  # what the dataset declared and --set gave (image_column)
+    layer: str | None = None  # an intermediate block of the backbone (--set layer=NAME), None for its features
 
     @property
     def backbone_label(self) -> str:
         if self.weights:
-            return f"{self.backbone}@{Path(self.weights).name}"
-        return self.backbone if self.pretrained else self.backbone + RANDOM_SUFFIX
+            label = f"{self.backbone}@{Path(self.weights).name}"
+        else:
+            label = self.backbone if self.pretrained else self.backbone + RANDOM_SUFFIX
+        return f"{label}#{self.layer}" if self.layer else label
 
     @property
     def id(self) -> str:
@@ -87,6 +90,8 @@ class Cell:
             defining["weights_sha256"] = self.weights_sha256
         if self.dataset_params:
             defining["dataset_params"] = dict(self.dataset_params)
+        if self.layer:
+            defining["layer"] = self.layer
         blob = json.dumps(defining, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -224,6 +229,30 @@ def resolve_weights(spec: GridSpec, registries: Registries) -> dict[str, tuple[s
     return out
 
 
+def backbone_layers(overrides: dict, backbones: list[tuple[str, bool]], registries: Registries) -> dict[str, list]:
+    """Backbone name -> the blocks asked for by ``--set layer=NAME[,NAME]`` or ``layers=all`` (popped from
+    ``overrides``); backbones that offer no layers (``pixels``) run on their usual features."""
+    requested = [overrides.pop(key) for key in ("layer", "layers") if key in overrides]
+    if not requested or requested[0] is None:
+        return {}
+    wanted = [str(v) for v in (requested[0] if isinstance(requested[0], list) else [requested[0]])]
+    out = {}
+    for name, _ in backbones:
+        offer = registries.backbones.get(name).meta.get("layers")
+        valid = offer() if offer else []
+        if not valid:
+            continue
+        for layer in wanted:
+            if layer != "all" and layer not in valid:
+                raise UsageError(f"--set layer={layer}: backbone {name!r} has no layer {layer!r}; its layers: "
+                                 f"{', '.join(valid)}")
+        out[name] = valid if "all" in wanted else wanted
+    if not out:
+        raise UsageError(f"--set layer={','.join(wanted)}: no backbone of this run offers intermediate layers "
+                         "(timm, torchvision and efficientnet_lite backbones do)")
+    return out
+
+
 def split_backbone(name: str) -> tuple[str, bool]:
     """``"resnet50@random"`` -> ("resnet50", False)."""
     if name.endswith(RANDOM_SUFFIX):
@@ -252,6 +281,11 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
                                  f"ask for {name}{RANDOM_SUFFIX} for random init")
             if (name, pretrained) not in backbones:
                 backbones.append((name, pretrained))
+    overrides = dict(spec.overrides)
+    layers = backbone_layers(overrides, backbones, registries)
+    if layers and weights:
+        raise UsageError("--set layer and --weights exclude each other; probe the layers of the named weights' backbone "
+                         "without --weights, or drop --set layer")
     datasets = registries.datasets.resolve(spec.datasets)
     strategies = registries.strategies.resolve(spec.strategies)
     metrics = tuple(registries.metrics.resolve(spec.metrics) if spec.metrics else  # default=False: only when asked
@@ -264,7 +298,7 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
     for params in per_strategy.values():
         params.pop("aliases", None)
     per_dataset = {d: dict(registries.datasets.get(d).meta.get("params") or {}) for d in datasets}
-    for key, value in spec.overrides.items():
+    for key, value in overrides.items():
         scope, dot, name = key.rpartition(".")
         if dot and scope in registries.strategies:
             scope = registries.strategies.get(scope).name
@@ -317,8 +351,9 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
     return [
         Cell(backbone, pretrained, dataset, strategy, seed, tuple(sorted(per_strategy[strategy].items())),
              options, metrics, spec.data_dir, *(weights.get(backbone, (None, None)) if pretrained else (None, None)),
-             tuple(sorted(per_dataset[dataset].items())))
+             tuple(sorted(per_dataset[dataset].items())), layer)
         for backbone, pretrained in backbones
+        for layer in layers.get(backbone, [None])
         for dataset in datasets
         for seed in range(spec.seeds)
         for strategy in strategies

@@ -119,12 +119,12 @@ class Session:
 
     def backbone(self, cell: Cell) -> Backbone:
         """Build a backbone, keeping the last one for the next cells that share it."""
-        key = (cell.backbone, cell.pretrained, None if cell.pretrained else cell.seed, cell.weights_sha256)
+        key = (cell.backbone, cell.pretrained, None if cell.pretrained else cell.seed, cell.weights_sha256, cell.layer)
         if self._backbone is None or self._backbone[0] != key:
             self._backbone = None
             entry = self.registries.backbones.get(cell.backbone)
             seed_everything(cell.seed)
-            backbone = entry.obj(pretrained=cell.pretrained and not cell.weights)
+            backbone = entry.obj(pretrained=cell.pretrained and not cell.weights, **({"layer": cell.layer} if cell.layer else {}))
             if not isinstance(backbone, Backbone):
                 raise PluginError(f"backbone {cell.backbone!r} (plugin {entry.plugin}) returned "
                                   f"{type(backbone).__name__}, not Backbone")
@@ -285,6 +285,7 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
         "backbone": cell.backbone, "weights": backbone.weights or ("pretrained" if cell.pretrained else "random"),
         "init_seed": None if cell.pretrained else cell.seed, "dataset": cell.dataset, "data_dir": cell.data_dir,
         **({"dataset_params": dict(cell.dataset_params)} if cell.dataset_params else {}),
+        **({"layer": cell.layer} if cell.layer else {}),
     }
     ctx = Context(
         device=session.device, seed=cell.seed, params=dict(cell.params), classes=list(data.classes),
