@@ -64,6 +64,8 @@ def test_layers_all_gives_one_row_per_layer_and_caches_each(cli, tmp_path):
     assert sorted(row["backbone"] for row in board) == sorted(
         [f"efficientnet_lite0#blocks.{i}" for i in (0, 1, 2, 4, 6)] + ["pixels:8"])
     assert {row["num_features"] for row in board if "#" in row["backbone"]} == {16, 24, 40, 112, 320}
+    plotted = cli("leaderboard", tmp_path / "a", "--plot-layers", tmp_path / "layers.png", "-o", tmp_path / "lb.md")
+    assert plotted.code == 0 and (tmp_path / "layers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     again = cli(*args, "--set", "test_per_class=4", "--out", tmp_path / "b")  # new cells, the same train features
     assert again.code == 0, again.err
     records = [json.loads(p.read_text()) for p in (tmp_path / "b" / "records").glob("*.json")]
