@@ -322,7 +322,11 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
             if name not in per_strategy[strategy]:
                 raise UsageError(f"--set {key}: strategy {strategy!r} has no parameter {name!r}; "
                                  f"it takes {', '.join(sorted(per_strategy[strategy])) or 'none'}")
-            per_strategy[strategy][name] = coerce(key, value, per_strategy[strategy][name])
+            default = registries.strategies.get(strategy).meta[name]
+            if isinstance(value, list) and not isinstance(default, (list, tuple)):  # a sweep: one cell per value
+                per_strategy[strategy][name] = Sweep(dict.fromkeys(coerce(key, v, default) for v in value))
+            else:
+                per_strategy[strategy][name] = coerce(key, value, default)
     if harness["image_size"] is not None and (not isinstance(harness["image_size"], int) or harness["image_size"] < 8):
         raise UsageError(f"--set image_size={harness['image_size']!r}: give a whole number of pixels >= 8")
     if harness["precision"] not in PRECISIONS:
@@ -349,7 +353,7 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
         raise UsageError(f"--weights {unused[0]}=...: backbone {unused[0]!r} is not in this run (without @random); "
                          f"add it with --backbone {unused[0]}")
     return [
-        Cell(backbone, pretrained, dataset, strategy, seed, tuple(sorted(per_strategy[strategy].items())),
+        Cell(backbone, pretrained, dataset, strategy, seed, params,
              options, metrics, spec.data_dir, *(weights.get(backbone, (None, None)) if pretrained else (None, None)),
              tuple(sorted(per_dataset[dataset].items())), layer)
         for backbone, pretrained in backbones
@@ -357,4 +361,18 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
         for dataset in datasets
         for seed in range(spec.seeds)
         for strategy in strategies
+        for params in swept(per_strategy[strategy])
     ]
+
+
+class Sweep(list):
+    """The values of a parameter given as a list (``--set shots=1,2,5``) where it takes one value: a cell each."""
+
+
+def swept(params: dict) -> list[tuple[tuple[str, Any], ...]]:
+    """Every combination of the swept parameters' values, each as a cell's sorted parameter tuple."""
+    import itertools
+
+    keys = [k for k, v in params.items() if isinstance(v, Sweep)]
+    return [tuple(sorted({**params, **dict(zip(keys, combo))}.items()))
+            for combo in itertools.product(*(params[k] for k in keys))]

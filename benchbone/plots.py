@@ -123,3 +123,31 @@ def layer_curve_png(board, metric: str, title: str) -> bytes:
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(title, fontsize=10)
     return _png(fig)
+
+
+def param_curve_png(board, metric: str, param: str, title: str) -> bytes:
+    """``metric`` (mean ± std over seeds) against the value of strategy parameter ``param`` (e.g. shots, swept
+    with ``--set shots=1,2,5,10``): one line per backbone and strategy, one panel per dataset, log x axis."""
+    import json
+
+    plt = _pyplot()
+    values = [json.loads(p).get(param) for p in board["params"]]
+    rows = board.assign(_x=values)
+    rows = rows[rows["_x"].map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)) & rows[metric].notna()]
+    datasets = sorted(rows["dataset"].unique())
+    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(7 * max(1, len(datasets)), 4.5), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for (backbone, strategy), group in rows[rows["dataset"] == dataset].groupby(["backbone", "strategy"]):
+            group = group.sort_values("_x")
+            std = group[f"{metric}_std"].fillna(0) if f"{metric}_std" in group else None
+            ax.errorbar(group["_x"], group[metric], yerr=std, marker="o", capsize=3, label=f"{backbone} ({strategy})")
+        ax.set_xscale("log")
+        ticks = sorted(rows.loc[rows["dataset"] == dataset, "_x"].unique())
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.set_xlabel(param)
+        ax.set_ylabel(metric)
+        ax.set_title(dataset, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=10)
+    return _png(fig)
