@@ -33,8 +33,8 @@ def _open_clip():
 def _offline(name: str, what: str) -> OfflineError:
     hf_home = os.environ.get("HF_HOME", "~/.cache/huggingface")
     return OfflineError(f"{name}: {what} not in the Hugging Face cache (HF_HOME={hf_home}) or ~/.cache/clip and the "
-                        f"hub cannot be reached; where there is network run open_clip.create_model once and copy "
-                        f"HF_HOME here, pass --weights {name}=PATH, or ask for {name}@random")
+                        f"hub cannot be reached; where there is network build {name} once (open_clip.create_model) "
+                        f"and copy HF_HOME here, or ask for {name}@random")
 
 
 def tag_weights(arch: str, tag: str) -> tuple[str | None, dict]:

@@ -213,4 +213,4 @@ def test_openclip_names_and_offline_errors(offline):
         with pytest.raises(OfflineError) as info:
             backbone(name)
         assert time.perf_counter() - started < 5 and "\n" not in str(info.value)
-        assert all(w in str(info.value) for w in (name, "HF_HOME", "--weights", "@random"))
+        assert all(w in str(info.value) for w in (name, "HF_HOME", "~/.cache/clip", f"{name}@random"))
