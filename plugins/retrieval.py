@@ -26,14 +26,14 @@ def retrieval_metrics(gallery, gallery_labels, queries, query_labels, ks=KS, chu
     gallery = F.normalize(gallery.float(), dim=1)
     hits = {k: 0.0 for k in ks}
     ap_sum, top1 = 0.0, []
-    ranks = torch.arange(1, len(gallery) + 1, device=gallery.device, dtype=torch.float64)
+    ranks = torch.arange(1, len(gallery) + 1, device=gallery.device, dtype=torch.float32)  # no float64 on MPS
     for start in progress(range(0, len(queries), chunk)):
         sims = F.normalize(queries[start:start + chunk].float(), dim=1) @ gallery.T
         order = sims.argsort(dim=1, descending=True, stable=True)
         relevant = gallery_labels[order] == query_labels[start:start + chunk, None]
         for k in ks:
             hits[k] += relevant[:, :k].any(dim=1).sum().item()
-        found = relevant.cumsum(dim=1, dtype=torch.float64)
+        found = relevant.cumsum(dim=1, dtype=torch.float32)  # exact up to 2**24 gallery images
         counts = found[:, -1]
         precision_at_hits = (found / ranks * relevant).sum(dim=1)
         ap_sum += torch.where(counts > 0, precision_at_hits / counts.clamp(min=1), 0.0).sum().item()
