@@ -70,7 +70,10 @@ def layer_names(arch: str) -> list[str]:
     import timm
     import torch
 
-    with torch.device("meta"):
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(arch, pretrained=False, num_classes=0)
+    except Exception:  # an init that needs real tensors: build it on the CPU
         model = timm.create_model(arch, pretrained=False, num_classes=0)
     if not hasattr(model, "forward_intermediates"):
         return []

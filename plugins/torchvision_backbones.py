@@ -84,7 +84,10 @@ def layer_names(arch: str, tag: str) -> list[str]:
     import torchvision
 
     weights = torchvision.models.get_model_weights(arch)[tag]
-    with torch.device("meta"):
+    try:
+        with torch.device("meta"):
+            return blocks(torchvision.models.get_model(arch, weights=None, **arch_kwargs(arch, weights)))
+    except Exception:  # an init that needs real tensors (inception's truncated normal): build it on the CPU
         return blocks(torchvision.models.get_model(arch, weights=None, **arch_kwargs(arch, weights)))
 
 

@@ -29,6 +29,7 @@ def hooked(model: torch.nn.Module, module_name: str, x: torch.Tensor) -> torch.T
     ("efficientnet_lite0", "blocks.4", ["blocks.0", "blocks.1", "blocks.2", "blocks.4", "blocks.6"]),
     ("timm/vit_tiny_patch16_224", "blocks.3", [f"blocks.{i}" for i in range(12)]),
     ("tv/resnet18", "layer3.1", None),
+    ("tv/vit_b_16", "encoder.layers.encoder_layer_3", None),
 ])
 def test_a_layer_is_the_pooled_output_of_that_block(backbones, name, layer, names):
     import timm
@@ -41,7 +42,7 @@ def test_a_layer_is_the_pooled_output_of_that_block(backbones, name, layer, name
     cut = entry.obj(pretrained=False, layer=layer)
     torch.manual_seed(0)
     if name.startswith("tv/"):
-        full = torchvision.models.get_model("resnet18", weights=None).eval()
+        full = torchvision.models.get_model(cut.info["arch"], weights=None).eval()
     else:
         full = timm.create_model(cut.info["arch"] if name.startswith("efficientnet") else name[5:], num_classes=0).eval()
     x = torch.randn(2, 3, *cut.input_size)
