@@ -191,7 +191,8 @@ def read_hf(value: str, data_dir: Path | None, download: bool, image_column: str
         return HFSplit(table, image_column, labels.tolist(), digest.hexdigest())
 
     return DatasetSplits(split(train), split(test), classes, val=split(val) if val else None, info={
-        **info, "image_column": image_column, "label_column": label_column, "test_from": test,
+        **info, "datasets_version": datasets.__version__, "image_column": image_column, "label_column": label_column,
+        "test_from": test,
         "splits": {name: loaded[name].num_rows for name in used}})
 
 

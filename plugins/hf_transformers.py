@@ -139,7 +139,7 @@ def build(repo: str, pretrained: bool) -> Backbone:
         model=module, num_features=int(num_features),
         input_size=prep["input_size"], mean=prep["mean"], std=prep["std"], interpolation=prep["interpolation"],
         crop_pct=prep["crop_pct"], weights=f"hf/{tag}" if pretrained else "random",
-        info={"library": "transformers", "model_class": type(model).__name__, "model_type": config.model_type,
+        info={"library": "transformers", "library_version": transformers.__version__, "model_class": type(model).__name__, "model_type": config.model_type,
               "pooling": "pooler_output" if use_pooler else "class token (no pooler weights)", "repo": repo,
               "classifier": None, **prep["info"]},
     )

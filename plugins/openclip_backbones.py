@@ -95,7 +95,7 @@ def build(value: str, pretrained: bool) -> Backbone:
     return Backbone(
         model=tower, num_features=int(num_features), input_size=tuple(size), mean=cfg["mean"], std=cfg["std"],
         interpolation=cfg.get("interpolation", "bicubic"), crop_pct=1.0, weights=weights if pretrained else "random",
-        info={"library": "open_clip", "arch": value, "resize_mode": cfg.get("resize_mode", "shortest"),
+        info={"library": "open_clip", "library_version": _open_clip().__version__, "arch": value, "resize_mode": cfg.get("resize_mode", "shortest"),
               "features": "encode_image (projected, not normalised)", "classifier": None},
     )
 
