@@ -62,12 +62,18 @@ class DatasetSplits:
 
 @dataclass
 class Predictions:
-    """A strategy's answer on the test split: labels, predicted labels and scores [N, num_classes]."""
+    """A strategy's answer on the test split: labels, predicted labels and scores [N, num_classes].
+
+    ``metrics`` holds values the strategy measured itself, for registered metrics that labels and scores
+    cannot carry (retrieval's recall@k and mAP need each query's ranking of the gallery); they are recorded
+    beside the metrics computed from ``y_true``/``y_pred``/``y_score``.
+    """
 
     y_true: Any
     y_pred: Any
     y_score: Any = None
     info: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
 
 
 class ImageTensorDataset:

@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--strategy", metavar="NAME", help="the strategy of --pivot and --plot")
     board.add_argument("--plot", metavar="FILE.png",
                        help="also write a PNG of top1 (or --sort-by) against GMACs and images/s, Pareto front marked")
+    board.add_argument("--plot-layers", metavar="FILE.png",
+                       help="also write a PNG of top1 (or --sort-by) per layer of the --set layer rows (BACKBONE#LAYER)")
+    board.add_argument("--plot-curve", metavar="PARAM=FILE.png",
+                       help="also write a PNG of top1 (or --sort-by) against a swept parameter, e.g. shots=curve.png")
 
     report = sub.add_parser("report", parents=[common], help="a self-contained HTML page of one or more run directories",
                             description="Write the leaderboard of run directories as one HTML page with no "
@@ -228,6 +232,28 @@ def cmd_leaderboard(args) -> int:
             raise UsageError(f"--plot {args.plot!r}: give a file name ending in .png")
         leaderboard.plot(board, Path(args.plot), metric=board.attrs.get("sort_by") or "top1", strategy=args.strategy)
         print(f"benchbone: wrote {args.plot}", file=sys.stderr)
+    if args.plot_layers:
+        from benchbone.plots import layer_curve_png
+        from benchbone.records import atomic_path
+
+        if not args.plot_layers.lower().endswith(".png") or not board["backbone"].str.contains("#").any():
+            raise UsageError(f"--plot-layers {args.plot_layers!r}: give a .png file name, for runs with --set layer")
+        with atomic_path(Path(args.plot_layers)) as tmp:
+            tmp.write_bytes(layer_curve_png(board, board.attrs.get("sort_by") or "top1", args.title))
+        print(f"benchbone: wrote {args.plot_layers}", file=sys.stderr)
+    if args.plot_curve:
+        import json
+
+        from benchbone.plots import param_curve_png
+        from benchbone.records import atomic_path
+
+        param, _, file = args.plot_curve.partition("=")
+        if not file.lower().endswith(".png") or not any(param in json.loads(p) for p in board["params"]):
+            raise UsageError(f"--plot-curve {args.plot_curve!r}: give PARAM=FILE.png with a parameter of these rows, "
+                             "e.g. shots=curve.png")
+        with atomic_path(Path(file)) as tmp:
+            tmp.write_bytes(param_curve_png(board, board.attrs.get("sort_by") or "top1", param, args.title))
+        print(f"benchbone: wrote {file}", file=sys.stderr)
     if args.format == "html":
         from benchbone import report
 

@@ -68,12 +68,16 @@ class Cell:
     data_dir: str | None = None
     weights: str | None = None  # a local state-dict file replacing the pretrained weights
     weights_sha256: str | None = None
+    dataset_params: tuple[tuple[str, Any], ...] = ()  # what the dataset declared and --set gave (image_column)
+    layer: str | None = None  # an intermediate block of the backbone (--set layer=NAME), None for its features
 
     @property
     def backbone_label(self) -> str:
         if self.weights:
-            return f"{self.backbone}@{Path(self.weights).name}"
-        return self.backbone if self.pretrained else self.backbone + RANDOM_SUFFIX
+            label = f"{self.backbone}@{Path(self.weights).name}"
+        else:
+            label = self.backbone if self.pretrained else self.backbone + RANDOM_SUFFIX
+        return f"{label}#{self.layer}" if self.layer else label
 
     @property
     def id(self) -> str:
@@ -85,6 +89,10 @@ class Cell:
         }
         if self.weights_sha256:
             defining["weights_sha256"] = self.weights_sha256
+        if self.dataset_params:
+            defining["dataset_params"] = dict(self.dataset_params)
+        if self.layer:
+            defining["layer"] = self.layer
         blob = json.dumps(defining, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -94,7 +102,8 @@ class Cell:
     @classmethod
     def from_json(cls, data: dict) -> "Cell":
         return cls(**{**data, "params": tuple(map(tuple, data["params"])),
-                      "options": tuple(map(tuple, data["options"])), "metrics": tuple(data["metrics"])})
+                      "options": tuple(map(tuple, data["options"])), "metrics": tuple(data["metrics"]),
+                      "dataset_params": tuple(map(tuple, data.get("dataset_params", ())))})
 
 
 def parse_value(text: str) -> Any:
@@ -247,6 +256,30 @@ def resolve_weights(spec: GridSpec, registries: Registries) -> dict[str, tuple[s
     return out
 
 
+def backbone_layers(overrides: dict, backbones: list[tuple[str, bool]], registries: Registries) -> dict[str, list]:
+    """Backbone name -> the blocks asked for by ``--set layer=NAME[,NAME]`` or ``layers=all`` (popped from
+    ``overrides``); backbones that offer no layers (``pixels``) run on their usual features."""
+    requested = [overrides.pop(key) for key in ("layer", "layers") if key in overrides]
+    if not requested or requested[0] is None:
+        return {}
+    wanted = [str(v) for v in (requested[0] if isinstance(requested[0], list) else [requested[0]])]
+    out = {}
+    for name, _ in backbones:
+        offer = registries.backbones.get(name).meta.get("layers")
+        valid = offer() if offer else []
+        if not valid:
+            continue
+        for layer in wanted:
+            if layer != "all" and layer not in valid:
+                raise UsageError(f"--set layer={layer}: backbone {name!r} has no layer {layer!r}; its layers: "
+                                 f"{', '.join(valid)}")
+        out[name] = valid if "all" in wanted else wanted
+    if not out:
+        raise UsageError(f"--set layer={','.join(wanted)}: no backbone of this run offers intermediate layers "
+                         "(timm, torchvision and efficientnet_lite backbones do)")
+    return out
+
+
 def split_backbone(name: str) -> tuple[str, bool]:
     """``"resnet50@random"`` -> ("resnet50", False)."""
     if name.endswith(RANDOM_SUFFIX):
@@ -275,9 +308,15 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
                                  f"ask for {name}{RANDOM_SUFFIX} for random init")
             if (name, pretrained) not in backbones:
                 backbones.append((name, pretrained))
+    overrides = dict(spec.overrides)
+    layers = backbone_layers(overrides, backbones, registries)
+    if layers and weights:
+        raise UsageError("--set layer and --weights exclude each other; probe the layers of the named weights' backbone "
+                         "without --weights, or drop --set layer")
     datasets = registries.datasets.resolve(spec.datasets)
     strategies = registries.strategies.resolve(spec.strategies)
-    metrics = tuple(registries.metrics.resolve(spec.metrics) if spec.metrics else registries.metrics.registered())
+    metrics = tuple(registries.metrics.resolve(spec.metrics) if spec.metrics else  # default=False: only when asked
+                    [m for m in registries.metrics.registered() if registries.metrics.get(m).meta.get("default", True)])
     if not metrics:
         raise UsageError("no metric is registered; install a metrics plugin or pass --metric NAME")
 
@@ -285,7 +324,8 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
     per_strategy = {s: dict(registries.strategies.get(s).meta) for s in strategies}
     for params in per_strategy.values():
         params.pop("aliases", None)
-    for key, value in spec.overrides.items():
+    per_dataset = {d: dict(registries.datasets.get(d).meta.get("params") or {}) for d in datasets}
+    for key, value in overrides.items():
         scope, dot, name = key.rpartition(".")
         if dot and scope in registries.strategies:
             scope = registries.strategies.get(scope).name
@@ -297,14 +337,23 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
         if not dot and name in harness:
             harness[name] = coerce(name, value, HARNESS_DEFAULTS[name])
             continue
+        if not dot and not targets and any(name in p for p in per_dataset.values()):
+            for params in per_dataset.values():  # a dataset parameter, for each dataset that declares it
+                if name in params:
+                    params[name] = coerce(name, value, params[name])
+            continue
         if not targets:
-            known = sorted({*harness, *(k for p in per_strategy.values() for k in p)})
+            known = sorted({*harness, *(k for p in [*per_strategy.values(), *per_dataset.values()] for k in p)})
             raise UsageError(f"--set {key}: unknown parameter {name!r} for {', '.join(strategies)}; known: {', '.join(known)}")
         for strategy in targets:
             if name not in per_strategy[strategy]:
                 raise UsageError(f"--set {key}: strategy {strategy!r} has no parameter {name!r}; "
                                  f"it takes {', '.join(sorted(per_strategy[strategy])) or 'none'}")
-            per_strategy[strategy][name] = coerce(key, value, per_strategy[strategy][name])
+            default = registries.strategies.get(strategy).meta[name]
+            if isinstance(value, list) and not isinstance(default, (list, tuple)):  # a sweep: one cell per value
+                per_strategy[strategy][name] = Sweep(dict.fromkeys(coerce(key, v, default) for v in value))
+            else:
+                per_strategy[strategy][name] = coerce(key, value, default)
     if harness["image_size"] is not None and (not isinstance(harness["image_size"], int) or harness["image_size"] < 8):
         raise UsageError(f"--set image_size={harness['image_size']!r}: give a whole number of pixels >= 8")
     if harness["precision"] not in PRECISIONS:
@@ -337,10 +386,26 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
         if callable(check):
             check(dict(per_strategy[strategy]))
     return [
-        Cell(backbone, pretrained, dataset, strategy, seed, tuple(sorted(per_strategy[strategy].items())),
-             options, metrics, spec.data_dir, *(weights.get(backbone, ()) if pretrained else ()))
+        Cell(backbone, pretrained, dataset, strategy, seed, params,
+             options, metrics, spec.data_dir, *(weights.get(backbone, (None, None)) if pretrained else (None, None)),
+             tuple(sorted(per_dataset[dataset].items())), layer)
         for backbone, pretrained in backbones
+        for layer in layers.get(backbone, [None])
         for dataset in datasets
         for seed in range(spec.seeds)
         for strategy in strategies
+        for params in swept(per_strategy[strategy])
     ]
+
+
+class Sweep(list):
+    """The values of a parameter given as a list (``--set shots=1,2,5``) where it takes one value: a cell each."""
+
+
+def swept(params: dict) -> list[tuple[tuple[str, Any], ...]]:
+    """Every combination of the swept parameters' values, each as a cell's sorted parameter tuple."""
+    import itertools
+
+    keys = [k for k, v in params.items() if isinstance(v, Sweep)]
+    return [tuple(sorted({**params, **dict(zip(keys, combo))}.items()))
+            for combo in itertools.product(*(params[k] for k in keys))]

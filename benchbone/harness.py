@@ -97,14 +97,16 @@ class Session:
 
         return tqdm(iterable, desc=desc, total=total, disable=self.quiet, leave=False, file=sys.stderr)
 
-    def dataset(self, name: str, data_dir: str | None) -> DatasetSplits:
-        """Build a dataset once per run; bad or missing data raise UsageError before any cell runs."""
+    def dataset(self, name: str, data_dir: str | None, params: tuple = ()) -> DatasetSplits:
+        """Build a dataset once per run; bad or missing data raise UsageError before any cell runs.
+
+        ``params`` are the dataset's declared parameters (``register(..., params={...})``) after ``--set``."""
         from benchbone.data import Augmentation
 
-        key = (name, data_dir)
+        key = (name, data_dir, params)
         if key not in self._datasets:
             entry = self.registries.datasets.get(name)
-            data = entry.obj(data_dir=Path(data_dir) if data_dir else None, download=self.download)
+            data = entry.obj(data_dir=Path(data_dir) if data_dir else None, download=self.download, **dict(params))
             if not isinstance(data, DatasetSplits):
                 raise PluginError(f"dataset {name!r} (plugin {entry.plugin}) returned {type(data).__name__}, not DatasetSplits")
             check_splits(name, data)
@@ -112,22 +114,22 @@ class Session:
             self._datasets[key] = data
         return self._datasets[key]
 
-    def images(self, dataset: str, data_dir: str | None, source: str):
+    def images(self, dataset: str, data_dir: str | None, source: str, params: tuple = ()):
         from benchbone.data import LoadedImages
 
-        key = (dataset, data_dir, source)
+        key = (dataset, data_dir, source, params)
         if key not in self._images:
-            self._images[key] = LoadedImages(getattr(self.dataset(dataset, data_dir), source), self.store.root)
+            self._images[key] = LoadedImages(getattr(self.dataset(dataset, data_dir, params), source), self.store.root)
         return self._images[key]
 
     def backbone(self, cell: Cell) -> Backbone:
         """Build a backbone, keeping the last one for the next cells that share it."""
-        key = (cell.backbone, cell.pretrained, None if cell.pretrained else cell.seed, cell.weights_sha256)
+        key = (cell.backbone, cell.pretrained, None if cell.pretrained else cell.seed, cell.weights_sha256, cell.layer)
         if self._backbone is None or self._backbone[0] != key:
             self._backbone = None
             entry = self.registries.backbones.get(cell.backbone)
             seed_everything(cell.seed)
-            backbone = entry.obj(pretrained=cell.pretrained and not cell.weights)
+            backbone = entry.obj(pretrained=cell.pretrained and not cell.weights, **({"layer": cell.layer} if cell.layer else {}))
             if not isinstance(backbone, Backbone):
                 raise PluginError(f"backbone {cell.backbone!r} (plugin {entry.plugin}) returned "
                                   f"{type(backbone).__name__}, not Backbone")
@@ -208,6 +210,16 @@ def score(cell: Cell, registries, y_true: np.ndarray, y_pred: np.ndarray, y_scor
     return {name: float(registries.metrics.get(name).obj(y_true, y_pred, y_score)) for name in cell.metrics}
 
 
+def measured(cell: Cell, registries, predictions: Predictions) -> dict[str, float]:
+    """The registered metrics the strategy measured itself (``Predictions.metrics``), checked."""
+    out = {}
+    for name, value in (predictions.metrics or {}).items():
+        if name not in registries.metrics:
+            raise PluginError(f"strategy {cell.strategy!r} measured {name!r}, which no plugin registered as a metric")
+        out[registries.metrics.get(name).name] = float(value)
+    return out
+
+
 def _reset_peak_memory(device: str) -> None:
     import torch
 
@@ -263,7 +275,7 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
     started = dt.datetime.now(dt.timezone.utc)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    data = session.dataset(cell.dataset, cell.data_dir)
+    data = session.dataset(cell.dataset, cell.data_dir, cell.dataset_params)
     timings["data_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
@@ -286,11 +298,13 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
         "backbone": cell.backbone, "weights": backbone.weights or ("pretrained" if cell.pretrained else "random"),
         "init_seed": None if cell.pretrained else cell.seed, "dataset": cell.dataset, "data_dir": cell.data_dir,
         "state_sha256": session.backbone_digest,
+        **({"dataset_params": dict(cell.dataset_params)} if cell.dataset_params else {}),
+        **({"layer": cell.layer} if cell.layer else {}),
     }
     ctx = Context(
         device=session.device, seed=cell.seed, params=dict(cell.params), classes=list(data.classes),
         backbone=backbone, views=views,
-        images=lambda source: session.images(cell.dataset, cell.data_dir, source),
+        images=lambda source: session.images(cell.dataset, cell.data_dir, source, cell.dataset_params),
         preprocess=preprocess, feature_identity=identity, store=session.store, memory=session._features,
         extraction=ExtractionSettings(session.device, options["batch_size"], options["precision"],
                                       options["channels_last"], options["compile"]),
@@ -304,15 +318,16 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
     timings["strategy_s"] = time.perf_counter() - t
     timings.update(feature_timings(ctx.extraction))
     y_true, y_pred, y_score = checked_predictions(cell, predictions, len(data.classes), len(views["test"]))
-    metrics = score(cell, registries, y_true, y_pred, y_score)
+    metrics = {**score(cell, registries, y_true, y_pred, y_score), **measured(cell, registries, predictions)}
     t = time.perf_counter()
     artefacts, missing = write_artefacts(run_dir, cell.id, data.classes, y_true, y_pred, y_score,
                                 f"{cell.backbone_label} x {cell.dataset} x {cell.strategy} (seed {cell.seed})")
     timings["artefacts_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
 
+    record = base_record(cell, session, extra_metrics=[m for m in metrics if m not in cell.metrics])
     return {
-        **base_record(cell, session),
+        **record,
         "status": "ok",
         "metrics": metrics,
         "ci": {"top1": bootstrap_ci(y_true == y_pred)},
@@ -336,11 +351,13 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
     }
 
 
-def base_record(cell: Cell, session: Session) -> dict:
-    """The part of a record known before the cell runs: what it is, where and with what."""
+def base_record(cell: Cell, session: Session, extra_metrics: list[str] = ()) -> dict:
+    """The part of a record known before the cell runs: what it is, where and with what
+    (and the direction of ``extra_metrics``, those the strategy measured beyond the cell's)."""
     from benchbone.records import SCHEMA
 
     regs = session.registries
+    names = [*cell.metrics, *extra_metrics]
     plugins = {"backbone": regs.backbones.get(cell.backbone).plugin, "dataset": regs.datasets.get(cell.dataset).plugin,
                "strategy": regs.strategies.get(cell.strategy).plugin}
     return {
@@ -353,8 +370,8 @@ def base_record(cell: Cell, session: Session) -> dict:
         "seed": cell.seed,
         "params": dict(cell.params),
         "options": dict(cell.options),
-        "higher_is_better": {m: bool(regs.metrics.get(m).meta.get("higher_is_better", True)) for m in cell.metrics},
-        "percent": {m: bool(regs.metrics.get(m).meta.get("percent", False)) for m in cell.metrics},
+        "higher_is_better": {m: bool(regs.metrics.get(m).meta.get("higher_is_better", True)) for m in names},
+        "percent": {m: bool(regs.metrics.get(m).meta.get("percent", False)) for m in names},
         "plugins": {kind: {"name": name, "version": session.pm.versions.get(name, "unknown")}
                     for kind, name in plugins.items()},
         "command": session.command,
@@ -391,7 +408,7 @@ def run_cells(
     scratch directory (``ctx.workdir``) is removed after its "ok" record and kept after a failure, to resume from.
     Under torchrun only rank 0 writes; the other ranks return their records unwritten.
     """
-    for key in {(c.dataset, c.data_dir) for c in cells}:
+    for key in {(c.dataset, c.data_dir, c.dataset_params) for c in cells}:
         session.dataset(*key)  # built once per session: cheap when run_grid already did
     for folder in (Path(run_dir), Path(run_dir) / "records"):
         remove_stale_tmp(folder)  # what a killed run left
@@ -492,7 +509,7 @@ def run_grid(
         raise UsageError(f"--sort-by {sort_by!r} is not a metric of this run ({', '.join(cells[0].metrics)})")
     check_run_dir(Path(out))  # a run directory that cannot be written fails before any cell, as bad data does
     session = Session(pm, device=device, cache_dir=cache_dir, download=download, quiet=quiet, command=command)
-    for key in {(c.dataset, c.data_dir) for c in cells}:  # bad data fails here, before anything is written
+    for key in {(c.dataset, c.data_dir, c.dataset_params) for c in cells}:  # bad data fails here, before anything is written
         session.dataset(*key)
     for cell in {(c.backbone, c.weights): c for c in cells if c.weights}.values():
         session.backbone(cell)  # and so do weights files that do not fit their backbone

@@ -94,3 +94,61 @@ def accuracy_vs_cost_png(points: list[dict], metric: str, title: str) -> bytes:
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10, parse_math=False)
     return _png(fig)
+
+
+def layer_curve_png(board, metric: str, title: str) -> bytes:
+    """``metric`` per layer: one line per backbone and strategy (layers in natural order, from the ``BACKBONE#LAYER``
+    rows of ``board``), one panel per dataset; rows without a layer (baselines) as dashed horizontal lines."""
+    from benchbone.registry import natural_key
+
+    plt = _pyplot()
+    datasets = sorted(board["dataset"].unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(7 * len(datasets), 4.5), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        rows = board[(board["dataset"] == dataset) & board[metric].notna()]
+        cut = rows[rows["backbone"].str.contains("#", regex=False)]
+        layers = sorted({b.split("#", 1)[1] for b in cut["backbone"]}, key=natural_key)
+        for (base, strategy), group in cut.groupby([cut["backbone"].str.split("#").str[0], "strategy"]):
+            values = {b.split("#", 1)[1]: v for b, v in zip(group["backbone"], group[metric])}
+            xs = [i for i, layer in enumerate(layers) if layer in values]
+            ax.plot(xs, [values[layers[i]] for i in xs], marker="o", label=f"{base} ({strategy})")
+        for _, row in rows[~rows.index.isin(cut.index)].iterrows():
+            ax.axhline(row[metric], ls="--", lw=1, color="tab:gray")
+            ax.annotate(f"{row['backbone']} ({row['strategy']})", (0, row[metric]), fontsize=7,
+                        textcoords="offset points", xytext=(2, 3), color="tab:gray")
+        ax.set_xticks(range(len(layers)), layers, rotation=30)
+        ax.set_xlabel("layer")
+        ax.set_ylabel(metric)
+        ax.set_title(dataset, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=10)
+    return _png(fig)
+
+
+def param_curve_png(board, metric: str, param: str, title: str) -> bytes:
+    """``metric`` (mean ± std over seeds) against the value of strategy parameter ``param`` (e.g. shots, swept
+    with ``--set shots=1,2,5,10``): one line per backbone and strategy, one panel per dataset, log x axis."""
+    import json
+
+    plt = _pyplot()
+    values = [json.loads(p).get(param) for p in board["params"]]
+    rows = board.assign(_x=values)
+    rows = rows[rows["_x"].map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)) & rows[metric].notna()]
+    datasets = sorted(rows["dataset"].unique())
+    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(7 * max(1, len(datasets)), 4.5), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for (backbone, strategy), group in rows[rows["dataset"] == dataset].groupby(["backbone", "strategy"]):
+            group = group.sort_values("_x")
+            std = group[f"{metric}_std"].fillna(0) if f"{metric}_std" in group else None
+            ax.errorbar(group["_x"], group[metric], yerr=std, marker="o", capsize=3, label=f"{backbone} ({strategy})")
+        ax.set_xscale("log")
+        ticks = sorted(rows.loc[rows["dataset"] == dataset, "_x"].unique())
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.set_xlabel(param)
+        ax.set_ylabel(metric)
+        ax.set_title(dataset, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=10)
+    return _png(fig)

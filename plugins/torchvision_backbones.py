@@ -68,7 +68,59 @@ def weights_only_loading():
             os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = before
 
 
-def build(arch: str, tag: str, pretrained: bool) -> Backbone:
+def blocks(model) -> list[str]:
+    """Module paths of the blocks a layer-wise probe may pick: non-leaf children of the model or of a container."""
+    import torch
+
+    containers = (torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict)
+    modules = dict(model.named_modules())
+    return [name for name, module in modules.items() if name and any(True for _ in module.children())
+            and (("." not in name) or isinstance(modules[name.rpartition(".")[0]], containers))]
+
+
+def layer_names(arch: str, tag: str) -> list[str]:
+    """The blocks of ``arch`` (built on the meta device: no weights, no memory)."""
+    import torch
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(arch)[tag]
+    try:
+        with torch.device("meta"):
+            return blocks(torchvision.models.get_model(arch, weights=None, **arch_kwargs(arch, weights)))
+    except Exception:  # an init that needs real tensors (inception's truncated normal): build it on the CPU
+        return blocks(torchvision.models.get_model(arch, weights=None, **arch_kwargs(arch, weights)))
+
+
+def at_layer(backbone: Backbone, model, layer: str) -> Backbone:
+    """``backbone`` cut at block ``layer`` by ``create_feature_extractor``, average pooled; token outputs
+    [N, L, C] (ViT) give [class token, mean patch token]."""
+    import torch
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    extractor = create_feature_extractor(model, return_nodes={layer: "out"})
+
+    class Intermediate(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = extractor
+
+        def forward(self, x):
+            out = self.net(x)["out"]
+            if out.ndim == 4:
+                return out.mean((2, 3))
+            return torch.cat([out[:, 0], out[:, 1:].mean(1)], dim=1) if out.ndim == 3 else out.flatten(1)
+
+    module = Intermediate().eval()
+    with torch.inference_mode():
+        sample = module.net(torch.zeros(1, 3, *backbone.input_size))["out"]
+        num_features = module(torch.zeros(1, 3, *backbone.input_size)).shape[1]
+    pooling = {4: "global average", 3: "class token + mean patch token"}.get(sample.ndim, "flattened")
+    backbone.model, backbone.num_features, backbone.info = module, int(num_features), {
+        **backbone.info, "layer": layer, "layer_pooling": pooling, "classifier": None}
+    return backbone
+
+
+def build(arch: str, tag: str, pretrained: bool, layer: str | None = None) -> Backbone:
     import torchvision
 
     from benchbone.weights import is_offline, offline_error
@@ -85,12 +137,13 @@ def build(arch: str, tag: str, pretrained: bool) -> Backbone:
     num_features, classifier = strip_classifier(model)
     transforms = weights.transforms()
     crop, resize = transforms.crop_size[0], transforms.resize_size[0]
-    return Backbone(
+    backbone = Backbone(
         model=model, num_features=num_features, input_size=crop, mean=transforms.mean, std=transforms.std,
         interpolation=transforms.interpolation.value, crop_pct=crop / resize,
         weights=f"tv/{arch}.{tag}" if pretrained else "random",
         info={"library": "torchvision", "arch": arch, "tag": tag, "classifier": classifier},
     )
+    return at_layer(backbone, model, layer) if layer else backbone
 
 
 def describe(arch: str, weights) -> str:
@@ -110,4 +163,4 @@ def benchbone_register_backbones(register):
             name = f"tv/{arch}.{weights.name}"
             aliases = ((f"tv/{arch}",) if weights.name == default else ()) + BARE_ALIASES.get(name, ())
             register(name, partial(build, arch, weights.name), aliases=aliases, pretrained=True,
-                     description=describe(arch, weights))
+                     layers=partial(layer_names, arch, weights.name), description=describe(arch, weights))

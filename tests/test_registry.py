@@ -76,3 +76,19 @@ def test_prefix_entries_build_from_the_value():
     assert reg.resolve(["image*"]) == ["images"]  # a pattern never picks a prefix entry
     with pytest.raises(UsageError, match="needs a value after the colon"):
         reg.get("imagefolder:")
+
+
+def test_slash_prefixes_take_the_rest_of_the_name():
+    reg = Registry("backbone")
+    reg.add("hf/", lambda value: ("hf", value), plugin="p", prefix=True)
+    reg.add("hf/special/", lambda value: ("special", value), plugin="p", prefix=True)
+    reg.add("timm/hf-hub:", lambda value: ("hub", value), plugin="p", prefix=True)
+    reg.add("hf/org/fixed", "fixed", plugin="p")
+    assert reg.get("hf/facebook/dinov2-small").obj == ("hf", "facebook/dinov2-small")
+    assert reg.get("hf/special/ViT-B-32:openai").obj == ("special", "ViT-B-32:openai")  # the longest prefix wins
+    assert reg.get("timm/hf-hub:org/name").obj == ("hub", "org/name")  # a colon prefix still ends at the colon
+    assert reg.get("hf/org/fixed").obj == "fixed"  # a registered name beats a prefix
+    with pytest.raises(UsageError, match="needs a value after the slash"):
+        reg.get("hf/")
+    with pytest.raises(UsageError, match="a prefix name ends with ':' or '/'"):
+        reg.add("bare", object(), plugin="p", prefix=True)
