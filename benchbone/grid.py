@@ -384,7 +384,8 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
     for strategy in strategies:  # a strategy's own checks (``fn.check_params``), before any cell runs
         check = getattr(registries.strategies.get(strategy).obj, "check_params", None)
         if callable(check):
-            check(dict(per_strategy[strategy]))
+            for params in swept(per_strategy[strategy]):  # each value of a sweep, as its cell will get it
+                check(dict(params))
     return [
         Cell(backbone, pretrained, dataset, strategy, seed, params,
              options, metrics, spec.data_dir, *(weights.get(backbone, (None, None)) if pretrained else (None, None)),
