@@ -37,6 +37,7 @@ class GridSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
     data_dir: str | None = None
     weights: dict[str, str] = field(default_factory=dict)  # backbone name -> local state-dict file
+    data_dirs: dict[str, str] = field(default_factory=dict)  # dataset name -> its own data directory (suites)
 
     def merge(self, other: "GridSpec") -> "GridSpec":
         """``other`` (the command line) adds names and overrides to this one (a suite)."""
@@ -49,6 +50,7 @@ class GridSpec:
             overrides={**self.overrides, **other.overrides},
             data_dir=other.data_dir or self.data_dir,
             weights={**self.weights, **other.weights},
+            data_dirs={} if other.data_dir else {**self.data_dirs, **other.data_dirs},  # --data-dir: every dataset
         )
 
 
@@ -184,15 +186,19 @@ def load_suite(path: str | Path) -> GridSpec:
             flat.update({f"{key}.{k}": v for k, v in value.items()})
         else:
             flat[key] = value
-    data_dir = data.get("data_dir")
-    if data_dir is not None:
+    data_dir, data_dirs = data.get("data_dir"), {}
+    if isinstance(data_dir, dict):  # [data_dir] cifar10 = "...": one directory per dataset, the others find their own
+        if not all(isinstance(v, str) for v in data_dir.values()):
+            raise UsageError(f"{where('data_dir')}: [data_dir] must be a table of dataset = \"path\"")
+        data_dirs, data_dir = {k: str((path.parent / v).resolve()) for k, v in data_dir.items()}, None
+    elif data_dir is not None:
         data_dir = str((path.parent / data_dir).resolve()) if not Path(data_dir).is_absolute() else data_dir
     weights = data.get("weights", {})
     if not isinstance(weights, dict) or not all(isinstance(v, str) for v in weights.values()):
         raise UsageError(f"{where('weights')}: [weights] must be a table of backbone = \"path/to/file.safetensors\"")
     weights = {k: str((path.parent / v).resolve()) for k, v in weights.items()}
     return GridSpec(names("backbones"), names("datasets"), names("strategies"), names("metrics"), seeds, flat,
-                    data_dir, weights)
+                    data_dir, weights, data_dirs)
 
 
 def parse_weights(items: list[str]) -> dict[str, str]:
@@ -249,6 +255,11 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
             if (name, pretrained) not in backbones:
                 backbones.append((name, pretrained))
     datasets = registries.datasets.resolve(spec.datasets)
+    data_dirs = {registries.datasets.get(name).name: folder for name, folder in spec.data_dirs.items()}
+    stray = sorted(set(data_dirs) - set(datasets))
+    if stray:
+        raise UsageError(f"[data_dir] names {stray[0]!r}, which is not a dataset of this grid; "
+                         f"name one of {', '.join(datasets)}")
     strategies = registries.strategies.resolve(spec.strategies)
     metrics = tuple(registries.metrics.resolve(spec.metrics) if spec.metrics else registries.metrics.registered())
     if not metrics:
@@ -305,7 +316,7 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
                          f"add it with --backbone {unused[0]}")
     return [
         Cell(backbone, pretrained, dataset, strategy, seed, tuple(sorted(per_strategy[strategy].items())),
-             options, metrics, spec.data_dir, *(weights.get(backbone, ()) if pretrained else ()))
+             options, metrics, data_dirs.get(dataset, spec.data_dir), *(weights.get(backbone, ()) if pretrained else ()))
         for backbone, pretrained in backbones
         for dataset in datasets
         for seed in range(spec.seeds)
