@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--strategy", metavar="NAME", help="the strategy of --pivot and --plot")
     board.add_argument("--plot", metavar="FILE.png",
                        help="also write a PNG of top1 (or --sort-by) against GMACs and images/s, Pareto front marked")
+    board.add_argument("--expect", metavar="FILE.toml",
+                       help="print measured vs expected for the [[expect]] tables of FILE (published numbers, "
+                            "see benchmarks/reproduce/); exit 1 when one is missing or outside its tolerance")
+    _statistics_flags(board)
 
     report = sub.add_parser("report", parents=[common], help="a self-contained HTML page of one or more run directories",
                             description="Write the leaderboard of run directories as one HTML page with no "
@@ -104,7 +108,35 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--output", "-o", metavar="FILE", help="default: <first DIR>/report.html")
     report.add_argument("--sort-by", metavar="METRIC")
     report.add_argument("--title", default="benchbone leaderboard")
+    _statistics_flags(report)
+
+    compare = sub.add_parser("compare", parents=[common], help="every pair of backbones, paired on the same test items",
+                             description="For each dataset x strategy, the difference in the ranking metric between "
+                                         "every pair of rows and its Holm-adjusted p-value (paired bootstrap over "
+                                         "the same test items; see docs/statistics.md).")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    compare.add_argument("--strategy", "-s", metavar="NAME", help="only this strategy")
+    compare.add_argument("--dataset", "-d", metavar="NAME", help="only this dataset")
+    compare.add_argument("--sort-by", metavar="METRIC", help="the metric to compare (default: top1)")
+    compare.add_argument("--format", "-f", choices=("table", "json", "html"), default="table")
+    compare.add_argument("--output", "-o", metavar="FILE", help="write here instead of printing")
+    _statistics_flags(compare)
     return parser
+
+
+def _statistics_flags(parser: argparse.ArgumentParser) -> None:
+    """--alpha and --ci-method; their defaults live in benchbone.statistics, which --help does not import."""
+    parser.add_argument("--alpha", type=float, metavar="A",
+                        help="significance level of the paired tests, after Holm's correction (default 0.05)")
+    parser.add_argument("--ci-method", metavar="METHOD",
+                        help="bootstrap interval of the differences: percentile (default) or basic")
+
+
+def _statistics_options(args) -> tuple[float, str]:
+    from benchbone import statistics
+
+    return (statistics.ALPHA if args.alpha is None else args.alpha,
+            args.ci_method or statistics.CI_METHODS[0])
 
 
 def _manager(args):
@@ -205,13 +237,13 @@ def _command_line(argv: list[str]) -> str:
 
 def cmd_leaderboard(args) -> int:
     from benchbone import leaderboard
-    from benchbone.records import read_records, write_atomic
+    from benchbone.records import read_records
 
     _manager(args)  # plugins may be broken: still report their problems consistently
     records = read_records([Path(d) for d in args.run_dirs])
     if args.strategy and not (args.pivot or args.plot):
         raise UsageError("--strategy chooses the strategy of --pivot or --plot; pass one of them too")
-    board = leaderboard.build(records, sort_by=args.sort_by)
+    board = _board(args, records)
     if args.plot:
         if not args.plot.lower().endswith(".png"):
             raise UsageError(f"--plot {args.plot!r}: give a file name ending in .png")
@@ -229,10 +261,44 @@ def cmd_leaderboard(args) -> int:
         text = leaderboard.markdown_page(board, records, title=args.title)
     else:
         text = leaderboard.to_text(board, args.format)
-    if args.output:
-        write_atomic(Path(args.output), text if text.endswith("\n") else text + "\n")
+    status = 0
+    if args.expect:
+        from benchbone import expect
+
+        checked = expect.check(board, expect.load(args.expect))
+        text = "\n\n".join([text, f"Measured vs expected ({args.expect}):", expect.to_text(checked, args.format)])
+        status = 0 if checked["within"].all() else 1
+    _emit(text, args.output)
+    return status
+
+
+def _board(args, records):
+    """The leaderboard of ``records`` with the paired tests the flags ask for."""
+    from benchbone import leaderboard
+
+    alpha, ci_method = _statistics_options(args)
+    return leaderboard.build(records, sort_by=args.sort_by, run_dirs=[Path(d) for d in args.run_dirs],
+                             metric_registry=_manager(args).registries().metrics, alpha=alpha, ci_method=ci_method)
+
+
+def _emit(text: str, output: str | None) -> None:
+    from benchbone.records import write_atomic
+
+    if output:
+        write_atomic(Path(output), text if text.endswith("\n") else text + "\n")
     else:
         print(text)
+
+
+def cmd_compare(args) -> int:
+    from benchbone import compare
+    from benchbone.records import read_records
+
+    records = read_records([Path(d) for d in args.run_dirs])
+    board = _board(args, records)
+    groups = compare.compare(board, records, [Path(d) for d in args.run_dirs], _manager(args).registries().metrics,
+                             strategy=args.strategy, dataset=args.dataset)
+    _emit(compare.to_text(groups, *_statistics_options(args), args.format), args.output)
     return 0
 
 
@@ -260,13 +326,14 @@ def cmd_report(args) -> int:
     from benchbone import report
 
     _manager(args)
-    path = report.write([Path(d) for d in args.run_dirs], args.output, sort_by=args.sort_by, title=args.title)
+    path = report.write([Path(d) for d in args.run_dirs], args.output, sort_by=args.sort_by, title=args.title,
+                        metric_registry=_manager(args).registries().metrics, statistics=_statistics_options(args))
     print(f"benchbone: wrote {path}", file=sys.stderr)
     return 0
 
 
 COMMANDS = {"run": cmd_run, "run-cell": cmd_run_cell, "list": cmd_list, "plugins": cmd_plugins,
-            "leaderboard": cmd_leaderboard, "report": cmd_report}
+            "leaderboard": cmd_leaderboard, "report": cmd_report, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Harness parameters that do not change a cell's result, so stay out of its id.
 _NOT_IN_ID = {"batch_size"}
 SUITE_KEYS = {"backbones", "datasets", "strategies", "metrics", "seeds", "set", "data_dir", "device", "out",
-              "download", "description", "weights"}
+              "download", "description", "weights", "expect"}  # expect: published values (benchbone leaderboard --expect)
 
 
 @dataclass

@@ -490,7 +490,7 @@ def run_grid(
         cells, session, Path(out), requested_device=device, fail_fast=fail_fast, on_record=report)
     if executor == "specs":  # nothing ran: the specs are written, and their commands printed
         return leaderboard.build(records)
-    board = leaderboard.build(records, sort_by=sort_by)
+    board = leaderboard.build(records, sort_by=sort_by, run_dirs=[Path(out)], metric_registry=pm.registries().metrics)
     leaderboard.write(board, records, Path(out))
     write_atomic(Path(out) / "report.html", report_page(board, records, [Path(out)]))
     if echo:
