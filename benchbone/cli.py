@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--strategy", metavar="NAME", help="the strategy of --pivot and --plot")
     board.add_argument("--plot", metavar="FILE.png",
                        help="also write a PNG of top1 (or --sort-by) against GMACs and images/s, Pareto front marked")
+    board.add_argument("--cd-diagrams", metavar="DIR",
+                       help="also write the critical-difference diagrams across datasets, cd-<strategy>.png and "
+                            ".svg, into DIR")
     board.add_argument("--expect", metavar="FILE.toml",
                        help="print measured vs expected for the [[expect]] tables of FILE (published numbers, "
                             "see benchmarks/reproduce/); exit 1 when one is missing or outside its tolerance")
@@ -249,6 +252,13 @@ def cmd_leaderboard(args) -> int:
             raise UsageError(f"--plot {args.plot!r}: give a file name ending in .png")
         leaderboard.plot(board, Path(args.plot), metric=board.attrs.get("sort_by") or "top1", strategy=args.strategy)
         print(f"benchbone: wrote {args.plot}", file=sys.stderr)
+    if args.cd_diagrams:
+        from benchbone import statistics
+
+        written = statistics.write_cd_diagrams(leaderboard.rankings(board), Path(args.cd_diagrams))
+        if not written:
+            raise UsageError("--cd-diagrams: no strategy is scored by 3 or more backbones on 2 or more datasets here")
+        print(f"benchbone: wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
     if args.format == "html":
         from benchbone import report
 

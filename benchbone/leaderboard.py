@@ -231,6 +231,8 @@ def ranking_lines(board: pd.DataFrame) -> list[str]:
         for dataset in r.ranks.index:
             table[dataset] = [f"{r.ranks.at[dataset, b]:g}" for b in table["backbone"]]
         table["mean_rank"] = [f"{v:.2f}" for v in table["mean_rank"]]
+        table = table.rename(columns={"mean_rank": "mean rank", f"mean_{r.metric}":
+                                      f"mean {r.metric}{' %' if scale == 100 else ''}"})
         lines += [f"## Across datasets: {r.strategy} ({r.metric}, {len(r.values)} datasets; rank 1 is best)", "",
                   tabulate(table, headers="keys", tablefmt="github", showindex=False, disable_numparse=True), ""]
         lines.append(ranking_summary(r))

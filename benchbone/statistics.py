@@ -473,9 +473,11 @@ def cd_diagram(ranking: Ranking, fmt: str = "png") -> bytes:
                                                 cd=ranking.critical_difference, ax=ax,
                                                 label_fmt_left="{label} ({rank:.2f})",
                                                 label_fmt_right="({rank:.2f}) {label}")
-    ax.set_title(f"{ranking.strategy}: mean rank of {ranking.metric} on {len(ranking.values)} datasets "
-                 f"(1 = best); bars join backbones the Nemenyi test does not separate at alpha = {ranking.alpha:g}; "
-                 f"Friedman p = {ranking.friedman_p:.3g}", fontsize=8)
+    first = float(ranking.mean_rank.iloc[0])
+    ax.set_xlim(1 - 0.05 * k, max(k, first + ranking.critical_difference) + 0.05 * k)  # the whole range of ranks
+    ax.set_title(f"{ranking.strategy}: mean rank of {ranking.metric} on {len(ranking.values)} datasets (1 = best), "
+                 f"Friedman p = {ranking.friedman_p:.3g}\nbars join backbones the Nemenyi test does not separate at "
+                 f"alpha = {ranking.alpha:g}", fontsize=8)
     buffer = io.BytesIO()
     fig.savefig(buffer, format=fmt, bbox_inches="tight", dpi=100, **({"metadata": {"Date": None}} if fmt == "svg" else {}))
     plt.close(fig)
