@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sort-by", metavar="METRIC", help="rank by this metric (default: the first)")
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _statistics_flags(run)
     out = run.add_argument_group("scale-out (see docs/scale-out.md)")
     out.add_argument("--executor", choices=("local", "submitit", "ray", "specs"), default="local",
                      help="who runs the cells: this process (default), Slurm via submitit, Ray, or nobody "
@@ -164,6 +165,8 @@ def cmd_list(args) -> int:
             extra.append(", ".join(f"{k}={v!r}" for k, v in entry.meta.items() if k not in ("aliases", "description")))
         if args.kind == "metrics":
             extra.append("higher is better" if entry.meta.get("higher_is_better", True) else "lower is better")
+            extra.append("paired tests: " + ("per item" if entry.meta.get("per_item") else
+                                             "recomputed per resample" if entry.meta.get("resample") else "none"))
         if entry.meta.get("description"):
             extra.append(entry.meta["description"])
         detail = "; ".join(e for e in extra if e)
@@ -204,6 +207,7 @@ def cmd_run(args) -> int:
         device=args.device, cache_dir=args.cache_dir, download=not args.no_download, quiet=args.quiet,
         fail_fast=args.fail_fast, sort_by=args.sort_by, command=_command_line(args.argv),
         executor=args.executor, executor_options=_executor_options(args),
+        **dict(zip(("alpha", "ci_method"), _statistics_options(args))),
     )
     return 1 if (board["status"] != "ok").any() else 0
 

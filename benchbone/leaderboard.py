@@ -87,10 +87,7 @@ def build(records: Iterable[dict], sort_by: str | None = None, *, run_dirs: Iter
         row["error"] = errors.iloc[0] if len(errors) else ""
         out.append(row)
     board = pd.DataFrame(out)
-    if ci_method not in statistics.CI_METHODS:
-        raise UsageError(f"--ci-method {ci_method!r}: use one of {', '.join(statistics.CI_METHODS)}")
-    if not 0 < alpha < 1:
-        raise UsageError(f"--alpha {alpha!r}: give a significance level between 0 and 1, e.g. 0.05")
+    statistics.check_options(alpha, ci_method)
     if sort_by is not None:
         ascending = not directions[sort_by]
         board = board.sort_values(["dataset", "strategy", sort_by, "backbone"],

@@ -31,6 +31,14 @@ TEST_NAME = "paired bootstrap over seeds and test items"
 GROUP = ["dataset", "strategy"]
 
 
+def check_options(alpha: float, ci_method: str) -> None:
+    """Refuse an alpha outside (0, 1) or an unknown interval method, with the flag to fix."""
+    if ci_method not in CI_METHODS:
+        raise UsageError(f"--ci-method {ci_method!r}: use one of {', '.join(CI_METHODS)}")
+    if not 0 < alpha < 1:
+        raise UsageError(f"--alpha {alpha!r}: give a significance level between 0 and 1, e.g. 0.05")
+
+
 def describe(alpha: float, ci_method: str) -> str:
     """The one line written under every table: which test, alpha and correction decide "tied"."""
     return (f"tied: not significantly different from the leader at alpha = {alpha:g} (Holm), by the paired "
@@ -181,8 +189,7 @@ def bootstrap_difference(point_a: float, reps_a: np.ndarray, point_b: float, rep
     p = P*(|d* - d| >= |d|). Both p-values count the observed difference as one replicate ((k + 1) / (B + 1)),
     so they never reach 0 and each is dual to its interval.
     """
-    if ci_method not in CI_METHODS:
-        raise UsageError(f"--ci-method {ci_method!r}: use one of {', '.join(CI_METHODS)}")
+    check_options(alpha, ci_method)
     diff = point_a - point_b
     reps = reps_a - reps_b
     count = len(reps) + 1
