@@ -342,7 +342,12 @@ def leader_columns(board: pd.DataFrame, records: list[dict], run_dirs: Sequence[
 
     The leader of a group is its first ok row with a value of ``metric`` (the metric the board is sorted
     by); every other ok row is compared with it. Rows that cannot be compared say why in ``note``.
+    ``metrics_registry`` (default: the installed plugins') says how each metric is resampled.
     """
+    if metrics_registry is None:  # a library call: the metrics of the installed plugins
+        from benchbone.plugins import get_plugin_manager
+
+        metrics_registry = get_plugin_manager().registries().metrics
     out = pd.DataFrame(index=board.index, columns=["leader", "tied", *COLUMNS], dtype=object)
     out[["leader", "tied", "comparable"]] = False
     out["note"] = ""

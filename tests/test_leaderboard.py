@@ -83,7 +83,7 @@ def test_rows_without_predictions_are_not_comparable_with_the_leader():
     board = leaderboard.build(TIES).set_index(["dataset", "backbone"])  # no run directory: no predictions.npz
     assert board.loc[("d", "a"), "leader"] and not board.loc[("d", "b"), "tied"]
     assert board.loc[("e", "b"), "leader"] and "no finished cell" not in board.loc[("e", "a"), "note"]
-    assert not board["comparable"].any() and "not registered" in board.loc[("d", "b"), "note"]
+    assert not board["comparable"].any() and "no predictions.npz" in board.loc[("d", "b"), "note"]
     assert board.loc[("d", "b"), "top1_ci_low"] == pytest.approx(0.87)
     md = leaderboard.to_text(leaderboard.build(TIES), "md")
     assert "[87.00, 91.00]" in md and "| leader, not comparable" in md and "| not comparable" in md
