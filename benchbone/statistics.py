@@ -70,8 +70,11 @@ def _predictions_file(record: dict, run_dirs: Sequence[Path]) -> Path | None:
     return None
 
 
-def load_items(records: Sequence[dict], run_dirs: Sequence[Path]) -> Items | str:
-    """The ``Items`` of the ok records of one row, or a reason why they cannot be compared."""
+def load_items(records: Sequence[dict], run_dirs: Sequence[Path], scores: bool = True) -> Items | str:
+    """The ``Items`` of the ok records of one row, or a reason why they cannot be compared.
+
+    ``scores=False`` leaves ``y_score`` unread (it is items x classes per seed: large for ImageNet).
+    """
     records = sorted(records, key=lambda r: r.get("seed", 0))
     arrays = []
     for record in records:
@@ -80,7 +83,7 @@ def load_items(records: Sequence[dict], run_dirs: Sequence[Path]) -> Items | str
             return f"no predictions.npz for cell {record['cell_id']} (seed {record.get('seed')})"
         try:
             with np.load(path, allow_pickle=False) as saved:
-                arrays.append({k: saved[k] for k in ("y_true", "y_pred", "y_score")})
+                arrays.append({k: saved[k] for k in ("y_true", "y_pred", *(("y_score",) if scores else ()))})
         except (OSError, ValueError, KeyError) as exc:
             return f"unreadable {path}: {exc}"
     digests = {json.dumps([(r.get("cell") or {}).get("data_dir"), (r.get("data") or {}).get("indices_digest",
@@ -89,11 +92,11 @@ def load_items(records: Sequence[dict], run_dirs: Sequence[Path]) -> Items | str
     y_true = arrays[0]["y_true"]
     if len(digests) > 1 or any(not np.array_equal(a["y_true"], y_true) for a in arrays):
         return "its seeds scored different test items"
-    scores = [a["y_score"] for a in arrays]
-    has_scores = all(s.ndim == 2 and s.shape[1] > 0 for s in scores)
+    given = [a["y_score"] for a in arrays] if scores else []
+    has_scores = scores and all(s.ndim == 2 and s.shape[1] > 0 for s in given)
     key = (*json.loads(digests.pop()), len(y_true), hash(y_true.tobytes()))
     return Items([int(r.get("seed", 0)) for r in records], y_true, np.stack([a["y_pred"] for a in arrays]),
-                 np.stack(scores) if has_scores else None, key)
+                 np.stack(given) if has_scores else None, key)
 
 
 # ---------------------------------------------------------------- resampling
@@ -272,7 +275,8 @@ def comparison_group(rows: pd.DataFrame, records: Iterable[dict], run_dirs: Sequ
             group.excluded[label] = form
             continue
         found = by_row.get(row_key(row))
-        items = load_items(found, run_dirs) if found else "no finished cell"
+        items = load_items(found, run_dirs, scores=form.needs_scores or form.per_item is None) if found else \
+            "no finished cell"
         if isinstance(items, str):
             group.excluded[label] = items
         elif form.needs_scores and items.y_score is None:
