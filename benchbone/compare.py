@@ -55,7 +55,8 @@ def compare(board: pd.DataFrame, records: list[dict], run_dirs: Sequence[Path], 
             raise UsageError(f"cannot compare {ds} x {st}: row {label}: {why}{more}; leave it out or rerun it "
                              "with the same test_per_class, data and seeds")
         pairs = statistics.pairwise(group, alpha, ci_method)
-        groups.append({"dataset": ds, "strategy": st, "metric": metric, "higher_is_better": group.higher_is_better,
+        floor = statistics.smallest_holm_p(group.resamples, len(pairs), ci_method)
+        groups.append({"smallest_p_holm": floor,"dataset": ds, "strategy": st, "metric": metric, "higher_is_better": group.higher_is_better,
                        "percent": board.attrs["percent"][metric], "rows": group.labels,
                        "values": dict(zip(group.labels, group.points)), "resamples": group.resamples,
                        "pairs": pairs.to_dict(orient="records")})
@@ -74,10 +75,14 @@ def _matrix(group: dict) -> pd.DataFrame:
                         columns=group["rows"])
 
 
-def _heading(group: dict) -> str:
+def _heading(group: dict, alpha: float) -> str:
     arrow = "higher" if group["higher_is_better"] else "lower"
-    return (f"{group['dataset']} x {group['strategy']}: {group['metric']} of row - column ({arrow} is better), "
+    text = (f"{group['dataset']} x {group['strategy']}: {group['metric']} of row - column ({arrow} is better), "
             f"Holm-adjusted p over {len(group['pairs'])} pairs; * significant")
+    if group["smallest_p_holm"] >= alpha:
+        text += (f" (none can be: with {group['resamples']:,} resamples Holm's p cannot go below "
+                 f"{group['smallest_p_holm']:.3g}; compare fewer rows, or a metric with a per-item form)")
+    return text
 
 
 def to_text(groups: list[dict], alpha: float, ci_method: str, fmt: str = "table", title: str = "benchbone compare") -> str:
@@ -91,10 +96,10 @@ def to_text(groups: list[dict], alpha: float, ci_method: str, fmt: str = "table"
         return json.dumps(_no_nan({"method": method, "alpha": alpha, "ci_method": ci_method,
                                    "correction": statistics.CORRECTION, "groups": groups}), indent=2, allow_nan=False)
     if fmt == "table":
-        parts = [f"{_heading(g)}\n{tabulate(_matrix(g), headers='keys', disable_numparse=True)}" for g in groups]
+        parts = [f"{_heading(g, alpha)}\n{tabulate(_matrix(g), headers='keys', disable_numparse=True)}" for g in groups]
         return "\n\n".join([*parts, method])
     esc = html.escape
-    body = "".join(f"<h2>{esc(_heading(g))}</h2>{_matrix(g).to_html(escape=True, classes='matrix')}" for g in groups)
+    body = "".join(f"<h2>{esc(_heading(g, alpha))}</h2>{_matrix(g).to_html(escape=True, classes='matrix')}" for g in groups)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" '
             f"content=\"default-src 'none'; style-src 'unsafe-inline'\"><title>{esc(title)}</title><style>"
             "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em}table{border-collapse:collapse}"

@@ -205,6 +205,11 @@ def bootstrap_difference(point_a: float, reps_a: np.ndarray, point_b: float, rep
     return Difference(float(diff), float(low), float(high), float(min(1.0, p)))
 
 
+def smallest_holm_p(resamples: int, comparisons: int, ci_method: str = "percentile") -> float:
+    """The smallest p-value Holm's correction can give ``comparisons`` bootstrap p-values of ``resamples``."""
+    return min(1.0, comparisons * (2 if ci_method == "percentile" else 1) / (resamples + 1))
+
+
 def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
     """McNemar's exact test (statsmodels) on the items one classifier gets right and the other wrong."""
     from statsmodels.stats.contingency_tables import mcnemar

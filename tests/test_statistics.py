@@ -307,3 +307,12 @@ def test_reproduction_suites_are_valid_suites_with_sources():
         for entry in expect.load(suite):
             assert entry["source"] and entry["tolerance"] > 0
             assert any(c.backbone_label == entry["backbone"] and c.strategy == entry["strategy"] for c in cells)
+
+
+def test_compare_says_when_the_resamples_bound_holms_p(tmp_path, capsys):
+    write_run(tmp_path, {"a": 0.95, "b": 0.5, "c": 0.1})
+    assert main(["compare", str(tmp_path), "-f", "json"]) == 0
+    (group,) = json.loads(capsys.readouterr().out)["groups"]
+    assert min(p["p_holm"] for p in group["pairs"]) == pytest.approx(group["smallest_p_holm"]) == 3 * 2 / 10_001
+    assert main(["compare", str(tmp_path), "--alpha", "0.0001"]) == 0
+    assert "none can be: with 10,000 resamples Holm's p cannot go below 0.0006" in capsys.readouterr().out
