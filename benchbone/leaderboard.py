@@ -204,7 +204,10 @@ def markdown_page(board: pd.DataFrame, records: list[dict], title: str = "benchb
                   "Holm's correction (see docs/statistics.md). img/s: feature extraction, measured when the features "
                   "were extracted. peak MB: CUDA peak allocation of the cell, or on a CPU the process's peak RSS so "
                   "far.", ""]
-    return "\n".join(lines + ranking_lines(board) + provenance(records)) + "\n"
+    lines += ranking_lines(board)
+    if board.attrs.get("sort_by"):
+        lines += [f"Statistics by {statistics.library_versions()} (docs/statistics.md).", ""]
+    return "\n".join(lines + provenance(records)) + "\n"
 
 
 def rankings(board: pd.DataFrame) -> list[statistics.Ranking]:

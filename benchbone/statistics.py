@@ -49,6 +49,13 @@ def describe(alpha: float, ci_method: str) -> str:
             "than the leader's, or the only row of its dataset x strategy.")
 
 
+def library_versions() -> str:
+    """``scipy 1.17.1, statsmodels 0.15.0, scikit-posthocs 0.17.1``: what computed the statistics."""
+    import importlib.metadata
+
+    return ", ".join(f"{name} {importlib.metadata.version(name)}" for name in ("scipy", "statsmodels", "scikit-posthocs"))
+
+
 # ---------------------------------------------------------------- per-item data of one row
 
 @dataclass
@@ -413,7 +420,9 @@ class Ranking:
 
     @property
     def mean_rank(self) -> pd.Series:
-        return self.ranks.mean().sort_values()
+        """Mean rank per backbone, best first; equal means in name order, so every drawing is the same."""
+        means = self.ranks.mean()
+        return means[sorted(means.index, key=lambda b: (means[b], b))]
 
     def table(self) -> pd.DataFrame:
         order = self.mean_rank.index
@@ -489,11 +498,15 @@ def cd_diagram(ranking: Ranking, fmt: str = "png") -> bytes:
 
     plt = _pyplot()
     k = len(ranking.mean_rank)
+    plt.rcParams["svg.hashsalt"] = "benchbone"  # stable element ids: the same diagram gives the same file
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.35 * k))
-    scikit_posthocs.critical_difference_diagram(ranking.mean_rank, ranking.nemenyi, alpha=ranking.alpha,
-                                                cd=ranking.critical_difference, ax=ax,
-                                                label_fmt_left="{label} ({rank:.2f})",
-                                                label_fmt_right="({rank:.2f}) {label}")
+    drawn = scikit_posthocs.critical_difference_diagram(ranking.mean_rank, ranking.nemenyi, alpha=ranking.alpha,
+                                                        cd=ranking.critical_difference, ax=ax,
+                                                        label_fmt_left="{label} ({rank:.2f})",
+                                                        label_fmt_right="({rank:.2f}) {label}")
+    for line in (line for bar in drawn["crossbars"] for line in bar):  # drawn from sets: put points in order
+        x, y = (np.asarray(v) for v in line.get_data())
+        line.set_data(x[np.argsort(x, kind="stable")], y[np.argsort(x, kind="stable")])
     first = float(ranking.mean_rank.iloc[0])
     ax.set_xlim(1 - 0.05 * k, max(k, first + ranking.critical_difference) + 0.05 * k)  # the whole range of ranks
     ax.set_title(f"{ranking.strategy}: mean rank of {ranking.metric} on {len(ranking.values)} datasets (1 = best), "

@@ -316,3 +316,18 @@ def test_compare_says_when_the_resamples_bound_holms_p(tmp_path, capsys):
     assert min(p["p_holm"] for p in group["pairs"]) == pytest.approx(group["smallest_p_holm"]) == 3 * 2 / 10_001
     assert main(["compare", str(tmp_path), "--alpha", "0.0001"]) == 0
     assert "none can be: with 10,000 resamples Holm's p cannot go below 0.0006" in capsys.readouterr().out
+
+
+def test_cd_diagrams_are_the_same_bytes_whatever_the_hash_seed(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = ("import sys, pandas as pd; from benchbone import statistics; sys.path.insert(0, sys.argv[2]); "
+              "from test_statistics import DEMSAR; statistics.write_cd_diagrams("
+              "[statistics.rank_matrix(DEMSAR, True, 0.10, 'c45', 'auc')], sys.argv[1])")
+    for seed in ("1", "2"):
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / seed), os.path.dirname(__file__)], check=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed})
+    for name in ("cd-c45.png", "cd-c45.svg"):
+        assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "2" / name).read_bytes()
