@@ -143,7 +143,7 @@ def _table(board: pd.DataFrame) -> str:
         for col, label, _, first in cols)
     rows = []
     for _, row in board.iterrows():
-        classes = [c for c, on in (("failed", row["status"] != "ok"), ("leader", row["rank"] == 1 and row["status"] == "ok"),
+        classes = [c for c, on in (("failed", row["status"] != "ok"), ("leader", bool(row.get("leader")) and row["status"] == "ok"),
                                    ("tied", _tied(row))) if on]
         attrs = "".join(f' data-{k}="{_esc(row[k])}"' for k in ("dataset", "strategy", "backbone"))
         key = _esc(_row_key(row["dataset"], row["strategy"], row["backbone"], row["params"]))
@@ -262,7 +262,8 @@ def _pivot(board: pd.DataFrame) -> str:
         return ""
     best = board.sort_values("rank").drop_duplicates(["dataset", "strategy", "backbone"])
     columns = sorted({(r.dataset, r.strategy) for r in best.itertuples()})
-    leaders = {k: g.loc[g["rank"].idxmin(), "backbone"] for k, g in best.groupby(["dataset", "strategy"])}
+    leaders = {k: g.loc[g["leader"], "backbone"].iloc[0] for k, g in best.groupby(["dataset", "strategy"])
+               if g["leader"].any()}
     head = "".join(f"<th>{_esc(d)}<br><small>{_esc(s)}</small></th>" for d, s in columns)
     rows = []
     for backbone in sorted(best["backbone"].unique()):
@@ -275,7 +276,7 @@ def _pivot(board: pd.DataFrame) -> str:
             r = hit.iloc[0]
             text = "failed" if r["status"] == "failed" else _fmt(r[metric], r.get(f"{metric}_std"),
                                                                   board.attrs["percent"][metric])
-            cls = ' class="n best"' if leaders[key] == backbone and r["status"] != "failed" else ' class="n"'
+            cls = ' class="n best"' if leaders.get(key) == backbone and r["status"] != "failed" else ' class="n"'
             cells.append(f"<td{cls}>{_esc(text)}</td>")
         rows.append(f"<tr><th>{_esc(backbone)}</th>{''.join(cells)}</tr>")
     return (f'<table id="pivot"><thead><tr><th>{_esc(metric)}</th>{head}</tr></thead>'
