@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sort-by", metavar="METRIC", help="rank by this metric (default: the first)")
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _statistics_flags(run)
     out = run.add_argument_group("scale-out (see docs/scale-out.md)")
     out.add_argument("--executor", choices=("local", "submitit", "ray", "specs"), default="local",
                      help="who runs the cells: this process (default), Slurm via submitit, Ray, or nobody "
@@ -108,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also write a PNG of top1 (or --sort-by) per layer of the --set layer rows (BACKBONE#LAYER)")
     board.add_argument("--plot-curve", metavar="PARAM=FILE.png",
                        help="also write a PNG of top1 (or --sort-by) against a swept parameter, e.g. shots=curve.png")
+    board.add_argument("--cd-diagrams", metavar="DIR",
+                       help="also write the critical-difference diagrams across datasets, cd-<strategy>.png and "
+                            ".svg, into DIR")
+    board.add_argument("--expect", metavar="FILE.toml",
+                       help="print measured vs expected for the [[expect]] tables of FILE (published numbers, "
+                            "see benchmarks/reproduce/); exit 1 when one is missing or outside its tolerance")
+    _statistics_flags(board)
 
     report = sub.add_parser("report", parents=[common], help="a self-contained HTML page of one or more run directories",
                             description="Write the leaderboard of run directories as one HTML page with no "
@@ -116,7 +124,35 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--output", "-o", metavar="FILE", help="default: <first DIR>/report.html")
     report.add_argument("--sort-by", metavar="METRIC")
     report.add_argument("--title", default="benchbone leaderboard")
+    _statistics_flags(report)
+
+    compare = sub.add_parser("compare", parents=[common], help="every pair of backbones, paired on the same test items",
+                             description="For each dataset x strategy, the difference in the ranking metric between "
+                                         "every pair of rows and its Holm-adjusted p-value (paired bootstrap over "
+                                         "the same test items; see docs/statistics.md).")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    compare.add_argument("--strategy", "-s", metavar="NAME", help="only this strategy")
+    compare.add_argument("--dataset", "-d", metavar="NAME", help="only this dataset")
+    compare.add_argument("--sort-by", metavar="METRIC", help="the metric to compare (default: top1)")
+    compare.add_argument("--format", "-f", choices=("table", "json", "html"), default="table")
+    compare.add_argument("--output", "-o", metavar="FILE", help="write here instead of printing")
+    _statistics_flags(compare)
     return parser
+
+
+def _statistics_flags(parser: argparse.ArgumentParser) -> None:
+    """--alpha and --ci-method; their defaults live in benchbone.statistics, which --help does not import."""
+    parser.add_argument("--alpha", type=float, metavar="A",
+                        help="significance level of the paired tests, after Holm's correction (default 0.05)")
+    parser.add_argument("--ci-method", metavar="METHOD",
+                        help="bootstrap interval of the differences: percentile (default) or basic")
+
+
+def _statistics_options(args) -> tuple[float, str]:
+    from benchbone import statistics
+
+    return (statistics.ALPHA if args.alpha is None else args.alpha,
+            args.ci_method or statistics.CI_METHODS[0])
 
 
 def _manager(args):
@@ -141,6 +177,8 @@ def cmd_list(args) -> int:
             extra.append(", ".join(f"{k}={v!r}" for k, v in entry.meta.items() if k not in ("aliases", "description")))
         if args.kind == "metrics":
             extra.append("higher is better" if entry.meta.get("higher_is_better", True) else "lower is better")
+            extra.append("paired tests: " + ("per item" if entry.meta.get("per_item") else
+                                             "recomputed per resample" if entry.meta.get("resample") else "none"))
         if entry.meta.get("description"):
             extra.append(entry.meta["description"])
         detail = "; ".join(e for e in extra if e)
@@ -181,6 +219,7 @@ def cmd_run(args) -> int:
         device=args.device, cache_dir=args.cache_dir, download=not args.no_download, quiet=args.quiet,
         fail_fast=args.fail_fast, sort_by=args.sort_by, command=_command_line(args.argv),
         executor=args.executor, executor_options=_executor_options(args),
+        **dict(zip(("alpha", "ci_method"), _statistics_options(args))),
     )
     return 1 if (board["status"] != "ok").any() else 0
 
@@ -226,7 +265,7 @@ def cmd_leaderboard(args) -> int:
     records = read_records([Path(d) for d in args.run_dirs])
     if args.strategy and not (args.pivot or args.plot):
         raise UsageError("--strategy chooses the strategy of --pivot or --plot; pass one of them too")
-    board = leaderboard.build(records, sort_by=args.sort_by)
+    board = _board(args, records)
     if args.plot:
         if not args.plot.lower().endswith(".png"):
             raise UsageError(f"--plot {args.plot!r}: give a file name ending in .png")
@@ -234,26 +273,29 @@ def cmd_leaderboard(args) -> int:
         print(f"benchbone: wrote {args.plot}", file=sys.stderr)
     if args.plot_layers:
         from benchbone.plots import layer_curve_png
-        from benchbone.records import atomic_path
 
         if not args.plot_layers.lower().endswith(".png") or not board["backbone"].str.contains("#").any():
             raise UsageError(f"--plot-layers {args.plot_layers!r}: give a .png file name, for runs with --set layer")
-        with atomic_path(Path(args.plot_layers)) as tmp:
-            tmp.write_bytes(layer_curve_png(board, board.attrs.get("sort_by") or "top1", args.title))
+        write_atomic(Path(args.plot_layers), layer_curve_png(board, board.attrs.get("sort_by") or "top1", args.title))
         print(f"benchbone: wrote {args.plot_layers}", file=sys.stderr)
     if args.plot_curve:
         import json
 
         from benchbone.plots import param_curve_png
-        from benchbone.records import atomic_path
 
         param, _, file = args.plot_curve.partition("=")
         if not file.lower().endswith(".png") or not any(param in json.loads(p) for p in board["params"]):
             raise UsageError(f"--plot-curve {args.plot_curve!r}: give PARAM=FILE.png with a parameter of these rows, "
                              "e.g. shots=curve.png")
-        with atomic_path(Path(file)) as tmp:
-            tmp.write_bytes(param_curve_png(board, board.attrs.get("sort_by") or "top1", param, args.title))
+        write_atomic(Path(file), param_curve_png(board, board.attrs.get("sort_by") or "top1", param, args.title))
         print(f"benchbone: wrote {file}", file=sys.stderr)
+    if args.cd_diagrams:
+        from benchbone import statistics
+
+        written = statistics.write_cd_diagrams(leaderboard.rankings(board), Path(args.cd_diagrams))
+        if not written:
+            raise UsageError("--cd-diagrams: no strategy is scored by 3 or more backbones on 2 or more datasets here")
+        print(f"benchbone: wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
     if args.format == "html":
         from benchbone import report
 
@@ -266,10 +308,44 @@ def cmd_leaderboard(args) -> int:
         text = leaderboard.markdown_page(board, records, title=args.title)
     else:
         text = leaderboard.to_text(board, args.format)
-    if args.output:
-        write_atomic(Path(args.output), text if text.endswith("\n") else text + "\n")
+    status = 0
+    if args.expect:
+        from benchbone import expect
+
+        checked = expect.check(board, expect.load(args.expect))
+        text = "\n\n".join([text, f"Measured vs expected ({args.expect}):", expect.to_text(checked, args.format)])
+        status = 0 if checked["within"].all() else 1
+    _emit(text, args.output)
+    return status
+
+
+def _board(args, records):
+    """The leaderboard of ``records`` with the paired tests the flags ask for."""
+    from benchbone import leaderboard
+
+    alpha, ci_method = _statistics_options(args)
+    return leaderboard.build(records, sort_by=args.sort_by, run_dirs=[Path(d) for d in args.run_dirs],
+                             metric_registry=_manager(args).registries().metrics, alpha=alpha, ci_method=ci_method)
+
+
+def _emit(text: str, output: str | None) -> None:
+    from benchbone.records import write_atomic
+
+    if output:
+        write_atomic(Path(output), text if text.endswith("\n") else text + "\n")
     else:
         print(text)
+
+
+def cmd_compare(args) -> int:
+    from benchbone import compare
+    from benchbone.records import read_records
+
+    records = read_records([Path(d) for d in args.run_dirs])
+    board = _board(args, records)
+    groups = compare.compare(board, records, [Path(d) for d in args.run_dirs], _manager(args).registries().metrics,
+                             strategy=args.strategy, dataset=args.dataset)
+    _emit(compare.to_text(groups, *_statistics_options(args), args.format), args.output)
     return 0
 
 
@@ -305,13 +381,14 @@ def cmd_report(args) -> int:
     from benchbone import report
 
     _manager(args)
-    path = report.write([Path(d) for d in args.run_dirs], args.output, sort_by=args.sort_by, title=args.title)
+    path = report.write([Path(d) for d in args.run_dirs], args.output, sort_by=args.sort_by, title=args.title,
+                        metric_registry=_manager(args).registries().metrics, statistics=_statistics_options(args))
     print(f"benchbone: wrote {path}", file=sys.stderr)
     return 0
 
 
 COMMANDS = {"run": cmd_run, "run-cell": cmd_run_cell, "list": cmd_list, "plugins": cmd_plugins,
-            "leaderboard": cmd_leaderboard, "report": cmd_report, "doctor": cmd_doctor}
+            "leaderboard": cmd_leaderboard, "report": cmd_report, "doctor": cmd_doctor, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Harness parameters that do not change a cell's result, so stay out of its id.
 _NOT_IN_ID = {"batch_size"}
 SUITE_KEYS = {"backbones", "datasets", "strategies", "metrics", "seeds", "set", "data_dir", "device", "out",
-              "download", "description", "weights"}
+              "download", "description", "weights", "expect"}  # expect: published values (benchbone leaderboard --expect)
 
 
 @dataclass
@@ -38,6 +38,7 @@ class GridSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
     data_dir: str | None = None
     weights: dict[str, str] = field(default_factory=dict)  # backbone name -> local state-dict file
+    data_dirs: dict[str, str] = field(default_factory=dict)  # dataset name -> its own data directory (suites)
 
     def merge(self, other: "GridSpec") -> "GridSpec":
         """``other`` (the command line) adds names and overrides to this one (a suite)."""
@@ -50,6 +51,7 @@ class GridSpec:
             overrides={**self.overrides, **other.overrides},
             data_dir=other.data_dir or self.data_dir,
             weights={**self.weights, **other.weights},
+            data_dirs={} if other.data_dir else {**self.data_dirs, **other.data_dirs},  # --data-dir: every dataset
         )
 
 
@@ -214,10 +216,14 @@ def load_suite(path: str | Path) -> GridSpec:
             flat.update({f"{key}.{k}": v for k, v in value.items()})
         else:
             flat[key] = value
-    data_dir = data.get("data_dir")
-    if data_dir is not None and not isinstance(data_dir, str):
+    data_dir, data_dirs = data.get("data_dir"), {}
+    if isinstance(data_dir, dict):  # [data_dir] cifar10 = "...": one directory per dataset, the others find their own
+        if not all(isinstance(v, str) for v in data_dir.values()):
+            raise UsageError(f"{where('data_dir')}: [data_dir] must be a table of dataset = \"path\"")
+        data_dirs, data_dir = {k: str((path.parent / v).resolve()) for k, v in data_dir.items()}, None
+    elif data_dir is not None and not isinstance(data_dir, str):
         raise UsageError(f"{where('data_dir')}: data_dir must be a path in quotes, not {data_dir!r}")
-    if data_dir is not None:
+    elif data_dir is not None:
         data_dir = str((path.parent / data_dir).resolve()) if not Path(data_dir).is_absolute() else data_dir
     weights = data.get("weights", {})
     if not isinstance(weights, dict) or not all(isinstance(v, str) for v in weights.values()):
@@ -228,7 +234,7 @@ def load_suite(path: str | Path) -> GridSpec:
             raise UsageError(f"{where(key)}: {key} must be a {'true/false' if kind is bool else 'string'}, "
                              f"not {data[key]!r}")
     return GridSpec(names("backbones"), names("datasets"), names("strategies"), names("metrics"), seeds, flat,
-                    data_dir, weights)
+                    data_dir, weights, data_dirs)
 
 
 def parse_weights(items: list[str]) -> dict[str, str]:
@@ -314,6 +320,11 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
         raise UsageError("--set layer and --weights exclude each other; probe the layers of the named weights' backbone "
                          "without --weights, or drop --set layer")
     datasets = registries.datasets.resolve(spec.datasets)
+    data_dirs = {registries.datasets.get(name).name: folder for name, folder in spec.data_dirs.items()}
+    stray = sorted(set(data_dirs) - set(datasets))
+    if stray:
+        raise UsageError(f"[data_dir] names {stray[0]!r}, which is not a dataset of this grid; "
+                         f"name one of {', '.join(datasets)}")
     strategies = registries.strategies.resolve(spec.strategies)
     metrics = tuple(registries.metrics.resolve(spec.metrics) if spec.metrics else  # default=False: only when asked
                     [m for m in registries.metrics.registered() if registries.metrics.get(m).meta.get("default", True)])
@@ -388,7 +399,8 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
                 check(dict(params))
     return [
         Cell(backbone, pretrained, dataset, strategy, seed, params,
-             options, metrics, spec.data_dir, *(weights.get(backbone, (None, None)) if pretrained else (None, None)),
+             options, metrics, data_dirs.get(dataset, spec.data_dir),
+             *(weights.get(backbone, (None, None)) if pretrained else (None, None)),
              tuple(sorted(per_dataset[dataset].items())), layer)
         for backbone, pretrained in backbones
         for layer in layers.get(backbone, [None])

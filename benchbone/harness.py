@@ -488,8 +488,12 @@ def run_grid(
     echo: bool = True,
     executor: str = "local",
     executor_options: dict | None = None,
+    alpha: float = 0.05,
+    ci_method: str = "percentile",
 ):
     """Expand ``spec`` into cells, run those not yet finished in ``out``, and return the leaderboard.
+
+    ``alpha`` and ``ci_method`` are those of the leaderboard's paired tests (``benchbone.statistics``).
 
     ``executor`` is "local" (this process), "submitit", "ray" or "specs" (see ``benchbone.executors``). The
     leaderboard (CSV, markdown, JSON) is written to ``out`` from the records of this grid.
@@ -499,7 +503,9 @@ def run_grid(
     from benchbone.plugins import get_plugin_manager
     from benchbone.records import write_atomic
     from benchbone.report import page as report_page
+    from benchbone.statistics import check_options
 
+    check_options(alpha, ci_method)  # before any cell runs
     pm = pm or get_plugin_manager()
     cells = expand(spec, pm.registries())
     runner = executors.get(executor, executor_options or {})
@@ -534,7 +540,8 @@ def run_grid(
         cells, session, Path(out), requested_device=device, fail_fast=fail_fast, on_record=report)
     if executor == "specs":  # nothing ran: the specs are written, and their commands printed
         return leaderboard.build(records)
-    board = leaderboard.build(records, sort_by=sort_by)
+    board = leaderboard.build(records, sort_by=sort_by, run_dirs=[Path(out)], metric_registry=pm.registries().metrics,
+                              alpha=alpha, ci_method=ci_method)
     leaderboard.write(board, records, Path(out))
     written = "leaderboard.csv, leaderboard.md, leaderboard.json"
     try:  # a secondary page: its failure never costs the leaderboard or the records

@@ -54,7 +54,9 @@ def benchbone_register_metrics(register: Callable[..., None]) -> None:
 
     :param register: call ``register(name, fn, higher_is_better=True)`` once per metric, where
         ``fn(y_true, y_pred, y_score) -> float`` takes numpy arrays. ``percent=True`` shows the
-        value as a percentage in leaderboards.
+        value as a percentage in leaderboards. For the paired tests, ``per_item=fn_items`` gives values
+        per test item whose mean is the metric, or ``resample=True`` allows recomputing it on a resample
+        of the items; ``needs_scores=True`` when it needs ``y_score``.
     """
 
 

@@ -7,6 +7,7 @@ from typing import Iterable
 
 import pandas as pd
 
+from benchbone import statistics
 from benchbone.errors import UsageError
 from benchbone.records import write_atomic
 
@@ -25,7 +26,8 @@ def _metric_names(records: list[dict]) -> list[str]:
     return sorted(names, key=lambda n: (n != "top1", n))
 
 
-def build(records: Iterable[dict], sort_by: str | None = None) -> pd.DataFrame:
+def build(records: Iterable[dict], sort_by: str | None = None, *, run_dirs: Iterable[Path] = (), metric_registry=None,
+          alpha: float = statistics.ALPHA, ci_method: str = "percentile") -> pd.DataFrame:
     """One row per backbone x dataset x strategy x parameters, metrics averaged over seeds, ranked.
 
     Rows are ranked within each dataset and strategy by ``sort_by`` (default: the first metric)
@@ -33,8 +35,12 @@ def build(records: Iterable[dict], sort_by: str | None = None) -> pd.DataFrame:
 
     ``top1_ci_low``/``top1_ci_high`` are the 95% bootstrap interval of top1 over test items; with several
     seeds, the mean of the per-seed bounds (test-set uncertainty; the spread over seeds is ``top1_std``).
-    ``tied`` is True for a row whose interval overlaps that of the leader (the row with the best top1 in its
-    dataset x strategy); the leader itself has ``leader`` True and ``tied`` False.
+    ``leader`` marks the first row of each dataset x strategy in the ranking metric; every other row is
+    compared with it on the same test items (``statistics.leader_columns``, from the predictions.npz found
+    in ``run_dirs``, the metric resampled as its entry in ``metric_registry`` declares): ``vs_leader``
+    (row - leader), its interval, the bootstrap ``p``, ``p_holm`` and McNemar's p for top1. ``tied`` is
+    True for a row not significantly different from the leader at ``alpha`` after Holm's correction; rows
+    that cannot be compared have ``comparable`` False and say why in ``note``.
     ``images_per_s`` is feature-extraction throughput as measured when the features were extracted (also
     for cells that read them from the cache); ``peak_mem_mb`` is what the record's ``resources`` says it is.
     """
@@ -81,7 +87,7 @@ def build(records: Iterable[dict], sort_by: str | None = None) -> pd.DataFrame:
         row["error"] = errors.iloc[0] if len(errors) else ""
         out.append(row)
     board = pd.DataFrame(out)
-    board["leader"], board["tied"] = _ties(board)
+    statistics.check_options(alpha, ci_method)
     if sort_by is not None:
         ascending = not directions[sort_by]
         board = board.sort_values(["dataset", "strategy", sort_by, "backbone"],
@@ -90,28 +96,14 @@ def build(records: Iterable[dict], sort_by: str | None = None) -> pd.DataFrame:
     else:
         board.insert(0, "rank", 1)
     board = board.reset_index(drop=True)
-    board.attrs.update(metrics=metrics, directions=directions, percent=percent, sort_by=sort_by)
+    compared = statistics.leader_columns(board, records, [Path(d) for d in run_dirs], sort_by, directions,
+                                         metric_registry, alpha, ci_method)
+    board = pd.concat([board, compared], axis=1)
+    board["test"] = statistics.TEST_NAME
+    board["alpha"], board["ci_method"], board["correction"] = alpha, ci_method, statistics.CORRECTION
+    board.attrs.update(metrics=metrics, directions=directions, percent=percent, sort_by=sort_by, alpha=alpha,
+                       ci_method=ci_method)
     return board
-
-
-def _ties(board: pd.DataFrame) -> tuple[list[bool], list[bool]]:
-    """(leader, tied) per row: the best top1 of each dataset x strategy, and the rows whose interval overlaps it."""
-    leader, tied = [False] * len(board), [False] * len(board)
-    if "top1" not in board:
-        return leader, tied
-    for _, group in board.groupby(["dataset", "strategy"], sort=False):
-        scored = group[group["top1"].notna()]
-        if scored.empty:
-            continue
-        best = scored["top1"].astype(float).idxmax()
-        leader[board.index.get_loc(best)] = True
-        low, high = board.at[best, "top1_ci_low"], board.at[best, "top1_ci_high"]
-        if pd.isna(low) or pd.isna(high):
-            continue
-        for i, row in scored.iterrows():
-            if i != best and row["top1_ci_high"] >= low and row["top1_ci_low"] <= high:
-                tied[board.index.get_loc(i)] = True
-    return leader, tied
 
 
 def _cell(value: float, std: float, percent: bool) -> str:
@@ -139,7 +131,10 @@ def display(board: pd.DataFrame) -> pd.DataFrame:
     if "top1" in metrics and board["top1_ci_low"].notna().any():
         show["top1 95% CI"] = [f"[{lo * 100:.2f}, {hi * 100:.2f}]" if pd.notna(lo) else "-"
                                for lo, hi in zip(board["top1_ci_low"], board["top1_ci_high"])]
-        show["tie"] = ["leader" if lead else ("tied" if tie else "") for lead, tie in zip(board["leader"], board["tied"])]
+    if board.attrs.get("sort_by") is not None and "leader" in board:
+        show[f"Δ {board.attrs['sort_by']} vs leader"] = _versus_leader(board)
+        show["p Holm"] = [f"{p:.3g}" if pd.notna(p) else "-" for p in board["p_holm"]]
+        show["tie"] = [tie_label(row, board.attrs["sort_by"]) for _, row in board.iterrows()]
     show["params M"] = [f"{v:.2f}" if pd.notna(v) else "-" for v in board["params_m"]]
     show["GMACs"] = [f"{v:.3g}" if pd.notna(v) else "-" for v in board["gmacs"]]
     show["features"] = [f"{int(v)}" if pd.notna(v) else "-" for v in board["num_features"]]
@@ -150,6 +145,36 @@ def display(board: pd.DataFrame) -> pd.DataFrame:
     if (board["status"] != "ok").any():
         show["status"] = [s if s == "ok" else f"{s}: {e}"[:120] for s, e in zip(board["status"], board["error"])]
     return show
+
+
+def tie_label(row, metric: str) -> str:
+    """leader, tied, not comparable or nothing: what a row's comparison with its leader says."""
+    if row.get("leader") and row.get("comparable"):
+        return "leader"
+    if row.get("status") == "failed" or pd.isna(row.get(metric)):
+        return ""
+    if not row.get("comparable"):
+        return "leader, not comparable" if row.get("leader") else "not comparable"
+    return "tied" if row.get("tied") else ""
+
+
+def delta_text(diff: float, low: float, high: float, percent: bool) -> str:
+    """``-2.45 [-4.10, -0.80]``: row - leader in the ranking metric's units, with its interval."""
+    if pd.isna(diff):
+        return "-"
+    scale, digits = (100.0, 2) if percent else (1.0, 4)
+    return f"{diff * scale:+.{digits}f} [{low * scale:+.{digits}f}, {high * scale:+.{digits}f}]"
+
+
+def _versus_leader(board: pd.DataFrame) -> list[str]:
+    percent = board.attrs["percent"][board.attrs["sort_by"]]
+    return [delta_text(d, lo, hi, percent)
+            for d, lo, hi in zip(board["vs_leader"], board["vs_leader_ci_low"], board["vs_leader_ci_high"])]
+
+
+def method_line(board: pd.DataFrame) -> str:
+    """The test, alpha and correction behind "tied", as written under every table."""
+    return statistics.describe(board.attrs.get("alpha", statistics.ALPHA), board.attrs.get("ci_method", "percentile"))
 
 
 def to_text(board: pd.DataFrame, fmt: str = "table") -> str:
@@ -165,7 +190,8 @@ def to_text(board: pd.DataFrame, fmt: str = "table") -> str:
     if board.empty:
         return "(no records)"
     tablefmt = "github" if fmt == "md" else "simple"
-    return tabulate(display(board), headers="keys", tablefmt=tablefmt, showindex=False, disable_numparse=True)
+    table = tabulate(display(board), headers="keys", tablefmt=tablefmt, showindex=False, disable_numparse=True)
+    return f"{table}\n\n{method_line(board)}" if board.attrs.get("sort_by") else table
 
 
 def markdown_page(board: pd.DataFrame, records: list[dict], title: str = "benchbone leaderboard") -> str:
@@ -173,10 +199,60 @@ def markdown_page(board: pd.DataFrame, records: list[dict], title: str = "benchb
     lines = [f"# {title}", "", to_text(board, "md"), ""]
     if "top1_ci_low" in board and board["top1_ci_low"].notna().any():
         lines += ["top1 95% CI: percentile bootstrap over test items (1,000 resamples; with several seeds, the mean "
-                  "of the per-seed bounds). leader: best top1 of its dataset x strategy; tied: its interval overlaps "
-                  "the leader's. img/s: feature extraction, measured when the features were extracted. peak MB: "
-                  "CUDA peak allocation of the cell, or on a CPU the process's peak RSS so far.", ""]
+                  f"of the per-seed bounds). leader: best {board.attrs.get('sort_by')} of its dataset x strategy; "
+                  "Δ vs leader: row - leader with its paired interval; p Holm: the paired bootstrap's p-value after "
+                  "Holm's correction (see docs/statistics.md). img/s: feature extraction, measured when the features "
+                  "were extracted. peak MB: CUDA peak allocation of the cell, or on a CPU the process's peak RSS so "
+                  "far.", ""]
+    lines += ranking_lines(board)
+    if board.attrs.get("sort_by"):
+        lines += [f"Statistics by {statistics.library_versions()} (docs/statistics.md).", ""]
     return "\n".join(lines + provenance(records)) + "\n"
+
+
+def rankings(board: pd.DataFrame) -> list[statistics.Ranking]:
+    """Per strategy scored on several datasets: mean ranks, Friedman and Nemenyi in the ranking metric."""
+    metric = board.attrs.get("sort_by")
+    if metric is None or board.empty:
+        return []
+    return statistics.across_datasets(board, metric, board.attrs["directions"][metric],
+                                      board.attrs.get("alpha", statistics.ALPHA))
+
+
+def ranking_lines(board: pd.DataFrame) -> list[str]:
+    """Markdown sections, one per strategy, ranking the backbones across datasets."""
+    from tabulate import tabulate
+
+    lines = []
+    for r in rankings(board):
+        scale = 100.0 if board.attrs["percent"][r.metric] else 1.0
+        table = r.table()
+        table[f"mean_{r.metric}"] = [f"{v * scale:.2f}" if scale == 100 else f"{v:.4f}" for v in table[f"mean_{r.metric}"]]
+        for dataset in r.ranks.index:
+            table[dataset] = [f"{r.ranks.at[dataset, b]:g}" for b in table["backbone"]]
+        table["mean_rank"] = [f"{v:.2f}" for v in table["mean_rank"]]
+        table = table.rename(columns={"mean_rank": "mean rank", f"mean_{r.metric}":
+                                      f"mean {r.metric}{' %' if scale == 100 else ''}"})
+        lines += [f"## Across datasets: {r.strategy} ({r.metric}, {len(r.values)} datasets; rank 1 is best)", "",
+                  tabulate(table, headers="keys", tablefmt="github", showindex=False, disable_numparse=True), ""]
+        lines.append(ranking_summary(r))
+        lines.append("")
+    return lines
+
+
+def ranking_summary(r: statistics.Ranking) -> str:
+    """One paragraph: Friedman, Nemenyi's critical difference, the pairs it separates, what was left out."""
+    if r.nemenyi is None:
+        return r.note + "."
+    pairs = [f"{a} vs {b} (p = {r.nemenyi.at[a, b]:.3g})" for i, a in enumerate(r.mean_rank.index)
+             for b in r.mean_rank.index[i + 1:] if r.nemenyi.at[a, b] < r.alpha]
+    text = (f"Friedman test (scipy.stats.friedmanchisquare, {r.values.shape[1]} backbones, {len(r.values)} datasets): "
+            f"chi2 = {r.friedman_statistic:.3f}, p = {r.friedman_p:.3g}. Nemenyi post-hoc test (scikit-posthocs) at "
+            f"alpha = {r.alpha:g}: critical difference of mean ranks {r.critical_difference:.2f}; pairs that differ: "
+            f"{', '.join(pairs) if pairs else 'none'}. Diagram: cd-{statistics.file_stem(r.strategy)}.svg (and .png).")
+    if r.left_out:
+        text += " Left out: " + "; ".join(f"{b} ({why})" for b, why in r.left_out.items()) + "."
+    return text
 
 
 def provenance(records: list[dict]) -> list[str]:
@@ -209,7 +285,7 @@ def _one_strategy(board: pd.DataFrame, strategy: str | None, flag: str) -> pd.Da
     return board[board["strategy"] == strategy]
 
 
-def _label(board: pd.DataFrame) -> pd.Series:
+def label(board: pd.DataFrame) -> pd.Series:
     """Backbone names, with their parameters when several parameter sets share the board."""
     if params_vary(board):
         return board["backbone"] + " " + board["params"]
@@ -222,7 +298,7 @@ def pivot(board: pd.DataFrame, metric: str, strategy: str | None = None) -> pd.D
     if metric not in metrics:
         raise UsageError(f"--pivot {metric!r} is not a metric of these records; pass one of {', '.join(metrics)}")
     rows = _one_strategy(board, strategy, "--pivot")
-    table = rows.assign(backbone=_label(rows)).pivot_table(index="backbone", columns="dataset", values=metric,
+    table = rows.assign(backbone=label(rows)).pivot_table(index="backbone", columns="dataset", values=metric,
                                                            aggfunc="first", dropna=False)
     table.columns.name = None
     table.attrs.update(metric=metric, strategy=rows["strategy"].iloc[0] if len(rows) else strategy,
@@ -260,7 +336,7 @@ def plot(board: pd.DataFrame, path: Path, metric: str = "top1", strategy: str | 
     several = rows["dataset"].nunique() > 1 or rows["strategy"].nunique() > 1
     scale = 100.0 if board.attrs["percent"][metric] else 1.0
     points = [{"label": f"{b} ({s}, {d})" if several else b, "value": v * scale, "gmacs": g, "images_per_s": ips}
-              for b, s, d, v, g, ips in zip(_label(rows), rows["strategy"], rows["dataset"], rows[metric],
+              for b, s, d, v, g, ips in zip(label(rows), rows["strategy"], rows["dataset"], rows[metric],
                                             rows["gmacs"].astype(float), rows["images_per_s"].astype(float))]
     title = f"{metric}{' %' if scale == 100 else ''} vs cost: " + ", ".join(
         f"{d} x {s}" for d, s in sorted(set(zip(rows["dataset"], rows["strategy"]))))
@@ -270,9 +346,9 @@ def plot(board: pd.DataFrame, path: Path, metric: str = "top1", strategy: str | 
 
 
 def write(board: pd.DataFrame, records: list[dict], run_dir: Path) -> list[Path]:
-    """leaderboard.csv, leaderboard.md and leaderboard.json in ``run_dir``."""
+    """leaderboard.csv, leaderboard.md, leaderboard.json and the CD diagrams (cd-<strategy>.png, .svg) in ``run_dir``."""
     run_dir = Path(run_dir)
-    paths = []
+    paths = statistics.write_cd_diagrams(rankings(board), run_dir)
     for name, text in (("leaderboard.csv", to_text(board, "csv")), ("leaderboard.md", markdown_page(board, records)),
                        ("leaderboard.json", to_text(board, "json"))):
         write_atomic(run_dir / name, text)

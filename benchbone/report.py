@@ -81,6 +81,10 @@ def _columns(board: pd.DataFrame) -> list[tuple[str, str, str, str]]:
     for m in metrics:
         label = f"{m} {'↑' if directions[m] else '↓'}{' %' if percent[m] else ''}"
         cols.append((m, label, "metric", "descending" if directions[m] else "ascending"))
+    if _has(board, "vs_leader"):
+        sort_by = board.attrs["sort_by"]
+        cols += [("vs_leader", f"Δ {sort_by} vs leader", "delta", "descending" if directions[sort_by] else "ascending"),
+                 ("p_holm", "p Holm", "num", "ascending")]
     cols += [("params_m", "params M", "num", "ascending"), ("gmacs", "GMACs", "num", "ascending")]
     for col, label, higher in (o for o in OPTIONAL if _has(board, o[0])):
         kind = "text" if higher is None else "num"
@@ -100,8 +104,14 @@ def _td(board: pd.DataFrame, row: pd.Series, col: str, kind: str) -> str:
             text += (f' <span class="ci" title="confidence interval">'
                      f'[{low * scale:.{digits}f}, {high * scale:.{digits}f}]</span>')
         return f'<td class="n" data-v="{_sort_value(value)}">{text}</td>'
+    if kind == "delta":
+        shown = leaderboard.delta_text(value, row.get("vs_leader_ci_low"), row.get("vs_leader_ci_high"),
+                                       board.attrs["percent"][board.attrs["sort_by"]])
+        return f'<td class="n" data-v="{_sort_value(value)}">{_esc(shown)}</td>'
     if col == "rank":
-        badge = ' <span class="tie" title="tied with the leader">≈ leader</span>' if _tied(row) and value != 1 else ""
+        label = leaderboard.tie_label(row, board.attrs.get("sort_by"))
+        badge = (f' <span class="tie" title="{_esc(row.get("note") or "not significantly different from the leader")}">'
+                 f'{"≈ leader" if label == "tied" else _esc(label)}</span>' if label in ("tied", "not comparable") else "")
         return f'<td class="n" data-v="{int(value)}">{int(value)}{badge}</td>'
     if col == "status":
         error = row.get("error") or ""
@@ -134,7 +144,7 @@ def _table(board: pd.DataFrame) -> str:
         for col, label, _, first in cols)
     rows = []
     for _, row in board.iterrows():
-        classes = [c for c, on in (("failed", row["status"] != "ok"), ("leader", row["rank"] == 1 and row["status"] == "ok"),
+        classes = [c for c, on in (("failed", row["status"] != "ok"), ("leader", bool(row.get("leader")) and row["status"] == "ok"),
                                    ("tied", _tied(row))) if on]
         attrs = "".join(f' data-{k}="{_esc(row[k])}"' for k in ("dataset", "strategy", "backbone"))
         key = _esc(_row_key(row["dataset"], row["strategy"], row["backbone"], row["params"]))
@@ -253,7 +263,8 @@ def _pivot(board: pd.DataFrame) -> str:
         return ""
     best = board.sort_values("rank").drop_duplicates(["dataset", "strategy", "backbone"])
     columns = sorted({(r.dataset, r.strategy) for r in best.itertuples()})
-    leaders = {k: g.loc[g["rank"].idxmin(), "backbone"] for k, g in best.groupby(["dataset", "strategy"])}
+    leaders = {k: g.loc[g["leader"], "backbone"].iloc[0] for k, g in best.groupby(["dataset", "strategy"])
+               if g["leader"].any()}
     head = "".join(f"<th>{_esc(d)}<br><small>{_esc(s)}</small></th>" for d, s in columns)
     rows = []
     for backbone in sorted(best["backbone"].unique()):
@@ -266,11 +277,35 @@ def _pivot(board: pd.DataFrame) -> str:
             r = hit.iloc[0]
             text = "failed" if r["status"] == "failed" else _fmt(r[metric], r.get(f"{metric}_std"),
                                                                   board.attrs["percent"][metric])
-            cls = ' class="n best"' if leaders[key] == backbone and r["status"] != "failed" else ' class="n"'
+            cls = ' class="n best"' if leaders.get(key) == backbone and r["status"] != "failed" else ' class="n"'
             cells.append(f"<td{cls}>{_esc(text)}</td>")
         rows.append(f"<tr><th>{_esc(backbone)}</th>{''.join(cells)}</tr>")
     return (f'<table id="pivot"><thead><tr><th>{_esc(metric)}</th>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table>')
+
+
+def _rankings(board: pd.DataFrame) -> str:
+    """Per strategy on several datasets: mean ranks, Friedman and Nemenyi, and the CD diagram as inline SVG."""
+    from benchbone import statistics
+
+    parts = []
+    for r in leaderboard.rankings(board):
+        table = r.table()
+        head = "".join(f"<th>{_esc(c)}</th>" for c in ["backbone", "mean rank", f"mean {r.metric}", *r.ranks.index])
+        scale = 100.0 if board.attrs["percent"][r.metric] else 1.0
+        rows = "".join(
+            f"<tr><td>{_esc(t.backbone)}</td><td class=n>{t.mean_rank:.2f}</td>"
+            f"<td class=n>{getattr(t, f'mean_{r.metric}') * scale:.{2 if scale == 100 else 4}f}</td>"
+            + "".join(f"<td class=n>{r.ranks.at[d, t.backbone]:g}</td>" for d in r.ranks.index) + "</tr>"
+            for t in table.itertuples())
+        svg = ""
+        if r.nemenyi is not None:
+            svg = statistics.cd_diagram(r, "svg").decode("utf-8")
+            svg = svg[svg.index("<svg"):]  # inline: no XML prolog or doctype
+        parts.append(f'<h3>{_esc(r.strategy)}: {_esc(r.metric)} ranked on {len(r.values)} datasets (1 = best)</h3>'
+                     f'<table class="ranking"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+                     f'<p class="note">{_esc(leaderboard.ranking_summary(r))}</p><div class="cd">{svg}</div>')
+    return "<h2>Across datasets</h2>" + "".join(parts) if parts else ""
 
 
 # ---------------------------------------------------------------- cells and provenance
@@ -493,7 +528,9 @@ def page(board: pd.DataFrame, records: list[dict], run_dirs: Iterable[Path] = ()
         '<p class="note">Click a header to sort (metrics sort best first), double-click a row to see its cells. '
         '↑ higher is better, ↓ lower is better; mean ± std over seeds, [confidence interval] where computed; '
         '"≈ leader": tied with the leader.</p>'
-        f"<h2>Accuracy against cost</h2>{_plots(board)}<h2>Backbones × datasets</h2>{_pivot(board)}")
+        f'<p class="note" id="method">{_esc(leaderboard.method_line(board))}</p>'
+        f"<h2>Accuracy against cost</h2>{_plots(board)}<h2>Backbones × datasets</h2>{_pivot(board)}"
+        f"{_rankings(board)}")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:">
@@ -510,11 +547,18 @@ def page(board: pd.DataFrame, records: list[dict], run_dirs: Iterable[Path] = ()
 
 
 def write(run_dirs: Iterable[Path], output: Path | None = None, sort_by: str | None = None,
-          title: str = "benchbone leaderboard") -> Path:
-    """Write the page of ``run_dirs`` to ``output`` (default ``<first dir>/report.html``); return its path."""
+          title: str = "benchbone leaderboard", metric_registry=None, statistics: tuple[float, str] = (0.05, "percentile"),
+          ) -> Path:
+    """Write the page of ``run_dirs`` to ``output`` (default ``<first dir>/report.html``); return its path.
+
+    ``statistics`` is (alpha, interval method) of the paired tests; ``metric_registry`` says how each
+    metric is resampled (without it, rows are "not comparable").
+    """
     run_dirs = [Path(d) for d in run_dirs]
     records = read_records(run_dirs)
-    board = leaderboard.build(records, sort_by=sort_by)
+    alpha, ci_method = statistics
+    board = leaderboard.build(records, sort_by=sort_by, run_dirs=run_dirs, metric_registry=metric_registry,
+                              alpha=alpha, ci_method=ci_method)
     output = Path(output) if output else run_dirs[0] / "report.html"
     check_output_file(output, "-o")
     write_atomic(output, page(board, records, run_dirs, title))

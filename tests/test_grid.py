@@ -98,3 +98,18 @@ def test_a_grid_needs_each_kind(regs):
 def test_unknown_weights_suffix(regs):
     with pytest.raises(UsageError, match="unknown weights suffix"):
         expand(GridSpec(["test/tiny-cnn@imagenet"], ["test/blobs"], ["linear-probe"]), regs)
+
+
+def test_a_suite_may_give_each_dataset_its_own_data_directory(regs, tmp_path):
+    (tmp_path / "cifar").mkdir()
+    suite = tmp_path / "suite.toml"
+    suite.write_text('backbones = ["test/tiny-cnn"]\ndatasets = ["test/blobs", "digits"]\nstrategies = ["knn"]\n'
+                     '[data_dir]\ndigits = "cifar"\n')
+    dirs = {c.dataset: c.data_dir for c in expand(load_suite(suite), regs)}
+    assert dirs == {"digits": str(tmp_path / "cifar"), "test/blobs": None}
+    flags = expand(load_suite(suite).merge(GridSpec(data_dir="/elsewhere")), regs)  # --data-dir: every dataset
+    assert {c.data_dir for c in flags} == {"/elsewhere"}
+    suite.write_text('backbones = ["test/tiny-cnn"]\ndatasets = ["test/blobs"]\nstrategies = ["knn"]\n'
+                     '[data_dir]\ndigits = "cifar"\n')
+    with pytest.raises(UsageError, match="names 'digits', which is not a dataset of this grid"):
+        expand(load_suite(suite), regs)

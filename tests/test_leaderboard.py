@@ -79,14 +79,14 @@ TIES = [scored("a", 0.90, (0.88, 0.92)), scored("b", 0.89, (0.87, 0.91)), scored
         scored("a", 0.50, (0.45, 0.55), dataset="e"), scored("b", 0.70, (0.66, 0.74), dataset="e")]
 
 
-def test_rows_overlapping_the_leaders_interval_are_tied():
-    board = leaderboard.build(TIES).set_index(["dataset", "backbone"])
-    assert board.loc[("d", "a"), "leader"] and not board.loc[("d", "a"), "tied"]
-    assert board.loc[("d", "b"), "tied"] and not board.loc[("d", "c"), "tied"]
-    assert board.loc[("e", "b"), "leader"] and not board.loc[("e", "a"), "tied"]
+def test_rows_without_predictions_are_not_comparable_with_the_leader():
+    board = leaderboard.build(TIES).set_index(["dataset", "backbone"])  # no run directory: no predictions.npz
+    assert board.loc[("d", "a"), "leader"] and not board.loc[("d", "b"), "tied"]
+    assert board.loc[("e", "b"), "leader"] and "no finished cell" not in board.loc[("e", "a"), "note"]
+    assert not board["comparable"].any() and "no predictions.npz" in board.loc[("d", "b"), "note"]
     assert board.loc[("d", "b"), "top1_ci_low"] == pytest.approx(0.87)
     md = leaderboard.to_text(leaderboard.build(TIES), "md")
-    assert "[87.00, 91.00]" in md and "| leader" in md and "| tied" in md
+    assert "[87.00, 91.00]" in md and "| leader, not comparable" in md and "| not comparable" in md
 
 
 def test_seeds_average_their_interval_bounds():

@@ -77,8 +77,9 @@ def board_of(run_dir: Path):
     board = leaderboard.build(read_records([run_dir]))
     if "images_per_s" not in board or board["images_per_s"].isna().all():
         board["images_per_s"] = board["backbone"].map({"a": 900.0, "b": 300.0, "c": 800.0})
-    if "tied" not in board:
-        board["tied"] = board["backbone"].isin(["a", "b"]) & (board["dataset"] == "blobs") & (board["strategy"] == "linear-probe")
+    if "comparable" not in board or not board["comparable"].any():  # no predictions.npz here: set the paired test's verdict
+        board["tied"] = board["backbone"].isin(["a"]) & (board["dataset"] == "blobs") & (board["strategy"] == "linear-probe")
+        board["comparable"] = board["status"] == "ok"
     if "top1_ci_low" not in board:
         board["top1_ci_low"], board["top1_ci_high"] = board["top1"] - 0.02, board["top1"] + 0.02
     return board
