@@ -9,6 +9,7 @@ import scipy.stats
 from benchbone import leaderboard, statistics
 from benchbone.cli import main
 from benchbone.plugins import get_plugin_manager
+from benchbone.records import write_record
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +167,7 @@ def write_run(run_dir, rows, n=400, seeds=(0,), test_digest="t1", classes=4):
                       "higher_is_better": {"top1": True, "nll": False}, "percent": {"top1": True, "nll": False},
                       "data": {"indices_digest": {"test": test_digest}}, "timings": {"total_s": 1.0},
                       "backbone_info": {"num_features": 8}, "artefacts": {"predictions": f"artefacts/{cell}/predictions.npz"}}
-            (run_dir / "records").mkdir(parents=True, exist_ok=True)
-            (run_dir / "records" / f"{cell}.json").write_text(json.dumps(record))
+            write_record(run_dir, record)  # with its digest, as the harness writes it
             records.append(record)
     return records
 
