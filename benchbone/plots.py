@@ -96,6 +96,15 @@ def accuracy_vs_cost_png(points: list[dict], metric: str, title: str) -> bytes:
     return _png(fig)
 
 
+def _label_panel(ax, xlabel: str, metric: str, dataset: str) -> None:
+    """Axis labels, the dataset as title, a light grid and the legend of one panel of a curve."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(metric)
+    ax.set_title(dataset, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+
+
 def layer_curve_png(board, metric: str, title: str) -> bytes:
     """``metric`` per layer: one line per backbone and strategy (layers in natural order, from the ``BACKBONE#LAYER``
     rows of ``board``), one panel per dataset; rows without a layer (baselines) as dashed horizontal lines."""
@@ -117,11 +126,7 @@ def layer_curve_png(board, metric: str, title: str) -> bytes:
             ax.annotate(f"{row['backbone']} ({row['strategy']})", (0, row[metric]), fontsize=7,
                         textcoords="offset points", xytext=(2, 3), color="tab:gray")
         ax.set_xticks(range(len(layers)), layers, rotation=30)
-        ax.set_xlabel("layer")
-        ax.set_ylabel(metric)
-        ax.set_title(dataset, fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        _label_panel(ax, "layer", metric, dataset)
     fig.suptitle(title, fontsize=10)
     return _png(fig)
 
@@ -145,10 +150,6 @@ def param_curve_png(board, metric: str, param: str, title: str) -> bytes:
         ax.set_xscale("log")
         ticks = sorted(rows.loc[rows["dataset"] == dataset, "_x"].unique())
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        ax.set_xlabel(param)
-        ax.set_ylabel(metric)
-        ax.set_title(dataset, fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        _label_panel(ax, param, metric, dataset)
     fig.suptitle(title, fontsize=10)
     return _png(fig)

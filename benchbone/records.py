@@ -91,9 +91,17 @@ def cannot_write(path: Path, size: int, exc: OSError) -> UsageError:
 
 
 def write_atomic(path: Path, text: str | bytes) -> None:
-    """Write ``text`` (or bytes) to ``path`` atomically (see ``atomic_path``); a refused write is a one-line UsageError."""
+    """Write ``text`` (or bytes) to ``path`` atomically (see ``atomic_path``); a refused write is a one-line UsageError.
+
+    A path that is neither a file nor a directory (``/dev/null``, ``/dev/stdout``, a pipe) is written through,
+    never renamed over."""
     data = text.encode("utf-8") if isinstance(text, str) else text
+    path = Path(path)
     try:
+        if path.exists() and not path.is_file() and not path.is_dir():
+            with open(path, "wb") as stream:
+                stream.write(data)
+            return
         with atomic_path(path) as tmp:
             tmp.write_bytes(data)
     except OSError as exc:  # a full disk, a file system gone read-only

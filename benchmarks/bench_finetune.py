@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -59,6 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     extra = parse_overrides(args.overrides)
+    print("# $ " + shlex.join(["python", "benchmarks/bench_finetune.py", *sys.argv[1:]]))
     print(f"{machine_line()}, torch {torch.__version__}, {args.threads} thread(s); {args.backbone} pretrained, "
           f"{args.image_size} px, seed 0, default parameters" + (f" and {args.overrides}" if extra else ""))
     data = {"digits": ({}, None),

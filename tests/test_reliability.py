@@ -749,3 +749,21 @@ def test_every_test_named_in_docs_reliability_exists():
     cases = re.findall(r'^\s*(?:Case\(|\()"([\w-]+)"', short["B"].read_text(), re.MULTILINE)
     for case in re.findall(r"`\[([\w*-]+)\]`", text):  # the table's cases named in brackets
         assert fnmatch.filter(cases, case), f"docs/reliability.md names case [{case}], not in test_bad_inputs.py"
+
+
+def test_output_to_a_pipe_or_device_is_written_through_not_replaced(tmp_path):
+    """`-o /dev/null` once replaced the device by a regular file (os.replace); a pipe stands in for it here."""
+    import stat
+    import threading
+
+    from benchbone.records import write_atomic
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    write_atomic(fifo, "a,b\n1,2\n")
+    reader.join(timeout=10)
+    assert received == [b"a,b\n1,2\n"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]  # no temporary file beside it

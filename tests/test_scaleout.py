@@ -58,7 +58,7 @@ def _is_loopback(ip: ipaddress._BaseAddress) -> bool:
 
 
 def tree_sockets(root: int) -> set[tuple]:
-    """(kind, state, local ip, remote ip) of every inet socket held by ``root`` and its descendants."""
+    """(kind, state, local ip, local port, remote ip, remote port) of every inet socket of ``root`` and its descendants."""
     inodes = set()
     for pid in _descendants(root):
         try:
@@ -77,13 +77,26 @@ def tree_sockets(root: int) -> set[tuple]:
         for line in lines:
             fields = line.split()
             if fields[9] in inodes:
-                (local, port), remote = fields[1].split(":"), fields[2].split(":")[0]
-                found.add((kind, fields[3], _ip(local), int(port, 16), _ip(remote)))
+                (local, port), (remote, remote_port) = fields[1].split(":"), fields[2].split(":")
+                found.add((kind, fields[3], _ip(local), int(port, 16), _ip(remote), int(remote_port, 16)))
     return found
 
 
+def nameservers() -> set:
+    """The system resolvers of /etc/resolv.conf: glibc asks them when a host name is not in /etc/hosts."""
+    try:
+        lines = Path("/etc/resolv.conf").read_text().splitlines()
+    except OSError:
+        return set()
+    return {ipaddress.ip_address(line.split()[1]) for line in lines if line.startswith("nameserver ")
+            and len(line.split()) > 1}
+
+
 class Sockets(set):
-    """Sockets seen during a test; ``allow_wildcard_listener(port)`` excuses one listener on all interfaces."""
+    """Sockets seen during a test; ``allow_wildcard_listener(port)`` excuses one listener on all interfaces.
+
+    A UDP socket to a system resolver's port 53 is a host-name lookup (torch's rendezvous resolves this host's
+    name; glibc asks the resolver for an IPv6 address that /etc/hosts lacks), not a connection of ours."""
 
     allowed_ports: set[int]
 
@@ -91,13 +104,15 @@ class Sockets(set):
         self.allowed_ports.add(port)
 
     def violations(self) -> list[str]:
-        bad = []
-        for kind, state, local, port, remote in self:
-            listening = state == "0A" or kind.startswith("udp")
+        bad, resolvers = [], nameservers()
+        for kind, state, local, port, remote, remote_port in self:
+            if kind.startswith("udp") and remote in resolvers and remote_port == 53:
+                continue
+            listening = state == "0A" or (kind.startswith("udp") and remote.is_unspecified)
             excused = listening and local.is_unspecified and port in self.allowed_ports
             if (not _is_loopback(local) and not excused) or (
                     not listening and not _is_loopback(remote) and not remote.is_unspecified):
-                bad.append(f"{kind} state {state} {local}:{port} -> {remote}")
+                bad.append(f"{kind} state {state} {local}:{port} -> {remote}:{remote_port}")
         return sorted(bad)
 
 
