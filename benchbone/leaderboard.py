@@ -9,6 +9,7 @@ import pandas as pd
 
 from benchbone import statistics
 from benchbone.errors import UsageError
+from benchbone.registry import natural_key
 from benchbone.records import write_atomic
 
 KEYS = ["dataset", "strategy", "backbone", "params"]
@@ -23,7 +24,7 @@ def _metric_names(records: list[dict]) -> list[str]:
         for name in record.get("higher_is_better", {}):
             if name not in names:
                 names.append(name)
-    return sorted(names, key=lambda n: (n != "top1", n))
+    return sorted(names, key=lambda n: (n != "top1", natural_key(n)))  # recall_at_5 before recall_at_10
 
 
 def build(records: Iterable[dict], sort_by: str | None = None, *, run_dirs: Iterable[Path] = (), metric_registry=None,
