@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sort-by", metavar="METRIC", help="rank by this metric (default: the first)")
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--log-to", action="append", default=[], metavar="KIND:TARGET",
+                     help="also log each cell to an experiment tracker: mlflow:FILE.db (a local sqlite store; "
+                          "needs benchbone[mlflow]); default $BENCHBONE_LOG_TO, else none (repeatable)")
     _statistics_flags(run)
     out = run.add_argument_group("scale-out (see docs/scale-out.md)")
     out.add_argument("--executor", choices=("local", "submitit", "ray", "specs"), default="local",
@@ -155,10 +158,10 @@ def _statistics_options(args) -> tuple[float, str]:
             args.ci_method or statistics.CI_METHODS[0])
 
 
-def _manager(args):
+def _manager(args, log_to=()):
     from benchbone.plugins import get_plugin_manager
 
-    return get_plugin_manager(blocked=args.no_plugin, extra=args.plugin)
+    return get_plugin_manager(blocked=args.no_plugin, extra=args.plugin, log_to=log_to)
 
 
 def cmd_list(args) -> int:
@@ -213,9 +216,11 @@ def cmd_run(args) -> int:
     if args.seeds < 1:
         raise UsageError(f"--seeds must be at least 1, not {args.seeds}")
     from benchbone.harness import run_grid
+    from benchbone.plugins import log_targets
 
     board = run_grid(
-        spec, out=Path(args.out) if args.out else Path("benchbone-runs") / name, pm=_manager(args),
+        spec, out=Path(args.out) if args.out else Path("benchbone-runs") / name,
+        pm=_manager(args, log_to=log_targets(args.log_to)),
         device=args.device, cache_dir=args.cache_dir, download=not args.no_download, quiet=args.quiet,
         fail_fast=args.fail_fast, sort_by=args.sort_by, command=_command_line(args.argv),
         executor=args.executor, executor_options=_executor_options(args),

@@ -21,7 +21,7 @@ from benchbone.api import Backbone, DatasetSplits, Predictions
 from benchbone.artefacts import NAMES, bootstrap_ci, why_failed, write_artefacts
 from benchbone.errors import BenchboneError, PluginError, UsageError
 from benchbone.grid import Cell
-from benchbone.plugins import PluginManager
+from benchbone.plugins import PluginManager, announce_record
 from benchbone.records import OUT_OF_SPACE, check_run_dir, finished_record, remove_stale_tmp, write_record
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "benchbone"
@@ -439,7 +439,7 @@ def run_cells(
                 continue
             record = failed_record(cell, session, exc)
             if writer:
-                write_record(run_dir, record)
+                announce_record(session.pm, write_record(run_dir, record), run_dir)
             records.append(record)
             if on_record:
                 on_record(record, "failed")
@@ -448,7 +448,7 @@ def run_cells(
                                      f"(seed {cell.seed}) failed: {record['error']}") from exc
             continue
         if writer:
-            write_record(run_dir, record)
+            announce_record(session.pm, write_record(run_dir, record), run_dir)
             remove_work_dir(run_dir, cell)
         records.append(record)
         if on_record:

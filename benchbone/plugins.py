@@ -4,8 +4,10 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Iterable
 
@@ -37,6 +39,12 @@ DEFAULT_PLUGINS = (
     "benchbone_plugins.head_sgd",
     "benchbone_plugins.classification_metrics",
 )
+
+# ``--log-to KIND:TARGET``: logger kind -> (the module whose ``logger(target)`` makes the plugin, the module it
+# needs, the extra that installs it). Loggers are off unless asked for.
+LOGGERS = {
+    "mlflow": ("benchbone_plugins.mlflow_logger", "mlflow", "mlflow"),
+}
 
 
 class PluginManager(pluggy.PluginManager):
@@ -71,8 +79,10 @@ def get_plugin_manager(
     blocked: Iterable[str] = (),
     extra: Iterable[str] = (),
     strict: bool = False,
+    log_to: Iterable[str] = (),
 ) -> PluginManager:
-    """A new manager: built-ins, then installed entry points, then ``extra`` (module names or .py paths).
+    """A new manager: built-ins, then installed entry points, then ``extra`` (module names or .py paths),
+    then the loggers of ``log_to`` (``["mlflow:runs.db"]``; see ``log_targets``).
 
     ``entrypoints=None`` loads them unless ``BENCHBONE_LOAD_PLUGINS`` is set to an empty string.
     ``blocked`` adds to ``BENCHBONE_DISABLE_PLUGINS`` (comma-separated plugin names).
@@ -95,11 +105,52 @@ def get_plugin_manager(
                     "extra": [str(Path(e).resolve()) if e.endswith(".py") else e for e in extra]}
     for spec in extra:
         _register(pm, _import_explicit(spec), Path(spec).stem if spec.endswith(".py") else spec, "local")
+    targets = [_logger(target) for target in log_to]
+    for name, plugin in targets:
+        _register(pm, plugin, name, version)
+    if targets:  # a worker elsewhere logs to the same absolute targets
+        pm.load_args["log_to"] = [name for name, _ in targets]
     _check_hook_names(pm)
     if os.environ.get("BENCHBONE_TRACE_PLUGINS"):
         pm.trace.root.setwriter(sys.stderr.write)
         pm.enable_tracing()
     return pm
+
+
+def log_targets(asked: Iterable[str]) -> list[str]:
+    """What a run logs to: ``asked`` (``--log-to``), else ``BENCHBONE_LOG_TO`` (comma-separated), else nothing."""
+    asked = list(asked) or os.environ.get("BENCHBONE_LOG_TO", "").split(",")
+    return [target.strip() for target in asked if target.strip()]
+
+
+def _logger(target: str) -> tuple[str, object]:
+    """``("KIND:/absolute/TARGET", plugin)`` for one ``--log-to KIND:TARGET`` (a local path); a missing extra
+    is one line naming it."""
+    kind, _, where = target.partition(":")
+    if kind not in LOGGERS or not where:
+        raise UsageError(f"--log-to {target!r}: give KIND:TARGET with KIND one of {', '.join(LOGGERS)}, "
+                         "e.g. --log-to mlflow:runs.db")
+    module_name, needs, extra = LOGGERS[kind]
+    if importlib.util.find_spec(needs) is None:
+        raise UsageError(f"--log-to {kind}:... needs {needs}, which is not installed: pip install 'benchbone[{extra}]'")
+    where = str(Path(where).expanduser().absolute())
+    return f"{kind}:{where}", importlib.import_module(module_name).logger(where)
+
+
+def announce_record(pm: pluggy.PluginManager, record_file: Path, run_dir: Path) -> None:
+    """Call ``benchbone_record_written`` for a record just written to ``record_file``, one plugin at a time:
+    a plugin that fails is one warning line, and the others and the record are unaffected."""
+    impls = pm.hook.benchbone_record_written.get_hookimpls()
+    if not impls:
+        return
+    record = json.loads(Path(record_file).read_text(encoding="utf-8"))
+    for impl in impls:
+        caller = pm.subset_hook_caller("benchbone_record_written", [i.plugin for i in impls if i is not impl])
+        try:
+            caller(record=record, run_dir=Path(run_dir))
+        except Exception as exc:  # noqa: BLE001 - a logger may fail in any way; the record is already safe
+            warnings.warn(f"plugin {impl.plugin_name} failed in benchbone_record_written for cell "
+                          f"{record.get('cell_id')}: {type(exc).__name__}: {exc}; the record {record_file} is kept")
 
 
 def _check_hook_names(pm: PluginManager) -> None:
