@@ -201,7 +201,7 @@ def cmd_plugins(args) -> int:
         print(f"{name} {pm.versions.get(name, '')}: {', '.join(hooks)}")
     for name, problem in sorted(pm.problems.items()):
         print(f"{name}: FAILED to load: {problem}")
-    return 0
+    return 1 if pm.problems else 0
 
 
 def cmd_run(args) -> int:

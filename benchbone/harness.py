@@ -21,7 +21,7 @@ from benchbone.api import Backbone, DatasetSplits, Predictions
 from benchbone.artefacts import NAMES, bootstrap_ci, why_failed, write_artefacts
 from benchbone.errors import BenchboneError, PluginError, UsageError
 from benchbone.grid import Cell
-from benchbone.plugins import PluginManager, announce_record
+from benchbone.plugins import PluginManager, announce_record, warn_load_problems
 from benchbone.records import OUT_OF_SPACE, check_run_dir, finished_record, remove_stale_tmp, write_record
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "benchbone"
@@ -507,6 +507,7 @@ def run_grid(
 
     check_options(alpha, ci_method)  # before any cell runs
     pm = pm or get_plugin_manager()
+    warn_load_problems(pm)
     cells = expand(spec, pm.registries())
     runner = executors.get(executor, executor_options or {})
     if fail_fast and executor != "local":

@@ -153,6 +153,15 @@ def announce_record(pm: pluggy.PluginManager, record_file: Path, run_dir: Path) 
                           f"{record.get('cell_id')}: {type(exc).__name__}: {exc}; the record {record_file} is kept")
 
 
+def warn_load_problems(pm: PluginManager) -> None:
+    """One warning line per plugin that failed to load (after every registration hook ran)."""
+    registries = pm.registries()
+    for kind in KIND_HOOKS:
+        registries.kind(kind)
+    for name, problem in sorted(pm.problems.items()):
+        warnings.warn(f"plugin {name} failed to load: {problem}; see `benchbone plugins`")
+
+
 def _check_hook_names(pm: PluginManager) -> None:
     """A misspelled hook fails loudly; an installed plugin with one is reported and dropped instead."""
     while True:
@@ -177,11 +186,16 @@ def _register(pm: PluginManager, plugin: object, name: str, version: str) -> Non
 
 def load_entrypoint_plugins(pm: PluginManager, *, strict: bool) -> None:
     """Register each installed ``benchbone`` entry point; a broken one is recorded, not fatal."""
-    seen = set()
+    seen: dict[str, str] = {}
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in seen or pm.is_blocked(ep.name) or pm.has_plugin(ep.name):
+        if pm.is_blocked(ep.name) or seen.get(ep.name) == ep.value:
             continue
-        seen.add(ep.name)
+        if ep.name in seen or pm.has_plugin(ep.name):  # pluggy would skip it silently: say so instead
+            other = f"entry point {ep.name} = {seen[ep.name]}" if ep.name in seen else f"plugin {ep.name!r}"
+            pm.problems[ep.name] = (f"{ep.name} = {ep.value}: not loaded, {other} has the same name; "
+                                    "rename one entry point or uninstall one package")
+            continue
+        seen[ep.name] = ep.value
         version = ep.dist.version if ep.dist is not None else "unknown"
         try:
             _register(pm, ep.load(), ep.name, version)
@@ -230,6 +244,8 @@ class Registries:
     def __init__(self, pm: PluginManager):
         self._pm = pm
         self._filled: dict[str, Registry] = {}
+        self._loading_problems = dict(pm.problems)  # plugins that failed to import: any kind may miss their names
+        self.problems: dict[str, str] = {}  # of the kind being filled
 
     @classmethod
     def collect(cls, pm: PluginManager) -> "Registries":
@@ -242,8 +258,12 @@ class Registries:
         if kind not in self._filled:
             singular, hook_name = KIND_HOOKS[kind]
             registry = Registry(singular)
+            self.problems = {}
             for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
                 self._collect_one(self._pm, impl, hook_name, registry)
+            self._pm.problems.update(self.problems)
+            # an unknown name may be one that a broken plugin would have offered: its errors say so
+            registry.load_problems = {**self._loading_problems, **self.problems}
             self._filled[kind] = registry
         return self._filled[kind]
 
@@ -261,9 +281,15 @@ class Registries:
             message = f"{impl.plugin_name} failed in {hook_name}: {type(exc).__name__}: {exc}"
             if impl.plugin_name not in pm.entrypoint_names:  # built-ins and -p plugins fail loudly
                 raise PluginLoadError(f"plugin {message}") from exc
-            pm.problems[impl.plugin_name] = message
+            self.problems[impl.plugin_name] = message
             return
         register = make_registrar(registry, impl.plugin_name)
         for args, kwargs in staged:
-            register(*args, **kwargs)
+            try:
+                register(*args, **kwargs)
+            except UsageError as exc:  # a name taken by another plugin, or an invalid one
+                if impl.plugin_name not in pm.entrypoint_names:
+                    raise
+                self.problems[impl.plugin_name] = "; ".join(  # only this name is left out
+                    filter(None, [self.problems.get(impl.plugin_name), f"{exc} (left out)"]))
 

@@ -36,6 +36,7 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry[T]] = {}
         self._aliases: dict[str, str] = {}
         self._derived: dict[str, Entry[T]] = {}
+        self.load_problems: dict[str, str] = {}  # plugin -> why it failed to load, for unknown-name errors
 
     def add(self, name: str, obj: T, *, plugin: str, **meta: Any) -> None:
         if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
@@ -98,7 +99,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> Entry[T]:
         entry = self._owner(name)
         if entry is None:
-            raise UnknownNameError(self.kind, name, [*self._entries, *self._aliases])
+            raise UnknownNameError(self.kind, name, [*self._entries, *self._aliases], failed=self.load_problems)
         return entry
 
     def names(self, pattern: str | None = None, exclude: str | None = None) -> list[str]:
