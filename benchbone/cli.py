@@ -10,8 +10,7 @@ import warnings
 from pathlib import Path
 
 from benchbone.errors import BenchboneError, UsageError
-
-KINDS = ("backbones", "datasets", "strategies", "metrics")
+from benchbone.kinds import PLURALS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -84,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     cell.add_argument("--debug", action="store_true", help="show tracebacks")
 
     lst = sub.add_parser("list", parents=[common], help="list registered names")
-    lst.add_argument("kind", choices=KINDS)
+    lst.add_argument("kind", choices=PLURALS)
     lst.add_argument("pattern", nargs="?", help="shell-style pattern, e.g. 'resnet*'")
 
     plugins = sub.add_parser("plugins", parents=[common], help="list plugins and what failed to load")
@@ -166,12 +165,10 @@ def _manager(args, log_to=()):
 
 def cmd_list(args) -> int:
     registry = _manager(args).registries().kind(args.kind)
-    names = set(registry.names(args.pattern))
-    if args.pattern and not names:
+    entries = registry.matching(args.pattern)  # aliases too: `benchbone list backbones resnet50`
+    if args.pattern and not entries:
         raise UsageError(f"no {args.kind} match {args.pattern!r}; try `benchbone list {args.kind}`")
-    for entry in registry:
-        if entry.name not in names:
-            continue
+    for entry in entries:
         name = entry.name + ("VALUE" if entry.meta.get("prefix") else "")
         extra = []
         if entry.meta.get("aliases"):
@@ -192,7 +189,7 @@ def cmd_list(args) -> int:
 def cmd_plugins(args) -> int:
     pm = _manager(args)
     registries = pm.registries()
-    for kind in KINDS:  # run every registration hook, so that failing ones are reported below
+    for kind in PLURALS:  # run every registration hook, so that failing ones are reported below
         registries.kind(kind)
     for name, plugin in sorted(pm.list_name_plugin()):
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])

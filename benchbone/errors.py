@@ -4,6 +4,8 @@ from __future__ import annotations
 import difflib
 from typing import Iterable, Mapping
 
+from benchbone.kinds import KINDS, plural
+
 
 class BenchboneError(Exception):
     """Base class of every error benchbone raises on purpose."""
@@ -23,7 +25,8 @@ class UnknownNameError(UsageError, KeyError):
             close = [k for k in known if name.lower() in k.lower()][:3]
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         why = "; ".join(f"plugin {plugin} failed to load: {problem}" for plugin, problem in sorted((failed or {}).items()))
-        super().__init__(f"unknown {kind} {name!r}{f' ({why})' if why else ''}.{hint} See `benchbone list {kind}s`.")
+        see = f" See `benchbone list {plural(kind)}`." if kind in KINDS else ""
+        super().__init__(f"unknown {kind} {name!r}{f' ({why})' if why else ''}.{hint}{see}")
         self.kind, self.name = kind, name
 
     def __str__(self) -> str:  # KeyError would repr() the message

@@ -15,6 +15,7 @@ import pluggy
 
 from benchbone import hookspecs
 from benchbone.errors import PluginLoadError, UsageError
+from benchbone.kinds import KINDS
 from benchbone.registry import Registry, make_registrar
 
 ENTRY_POINT_GROUP = "benchbone"
@@ -227,12 +228,7 @@ def _import_explicit(spec: str) -> object:
         raise PluginLoadError(f"plugin {spec!r} failed to import: {type(exc).__name__}: {exc}") from exc
 
 
-KIND_HOOKS = {
-    "backbones": ("backbone", "benchbone_register_backbones"),
-    "datasets": ("dataset", "benchbone_register_datasets"),
-    "strategies": ("strategy", "benchbone_register_strategies"),
-    "metrics": ("metric", "benchbone_register_metrics"),
-}
+KIND_HOOKS = {many: (one, f"benchbone_register_{many}") for one, many in KINDS.items()}
 
 
 class Registries:
@@ -254,7 +250,7 @@ class Registries:
     def kind(self, kind: str) -> Registry:
         """The registry for 'backbones', 'datasets', 'strategies' or 'metrics'."""
         if kind not in KIND_HOOKS:
-            raise UsageError(f"unknown kind {kind!r}; use backbones, datasets, strategies or metrics")
+            raise UsageError(f"unknown kind {kind!r}; use {', '.join(KIND_HOOKS)}")
         if kind not in self._filled:
             singular, hook_name = KIND_HOOKS[kind]
             registry = Registry(singular)
