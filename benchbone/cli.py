@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     run.add_argument("--log-to", action="append", default=[], metavar="KIND:TARGET",
                      help="also log each cell to an experiment tracker: mlflow:FILE.db (a local sqlite store; "
-                          "needs benchbone[mlflow]); default $BENCHBONE_LOG_TO, else none (repeatable)")
+                          "needs benchbone[mlflow]) or tensorboard:DIR (needs benchbone[tensorboard]); "
+                          "default $BENCHBONE_LOG_TO, else none (repeatable)")
     _statistics_flags(run)
     out = run.add_argument_group("scale-out (see docs/scale-out.md)")
     out.add_argument("--executor", choices=("local", "submitit", "ray", "specs"), default="local",

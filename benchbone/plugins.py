@@ -45,6 +45,7 @@ DEFAULT_PLUGINS = (
 # needs, the extra that installs it). Loggers are off unless asked for.
 LOGGERS = {
     "mlflow": ("benchbone_plugins.mlflow_logger", "mlflow", "mlflow"),
+    "tensorboard": ("benchbone_plugins.tensorboard_logger", "tensorboard", "tensorboard"),
 }
 
 

@@ -75,7 +75,7 @@ def test_loggers_are_off_by_default_and_say_which_extra_is_missing(cli, tmp_path
     pm = get_plugin_manager(entrypoints=False)
     assert pm.hook.benchbone_record_written.get_hookimpls() == []
     bad = cli("run", *TINY, "-s", "linear-probe", "--log-to", "wandb:x", "--out", tmp_path / "run")
-    assert bad.code == 2 and "--log-to 'wandb:x': give KIND:TARGET with KIND one of mlflow" in bad.err
+    assert bad.code == 2 and "--log-to 'wandb:x': give KIND:TARGET with KIND one of mlflow, tensorboard" in bad.err
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real_find_spec(name, *a))
     missing = cli("run", *TINY, "-s", "linear-probe", "--log-to", f"mlflow:{tmp_path / 'runs.db'}", "--out", tmp_path / "run")
@@ -158,3 +158,21 @@ def test_mlflow_logs_from_an_executor_worker(cli, tmp_path):
     record, = (run_dir / "records").glob("*.json")
     run, = _mlflow_runs(store, run_dir).values()
     assert run.data.tags["benchbone.cell_id"] == record.stem and run.info.status == "FINISHED"
+
+
+def test_tensorboard_logs_each_finished_cell_as_a_run(cli, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logs, run_dir = tmp_path / "tb", tmp_path / "run"
+    result = cli("run", *TINY, "-s", "linear-probe", "-s", "knn", "--log-to", f"tensorboard:{logs}", "--out", run_dir)
+    assert result.code == 0, result.err
+    records = [json.loads(p.read_text()) for p in (run_dir / "records").glob("*.json")]
+    assert {p.name for p in logs.iterdir()} == {r["cell_id"] for r in records}
+    for record in records:
+        events = EventAccumulator(str(logs / record["cell_id"]))
+        events.Reload()
+        for name, value in record["metrics"].items():
+            scalar, = events.Scalars(f"metrics/{name}")
+            assert scalar.step == 0 and scalar.value == pytest.approx(value, nan_ok=True, rel=1e-6)
+        assert events.Scalars("timings/total_s")[0].value == pytest.approx(record["timings"]["total_s"], rel=1e-6)
