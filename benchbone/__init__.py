@@ -64,17 +64,19 @@ def run(
     quiet: bool = True,
     executor: str = "local",
     executor_options: dict[str, Any] | None = None,
+    log_to: Iterable[str] = (),
 ):
     """Run a grid and return its leaderboard as a pandas DataFrame (also written to ``out``).
 
     ``params`` holds overrides as ``--set`` does: ``{"val_fraction": 0.2, "linear-probe.max_iter": 50}``;
     ``weights`` maps backbone names to local state-dict files, as ``--weights NAME=PATH`` does.
     ``executor`` and ``executor_options`` (``{"slurm_partition": "gpu", "gpus_per_cell": 1}``) as the
-    ``--executor`` flags do; see docs/scale-out.md.
+    ``--executor`` flags do; see docs/scale-out.md. ``log_to=["mlflow:runs.db"]`` as ``--log-to`` does
+    (default: ``BENCHBONE_LOG_TO``).
     """
     from benchbone.grid import GridSpec, load_suite, parse_weights
     from benchbone.harness import run_grid
-    from benchbone.plugins import get_plugin_manager
+    from benchbone.plugins import get_plugin_manager, log_targets
 
     _check_types(seeds, params, weights, out)
     spec = GridSpec(_names("backbones", backbones), _names("datasets", datasets), _names("strategies", strategies),
@@ -83,7 +85,8 @@ def run(
                     parse_weights([f"{k}={v}" for k, v in (weights or {}).items()]))
     if suite is not None:
         spec = load_suite(suite).merge(spec)
-    return run_grid(spec, out=Path(out), pm=get_plugin_manager(extra=_names("plugins", plugins)), device=device,
+    pm = get_plugin_manager(extra=_names("plugins", plugins), log_to=log_targets(_names("log_to", log_to)))
+    return run_grid(spec, out=Path(out), pm=pm, device=device,
                     cache_dir=cache_dir, download=download, quiet=quiet, sort_by=sort_by,
                     command=f"benchbone.run({spec!r})", echo=not quiet, executor=executor,
                     executor_options=executor_options)

@@ -10,8 +10,7 @@ import warnings
 from pathlib import Path
 
 from benchbone.errors import BenchboneError, UsageError
-
-KINDS = ("backbones", "datasets", "strategies", "metrics")
+from benchbone.kinds import PLURALS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sort-by", metavar="METRIC", help="rank by this metric (default: the first)")
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--log-to", action="append", default=[], metavar="KIND:TARGET",
+                     help="also log each cell to an experiment tracker: mlflow:FILE.db (a local sqlite store; "
+                          "needs benchbone[mlflow]) or tensorboard:DIR (needs benchbone[tensorboard]); "
+                          "default $BENCHBONE_LOG_TO, else none (repeatable)")
     _statistics_flags(run)
     out = run.add_argument_group("scale-out (see docs/scale-out.md)")
     out.add_argument("--executor", choices=("local", "submitit", "ray", "specs"), default="local",
@@ -81,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     cell.add_argument("--debug", action="store_true", help="show tracebacks")
 
     lst = sub.add_parser("list", parents=[common], help="list registered names")
-    lst.add_argument("kind", choices=KINDS)
+    lst.add_argument("kind", choices=PLURALS)
     lst.add_argument("pattern", nargs="?", help="shell-style pattern, e.g. 'resnet*'")
 
     plugins = sub.add_parser("plugins", parents=[common], help="list plugins and what failed to load")
@@ -155,20 +158,18 @@ def _statistics_options(args) -> tuple[float, str]:
             args.ci_method or statistics.CI_METHODS[0])
 
 
-def _manager(args):
+def _manager(args, log_to=()):
     from benchbone.plugins import get_plugin_manager
 
-    return get_plugin_manager(blocked=args.no_plugin, extra=args.plugin)
+    return get_plugin_manager(blocked=args.no_plugin, extra=args.plugin, log_to=log_to)
 
 
 def cmd_list(args) -> int:
     registry = _manager(args).registries().kind(args.kind)
-    names = set(registry.names(args.pattern))
-    if args.pattern and not names:
+    entries = registry.matching(args.pattern)  # aliases too: `benchbone list backbones resnet50`
+    if args.pattern and not entries:
         raise UsageError(f"no {args.kind} match {args.pattern!r}; try `benchbone list {args.kind}`")
-    for entry in registry:
-        if entry.name not in names:
-            continue
+    for entry in entries:
         name = entry.name + ("VALUE" if entry.meta.get("prefix") else "")
         extra = []
         if entry.meta.get("aliases"):
@@ -189,7 +190,7 @@ def cmd_list(args) -> int:
 def cmd_plugins(args) -> int:
     pm = _manager(args)
     registries = pm.registries()
-    for kind in KINDS:  # run every registration hook, so that failing ones are reported below
+    for kind in PLURALS:  # run every registration hook, so that failing ones are reported below
         registries.kind(kind)
     for name, plugin in sorted(pm.list_name_plugin()):
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
@@ -198,7 +199,7 @@ def cmd_plugins(args) -> int:
         print(f"{name} {pm.versions.get(name, '')}: {', '.join(hooks)}")
     for name, problem in sorted(pm.problems.items()):
         print(f"{name}: FAILED to load: {problem}")
-    return 0
+    return 1 if pm.problems else 0
 
 
 def cmd_run(args) -> int:
@@ -213,9 +214,11 @@ def cmd_run(args) -> int:
     if args.seeds < 1:
         raise UsageError(f"--seeds must be at least 1, not {args.seeds}")
     from benchbone.harness import run_grid
+    from benchbone.plugins import log_targets
 
     board = run_grid(
-        spec, out=Path(args.out) if args.out else Path("benchbone-runs") / name, pm=_manager(args),
+        spec, out=Path(args.out) if args.out else Path("benchbone-runs") / name,
+        pm=_manager(args, log_to=log_targets(args.log_to)),
         device=args.device, cache_dir=args.cache_dir, download=not args.no_download, quiet=args.quiet,
         fail_fast=args.fail_fast, sort_by=args.sort_by, command=_command_line(args.argv),
         executor=args.executor, executor_options=_executor_options(args),

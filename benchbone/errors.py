@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from typing import Iterable, Mapping
+
+from benchbone.kinds import KINDS, plural
 
 
 class BenchboneError(Exception):
@@ -16,13 +18,15 @@ class UsageError(BenchboneError):
 class UnknownNameError(UsageError, KeyError):
     """A backbone, dataset, strategy or metric name that no plugin registered."""
 
-    def __init__(self, kind: str, name: str, known: Iterable[str]):
+    def __init__(self, kind: str, name: str, known: Iterable[str], failed: Mapping[str, str] | None = None):
         known = list(known)
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         if not close:
             close = [k for k in known if name.lower() in k.lower()][:3]
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        super().__init__(f"unknown {kind} {name!r}.{hint} See `benchbone list {kind}s`.")
+        why = "; ".join(f"plugin {plugin} failed to load: {problem}" for plugin, problem in sorted((failed or {}).items()))
+        see = f" See `benchbone list {plural(kind)}`." if kind in KINDS else ""
+        super().__init__(f"unknown {kind} {name!r}{f' ({why})' if why else ''}.{hint}{see}")
         self.kind, self.name = kind, name
 
     def __str__(self) -> str:  # KeyError would repr() the message

@@ -139,6 +139,7 @@ class _RemoteExecutor(SpecsExecutor, abc.ABC):
 
     def submit(self, cells, session, run_dir, *, requested_device=None, fail_fast=False, on_record=None):
         from benchbone.harness import failed_record
+        from benchbone.plugins import announce_record
         from benchbone.records import write_record
 
         report = on_record or (lambda record, how: None)
@@ -153,7 +154,7 @@ class _RemoteExecutor(SpecsExecutor, abc.ABC):
             elif record is None or (outcome[cell.id] is not None and record.get("status") != "ok"):
                 error = outcome[cell.id] or RuntimeError("the worker exited without writing a record")
                 record = failed_record(cell, session, error)  # the worker died: record why, here
-                write_record(run_dir, record)
+                announce_record(session.pm, write_record(run_dir, record), run_dir)
                 how = "failed"
             else:
                 how = record["status"]

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from benchbone.errors import UsageError
+from benchbone.kinds import KINDS as PLURAL  # singular -> plural
 from benchbone.plugins import Registries
 
 RANDOM_SUFFIX = "@random"
-PLURAL = {"backbone": "backbones", "dataset": "datasets", "strategy": "strategies", "metric": "metrics"}
 # Parameters of the harness itself, settable with --set like a strategy's.
 HARNESS_DEFAULTS: dict[str, Any] = {"val_fraction": 0.1, "image_size": None, "batch_size": 64,
                                     "train_per_class": None, "train_fraction": None, "test_per_class": None,

@@ -21,7 +21,7 @@ from benchbone.api import Backbone, DatasetSplits, Predictions
 from benchbone.artefacts import NAMES, bootstrap_ci, why_failed, write_artefacts
 from benchbone.errors import BenchboneError, PluginError, UsageError
 from benchbone.grid import Cell
-from benchbone.plugins import PluginManager
+from benchbone.plugins import PluginManager, announce_record, warn_load_problems
 from benchbone.records import OUT_OF_SPACE, check_run_dir, finished_record, remove_stale_tmp, write_record
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "benchbone"
@@ -199,6 +199,11 @@ def checked_predictions(cell: Cell, predictions: Predictions, num_classes: int, 
                           f"test scores are NaN or infinite")
     if len(y_true) != n_test or len(y_pred) != n_test:
         raise PluginError(f"strategy {cell.strategy!r} returned {len(y_pred)} predictions for {n_test} test images")
+    for name, labels in (("y_true", y_true), ("y_pred", y_pred)):  # before any metric or artefact reads them
+        outside = (labels < 0) | (labels >= num_classes)
+        if outside.any():
+            raise PluginError(f"strategy {cell.strategy!r} returned {name} with {int(outside.sum())} label(s) outside "
+                              f"0..{num_classes - 1} (e.g. {labels[outside][0]}); labels are class indices")
     if y_score is not None and y_score.shape != (n_test, num_classes):
         raise PluginError(f"strategy {cell.strategy!r} returned y_score of shape {y_score.shape}, "
                           f"expected ({n_test}, {num_classes})")
@@ -338,13 +343,15 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
         "resources": peak_memory(session.device),
         "backbone_info": {
             "input_size": list(preprocess.size), "weights": identity["weights"],
-            "preprocess": preprocess.describe(), **backbone.info, **efficiency,
+            "preprocess": preprocess.describe(), **efficiency,
+            "plugin_info": dict(backbone.info),  # under its own key: it never replaces the harness's fields
         },
         "data": {"train": len(views["train"]), "val": len(views["val"]), "test": len(views["test"]),
                  "num_classes": len(data.classes), "val_carved": data.val is None,
                  "train_per_class": options["train_per_class"], "train_fraction": options["train_fraction"],
                  "test_per_class": options.get("test_per_class"),
-                 "indices_digest": {split: view.digest() for split, view in views.items()}, **data.info},
+                 "indices_digest": {split: view.digest() for split, view in views.items()},
+                 "plugin_info": dict(data.info)},
         "strategy_info": {**ctx.info, **predictions.info},
         "started_at": started.isoformat(timespec="seconds"),
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -439,7 +446,7 @@ def run_cells(
                 continue
             record = failed_record(cell, session, exc)
             if writer:
-                write_record(run_dir, record)
+                announce_record(session.pm, write_record(run_dir, record), run_dir)
             records.append(record)
             if on_record:
                 on_record(record, "failed")
@@ -448,7 +455,7 @@ def run_cells(
                                      f"(seed {cell.seed}) failed: {record['error']}") from exc
             continue
         if writer:
-            write_record(run_dir, record)
+            announce_record(session.pm, write_record(run_dir, record), run_dir)
             remove_work_dir(run_dir, cell)
         records.append(record)
         if on_record:
@@ -507,6 +514,7 @@ def run_grid(
 
     check_options(alpha, ci_method)  # before any cell runs
     pm = pm or get_plugin_manager()
+    warn_load_problems(pm)
     cells = expand(spec, pm.registries())
     runner = executors.get(executor, executor_options or {})
     if fail_fast and executor != "local":

@@ -1,9 +1,12 @@
 """The hook specifications of plugin API v1. Nothing but specs lives here."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pluggy
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 hookspec = pluggy.HookspecMarker("benchbone")
 hookimpl = pluggy.HookimplMarker("benchbone")
@@ -70,4 +73,20 @@ def benchbone_pick_device(requested: str | None) -> str | None:
     """Return the torch device string to run on. Stops at first non-None result.
 
     :param requested: what the user asked for with ``--device`` (None for automatic).
+    """
+
+
+# -------------------------------------------------------------------------
+# After a cell: loggers and experiment trackers.
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def benchbone_record_written(record: dict, run_dir: Path) -> None:
+    """A cell's record was written: log it somewhere else (an experiment tracker, a dashboard).
+
+    :param record: the record as written to ``run_dir/records/<record["cell_id"]>.json`` (plain JSON
+        types), status "ok" or "failed"; ``record["artefacts"]`` holds paths relative to ``run_dir``.
+    :param run_dir: the run directory. Called once per written record, in the process that wrote it
+        (an executor's worker too); an exception is reported as one warning line and the record stays.
     """

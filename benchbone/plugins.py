@@ -4,8 +4,10 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Iterable
 
@@ -13,6 +15,7 @@ import pluggy
 
 from benchbone import hookspecs
 from benchbone.errors import PluginLoadError, UsageError
+from benchbone.kinds import KINDS
 from benchbone.registry import Registry, make_registrar
 
 ENTRY_POINT_GROUP = "benchbone"
@@ -37,6 +40,13 @@ DEFAULT_PLUGINS = (
     "benchbone_plugins.head_sgd",
     "benchbone_plugins.classification_metrics",
 )
+
+# ``--log-to KIND:TARGET``: logger kind -> (the module whose ``logger(target)`` makes the plugin, the module it
+# needs, the extra that installs it). Loggers are off unless asked for.
+LOGGERS = {
+    "mlflow": ("benchbone_plugins.mlflow_logger", "mlflow", "mlflow"),
+    "tensorboard": ("benchbone_plugins.tensorboard_logger", "tensorboard", "tensorboard"),
+}
 
 
 class PluginManager(pluggy.PluginManager):
@@ -71,8 +81,10 @@ def get_plugin_manager(
     blocked: Iterable[str] = (),
     extra: Iterable[str] = (),
     strict: bool = False,
+    log_to: Iterable[str] = (),
 ) -> PluginManager:
-    """A new manager: built-ins, then installed entry points, then ``extra`` (module names or .py paths).
+    """A new manager: built-ins, then installed entry points, then ``extra`` (module names or .py paths),
+    then the loggers of ``log_to`` (``["mlflow:runs.db"]``; see ``log_targets``).
 
     ``entrypoints=None`` loads them unless ``BENCHBONE_LOAD_PLUGINS`` is set to an empty string.
     ``blocked`` adds to ``BENCHBONE_DISABLE_PLUGINS`` (comma-separated plugin names).
@@ -95,11 +107,61 @@ def get_plugin_manager(
                     "extra": [str(Path(e).resolve()) if e.endswith(".py") else e for e in extra]}
     for spec in extra:
         _register(pm, _import_explicit(spec), Path(spec).stem if spec.endswith(".py") else spec, "local")
+    targets = [_logger(target) for target in log_to]
+    for name, plugin in targets:
+        _register(pm, plugin, name, version)
+    if targets:  # a worker elsewhere logs to the same absolute targets
+        pm.load_args["log_to"] = [name for name, _ in targets]
     _check_hook_names(pm)
     if os.environ.get("BENCHBONE_TRACE_PLUGINS"):
         pm.trace.root.setwriter(sys.stderr.write)
         pm.enable_tracing()
     return pm
+
+
+def log_targets(asked: Iterable[str]) -> list[str]:
+    """What a run logs to: ``asked`` (``--log-to``), else ``BENCHBONE_LOG_TO`` (comma-separated), else nothing."""
+    asked = list(asked) or os.environ.get("BENCHBONE_LOG_TO", "").split(",")
+    return [target.strip() for target in asked if target.strip()]
+
+
+def _logger(target: str) -> tuple[str, object]:
+    """``("KIND:/absolute/TARGET", plugin)`` for one ``--log-to KIND:TARGET`` (a local path); a missing extra
+    is one line naming it."""
+    kind, _, where = target.partition(":")
+    if kind not in LOGGERS or not where:
+        raise UsageError(f"--log-to {target!r}: give KIND:TARGET with KIND one of {', '.join(LOGGERS)}, "
+                         "e.g. --log-to mlflow:runs.db")
+    module_name, needs, extra = LOGGERS[kind]
+    if importlib.util.find_spec(needs) is None:
+        raise UsageError(f"--log-to {kind}:... needs {needs}, which is not installed: pip install 'benchbone[{extra}]'")
+    where = str(Path(where).expanduser().absolute())
+    return f"{kind}:{where}", importlib.import_module(module_name).logger(where)
+
+
+def announce_record(pm: pluggy.PluginManager, record_file: Path, run_dir: Path) -> None:
+    """Call ``benchbone_record_written`` for a record just written to ``record_file``, one plugin at a time:
+    a plugin that fails is one warning line, and the others and the record are unaffected."""
+    impls = pm.hook.benchbone_record_written.get_hookimpls()
+    if not impls:
+        return
+    record = json.loads(Path(record_file).read_text(encoding="utf-8"))
+    for impl in impls:
+        caller = pm.subset_hook_caller("benchbone_record_written", [i.plugin for i in impls if i is not impl])
+        try:
+            caller(record=record, run_dir=Path(run_dir))
+        except Exception as exc:  # noqa: BLE001 - a logger may fail in any way; the record is already safe
+            warnings.warn(f"plugin {impl.plugin_name} failed in benchbone_record_written for cell "
+                          f"{record.get('cell_id')}: {type(exc).__name__}: {exc}; the record {record_file} is kept")
+
+
+def warn_load_problems(pm: PluginManager) -> None:
+    """One warning line per plugin that failed to load (after every registration hook ran)."""
+    registries = pm.registries()
+    for kind in KIND_HOOKS:
+        registries.kind(kind)
+    for name, problem in sorted(pm.problems.items()):
+        warnings.warn(f"plugin {name} failed to load: {problem}; see `benchbone plugins`")
 
 
 def _check_hook_names(pm: PluginManager) -> None:
@@ -126,11 +188,16 @@ def _register(pm: PluginManager, plugin: object, name: str, version: str) -> Non
 
 def load_entrypoint_plugins(pm: PluginManager, *, strict: bool) -> None:
     """Register each installed ``benchbone`` entry point; a broken one is recorded, not fatal."""
-    seen = set()
+    seen: dict[str, str] = {}
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in seen or pm.is_blocked(ep.name) or pm.has_plugin(ep.name):
+        if pm.is_blocked(ep.name) or seen.get(ep.name) == ep.value:
             continue
-        seen.add(ep.name)
+        if ep.name in seen or pm.has_plugin(ep.name):  # pluggy would skip it silently: say so instead
+            other = f"entry point {ep.name} = {seen[ep.name]}" if ep.name in seen else f"plugin {ep.name!r}"
+            pm.problems[ep.name] = (f"{ep.name} = {ep.value}: not loaded, {other} has the same name; "
+                                    "rename one entry point or uninstall one package")
+            continue
+        seen[ep.name] = ep.value
         version = ep.dist.version if ep.dist is not None else "unknown"
         try:
             _register(pm, ep.load(), ep.name, version)
@@ -162,12 +229,7 @@ def _import_explicit(spec: str) -> object:
         raise PluginLoadError(f"plugin {spec!r} failed to import: {type(exc).__name__}: {exc}") from exc
 
 
-KIND_HOOKS = {
-    "backbones": ("backbone", "benchbone_register_backbones"),
-    "datasets": ("dataset", "benchbone_register_datasets"),
-    "strategies": ("strategy", "benchbone_register_strategies"),
-    "metrics": ("metric", "benchbone_register_metrics"),
-}
+KIND_HOOKS = {many: (one, f"benchbone_register_{many}") for one, many in KINDS.items()}
 
 
 class Registries:
@@ -179,6 +241,8 @@ class Registries:
     def __init__(self, pm: PluginManager):
         self._pm = pm
         self._filled: dict[str, Registry] = {}
+        self._loading_problems = dict(pm.problems)  # plugins that failed to import: any kind may miss their names
+        self.problems: dict[str, str] = {}  # of the kind being filled
 
     @classmethod
     def collect(cls, pm: PluginManager) -> "Registries":
@@ -187,12 +251,16 @@ class Registries:
     def kind(self, kind: str) -> Registry:
         """The registry for 'backbones', 'datasets', 'strategies' or 'metrics'."""
         if kind not in KIND_HOOKS:
-            raise UsageError(f"unknown kind {kind!r}; use backbones, datasets, strategies or metrics")
+            raise UsageError(f"unknown kind {kind!r}; use {', '.join(KIND_HOOKS)}")
         if kind not in self._filled:
             singular, hook_name = KIND_HOOKS[kind]
             registry = Registry(singular)
+            self.problems = {}
             for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
                 self._collect_one(self._pm, impl, hook_name, registry)
+            self._pm.problems.update(self.problems)
+            # an unknown name may be one that a broken plugin would have offered: its errors say so
+            registry.load_problems = {**self._loading_problems, **self.problems}
             self._filled[kind] = registry
         return self._filled[kind]
 
@@ -210,9 +278,15 @@ class Registries:
             message = f"{impl.plugin_name} failed in {hook_name}: {type(exc).__name__}: {exc}"
             if impl.plugin_name not in pm.entrypoint_names:  # built-ins and -p plugins fail loudly
                 raise PluginLoadError(f"plugin {message}") from exc
-            pm.problems[impl.plugin_name] = message
+            self.problems[impl.plugin_name] = message
             return
         register = make_registrar(registry, impl.plugin_name)
         for args, kwargs in staged:
-            register(*args, **kwargs)
+            try:
+                register(*args, **kwargs)
+            except UsageError as exc:  # a name taken by another plugin, or an invalid one
+                if impl.plugin_name not in pm.entrypoint_names:
+                    raise
+                self.problems[impl.plugin_name] = "; ".join(  # only this name is left out
+                    filter(None, [self.problems.get(impl.plugin_name), f"{exc} (left out)"]))
 

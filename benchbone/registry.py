@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
 from benchbone.errors import DuplicateNameError, UnknownNameError, UsageError
+from benchbone.kinds import plural
 
 T = TypeVar("T")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/+]*:?$")
@@ -36,6 +37,7 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry[T]] = {}
         self._aliases: dict[str, str] = {}
         self._derived: dict[str, Entry[T]] = {}
+        self.load_problems: dict[str, str] = {}  # plugin -> why it failed to load, for unknown-name errors
 
     def add(self, name: str, obj: T, *, plugin: str, **meta: Any) -> None:
         if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
@@ -98,7 +100,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> Entry[T]:
         entry = self._owner(name)
         if entry is None:
-            raise UnknownNameError(self.kind, name, [*self._entries, *self._aliases])
+            raise UnknownNameError(self.kind, name, [*self._entries, *self._aliases], failed=self.load_problems)
         return entry
 
     def names(self, pattern: str | None = None, exclude: str | None = None) -> list[str]:
@@ -109,6 +111,11 @@ class Registry(Generic[T]):
         if exclude:
             names = [n for n in names if not fnmatch.fnmatchcase(n, exclude)]
         return names
+
+    def matching(self, pattern: str | None) -> list[Entry[T]]:
+        """Entries whose name or one of whose aliases matches ``pattern`` (fnmatch; None: all), naturally sorted."""
+        return [e for e in self if pattern is None
+                or any(fnmatch.fnmatchcase(n, pattern) for n in (e.name, *e.meta.get("aliases", ())))]
 
     def registered(self) -> list[str]:
         """Names in the order plugins registered them (for defaults, where order carries meaning)."""
@@ -121,7 +128,7 @@ class Registry(Generic[T]):
             if PATTERN_CHARS & set(pattern):  # prefix entries (name:) need a value, so patterns skip them
                 matched = [n for n in self.names(pattern) if not self._entries[n].meta.get("prefix")]
                 if not matched:
-                    raise UsageError(f"no {self.kind} matches {pattern!r}; see `benchbone list {self.kind}s`")
+                    raise UsageError(f"no {self.kind} matches {pattern!r}; see `benchbone list {plural(self.kind)}`")
             else:
                 matched = [self.get(pattern).name]
             out.extend(m for m in matched if m not in out)

@@ -18,6 +18,7 @@ def isolated(monkeypatch, tmp_path):
     monkeypatch.setenv("BENCHBONE_LOAD_PLUGINS", "")
     monkeypatch.setenv("BENCHBONE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("BENCHBONE_DISABLE_PLUGINS", raising=False)
+    monkeypatch.delenv("BENCHBONE_LOG_TO", raising=False)
     monkeypatch.chdir(tmp_path)
 
 

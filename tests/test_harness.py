@@ -146,3 +146,60 @@ def test_python_api_returns_the_leaderboard(tmp_path):
                           plugins=["benchbone.testing"], out=tmp_path / "api", params={"c_steps": 3})
     assert list(board["backbone"]) == ["test/tiny-cnn"] and 0 <= board.loc[0, "top1"] <= 1
     assert (tmp_path / "api" / "leaderboard.md").exists()
+
+
+class Nosy:
+    """A backbone and a dataset whose ``info`` names harness fields, and a strategy predicting a class that is not."""
+
+    @hookimpl
+    def benchbone_register_backbones(self, register):
+        def build(pretrained):
+            backbone = tiny_cnn(pretrained)
+            backbone.info = {"weights": "the plugin's claim", "params_m": -1.0, "input_size": 1, "library": "nosy"}
+            return backbone
+
+        register("nosy/cnn", build)
+
+    @hookimpl
+    def benchbone_register_datasets(self, register):
+        from benchbone.testing import blobs
+
+        def build(data_dir, download):
+            data = blobs(data_dir, download)
+            return DatasetSplits(data.train, data.test, data.classes, info={"val": 999, "test": 0, "source": "blobs"})
+
+        register("nosy/blobs", build)
+
+    @hookimpl
+    def benchbone_register_strategies(self, register):
+        def off_by_classes(backbone, data, ctx):
+            _, yt = ctx.features("test")
+            y_pred = yt.clone()
+            y_pred[3] = ctx.num_classes  # one past the last class
+            return Predictions(yt, y_pred)
+
+        register("nosy/out-of-range", off_by_classes)
+
+
+def test_plugin_info_never_overwrites_harness_fields(benchbone_pm, run_tiny_benchmark, tmp_path):
+    benchbone_pm.register(Nosy(), name="nosy")
+    board = run_tiny_benchmark(backbones=["nosy/cnn"], datasets=["nosy/blobs"], strategies=["knn"])
+    record = json.loads(next((tmp_path / "run" / "records").glob("*.json")).read_text())
+    info, data = record["backbone_info"], record["data"]
+    assert info["weights"] == "tiny-seeded" and info["input_size"] == [16, 16] and info["params_m"] > 0
+    assert info["plugin_info"] == {"weights": "the plugin's claim", "params_m": -1.0, "input_size": 1,
+                                   "library": "nosy"}
+    assert (data["val"], data["test"]) == (round(96 * 0.1), 48) and data["val_carved"] is True
+    assert data["plugin_info"] == {"val": 999, "test": 0, "source": "blobs"}
+    assert board.loc[0, "params_m"] == info["params_m"]  # the leaderboard reads the harness's numbers
+
+
+def test_predicted_labels_outside_the_classes_are_a_plugin_error_before_metrics(benchbone_pm, run_tiny_benchmark,
+                                                                                tmp_path):
+    benchbone_pm.register(Nosy(), name="nosy")
+    board = run_tiny_benchmark(strategies=["nosy/out-of-range"])
+    assert board.loc[0, "status"] == "failed"
+    record = json.loads(next((tmp_path / "run" / "records").glob("*.json")).read_text())
+    assert record["error"] == ("PluginError: strategy 'nosy/out-of-range' returned y_pred with 1 label(s) outside "
+                               "0..3 (e.g. 4); labels are class indices")
+    assert record["metrics"] == {} and not (tmp_path / "run" / "artefacts").exists()

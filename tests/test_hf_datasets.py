@@ -125,7 +125,7 @@ def test_same_images_as_imagefolder_give_the_same_leaderboard(cli, tmp_path):
     assert board[0]["top1"] == board[1]["top1"] and board[0]["top1"] > 1 / 3
     records = [json.loads(p.read_text()) for p in (tmp_path / "run" / "records").glob("*.json")]
     record = next(r for r in records if r["dataset"].startswith("hf:"))
-    assert record["data"]["image_column"] == "img" and record["cell"]["dataset_params"] == [
+    assert record["data"]["plugin_info"]["image_column"] == "img" and record["cell"]["dataset_params"] == [
         ["image_column", "img"], ["label_column", None]]
 
 

@@ -25,9 +25,12 @@ def write_module(tmp_path, monkeypatch, name, source):
 
 def fake_entry_points(monkeypatch, *pairs):
     eps = [importlib.metadata.EntryPoint(name, value, "benchbone") for name, value in pairs]
+    real = importlib.metadata.entry_points
 
-    def entry_points(group=None, **kwargs):
-        return [ep for ep in eps if group in (None, "benchbone")]
+    def entry_points(group=None, **kwargs):  # other groups (torch's, on first import) stay as they are
+        if group == "benchbone":
+            return importlib.metadata.EntryPoints(eps)
+        return real(**kwargs, **({"group": group} if group else {}))
 
     monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
 
@@ -66,7 +69,7 @@ def test_broken_plugin_is_reported_and_does_not_break_other_commands(tmp_path, m
     fake_entry_points(monkeypatch, ("broken", "bb_broken"), ("good", "bb_good"))
     monkeypatch.setenv("BENCHBONE_LOAD_PLUGINS", "1")
     result = cli("plugins")
-    assert result.code == 0
+    assert result.code == 1  # listed, but not a clean bill of health
     assert "broken: FAILED to load: broken = bb_broken: RuntimeError: boom at import" in result.out
     assert "good" in result.out
     listed = cli("list", "metrics")
@@ -144,3 +147,47 @@ def test_later_plugins_override_a_firstresult_default():
     assert pm.hook.benchbone_pick_device(requested=None) in ("cpu", "cuda", "mps")  # the built-in's answer
     pm.register(ForceDevice(), name="force")
     assert pm.hook.benchbone_pick_device(requested=None) == "meta"
+
+
+CLASH = """
+from benchbone import hookimpl
+
+@hookimpl
+def benchbone_register_datasets(register):
+    register("digits", lambda data_dir, download: None)
+    register("clash/own", lambda data_dir, download: None)
+"""
+
+
+def test_an_installed_plugin_colliding_with_a_built_in_breaks_nothing_else(tmp_path, monkeypatch, cli):
+    write_module(tmp_path, monkeypatch, "bb_clash", CLASH)
+    write_module(tmp_path, monkeypatch, "bb_good", GOOD)
+    fake_entry_points(monkeypatch, ("clash", "bb_clash"), ("digits", "bb_good"))  # a name and a plugin name
+    monkeypatch.setenv("BENCHBONE_LOAD_PLUGINS", "1")
+    result = cli("plugins")
+    assert result.code == 1
+    assert ("clash: FAILED to load: dataset name 'digits' is registered by both plugin 'digits' and plugin 'clash'"
+            in result.out)
+    assert "digits: FAILED to load: digits = bb_good: not loaded, plugin 'digits' has the same name" in result.out
+    listed = cli("list", "datasets")
+    assert listed.code == 0 and "clash/own" in listed.out  # only the colliding name is left out
+    regs = get_plugin_manager().registries()
+    assert regs.datasets.get("digits").plugin == "digits" and regs.datasets.get("clash/own").plugin == "clash"
+    run = cli("run", "-p", "benchbone.testing", "-b", "test/tiny-cnn", "-d", "test/blobs", "-s", "knn", "-q",
+              "--out", tmp_path / "run")
+    assert run.code == 0, run.err
+    warnings = [line for line in run.err.splitlines() if "failed to load" in line]
+    assert len(warnings) == 2 and all(w.startswith("benchbone: warning: plugin ") for w in warnings)
+
+
+def test_an_unknown_name_says_which_plugin_failed_to_load(tmp_path, monkeypatch, cli):
+    write_module(tmp_path, monkeypatch, "bb_broken", "raise RuntimeError('boom at import')")
+    fake_entry_points(monkeypatch, ("broken", "bb_broken"))
+    monkeypatch.setenv("BENCHBONE_LOAD_PLUGINS", "1")
+    result = cli("run", "-b", "broken/net", "-d", "digits", "-s", "knn", "--out", tmp_path / "run")
+    assert result.code == 2 and result.err.count("\n") == 2  # the warning line, then the error line
+    assert ("benchbone: error: unknown backbone 'broken/net' (plugin broken failed to load: broken = bb_broken: "
+            "RuntimeError: boom at import)." in result.err)
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setenv("BENCHBONE_LOAD_PLUGINS", "")
+    assert "failed to load" not in cli("run", "-b", "broken/net", "-d", "digits", "-s", "knn").err

@@ -92,3 +92,29 @@ def test_slash_prefixes_take_the_rest_of_the_name():
         reg.get("hf/")
     with pytest.raises(UsageError, match="a prefix name ends with ':' or '/'"):
         reg.add("bare", object(), plugin="p", prefix=True)
+
+
+def test_each_kind_has_one_plural_used_by_hooks_cli_and_messages(cli):
+    from benchbone import hookspecs
+    from benchbone.cli import build_parser
+    from benchbone.kinds import KINDS
+
+    assert KINDS["strategy"] == "strategies"
+    for one, many in KINDS.items():
+        assert hasattr(hookspecs, f"benchbone_register_{many}")
+        unknown = str(UnknownNameError(one, "nope", ["other"]))
+        assert unknown.endswith(f"See `benchbone list {many}`.")
+        with pytest.raises(UsageError, match=rf"see `benchbone list {many}`"):
+            Registry(one).resolve(["nope*"])
+    listing = build_parser()._subparsers._group_actions[0].choices["list"]
+    assert next(a for a in listing._actions if a.dest == "kind").choices == tuple(KINDS.values())
+    result = cli("run", "-b", "resnet50", "-d", "digits", "-s", "linear-probs")
+    assert result.code == 2 and "See `benchbone list strategies`." in result.err and "strategys" not in result.err
+
+
+def test_list_finds_names_by_their_aliases(cli):
+    result = cli("list", "backbones", "resnet50")
+    assert result.code == 0
+    assert result.out.split()[0] == "tv/resnet50.IMAGENET1K_V2" and "alias tv/resnet50, resnet50" in result.out
+    assert cli("list", "backbones", "tv/resnet5?").out.split()[0] == "tv/resnet50.IMAGENET1K_V2"
+    assert cli("list", "backbones", "no-such-net*").code == 2
