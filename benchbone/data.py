@@ -285,16 +285,19 @@ def _one_thread(_: int) -> None:
 
 
 class _Decoded(torch.utils.data.Dataset):
-    """Index -> uint8 image [C, H, W]; with ``preprocess``, resized and cropped to its size with 3 channels."""
+    """Index -> uint8 image [C, H, W]; with ``preprocess``, resized and cropped to its size with 3 channels;
+    with ``corrupt`` (a ``benchbone.corruptions.Corruption``), corrupted at its source size first."""
 
-    def __init__(self, dataset: Any, preprocess: Preprocess | None = None):
-        self.dataset, self.preprocess = dataset, preprocess
+    def __init__(self, dataset: Any, preprocess: Preprocess | None = None, corrupt: Callable | None = None):
+        self.dataset, self.preprocess, self.corrupt = dataset, preprocess, corrupt
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         image = as_uint8_chw(self.dataset[int(index)][0])
+        if self.corrupt is not None:
+            image = self.corrupt(image, int(index))
         if self.preprocess is None:
             return image
         x = self.preprocess.resize_crop(image[None].float()).round_().clamp_(0, 255).to(torch.uint8)[0]
@@ -374,15 +377,18 @@ class LoadedImages:
         channels = max(part.shape[1] for part in parts)
         return torch.cat([part.expand(-1, channels, -1, -1) for part in parts])
 
-    def batches(self, indices: np.ndarray, batch_size: int, preprocess: Preprocess) -> Iterator[torch.Tensor]:
-        """uint8 batches of ``indices`` in order: the in-memory images, or streamed ones at the preprocessing's size."""
+    def batches(self, indices: np.ndarray, batch_size: int, preprocess: Preprocess,
+                corrupt: Callable | None = None) -> Iterator[torch.Tensor]:
+        """uint8 batches of ``indices`` in order: the in-memory images, or streamed ones at the preprocessing's size;
+        ``corrupt(image, index)`` is applied to each image at its source size first."""
         chunks = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
         if self.tensor is not None:
             for chunk in chunks:
-                yield self.tensor[torch.as_tensor(chunk)]
+                batch = self.tensor[torch.as_tensor(chunk)]
+                yield batch if corrupt is None else torch.stack([corrupt(im, i) for im, i in zip(batch, chunk)])
             return
         yield from _one_line(torch.utils.data.DataLoader(
-            _Decoded(self.dataset, preprocess), batch_sampler=[c.tolist() for c in chunks],
+            _Decoded(self.dataset, preprocess, corrupt), batch_sampler=[c.tolist() for c in chunks],
             num_workers=self.workers, worker_init_fn=_one_thread, prefetch_factor=4 if self.workers else None,
         ))
 
@@ -397,8 +403,10 @@ def iterate_batches(
     shuffle: torch.Generator | None = None,
     augment: Callable[..., torch.Tensor] | None = None,
     shard: tuple[int, int] | None = None,
+    corrupt: Callable | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Normalised image batches and labels of ``view`` on ``device``, through ``augment`` when given.
+    """Normalised image batches and labels of ``view`` on ``device``, through ``augment`` when given
+    (and ``corrupt``, a ``benchbone.corruptions.Corruption``, at the source size before preprocessing).
 
     Only the batch being yielded lives on the device: the generator keeps no reference to it.
     ``shard=(rank, world_size)`` keeps every world_size-th image of the order from ``rank`` on, the order
@@ -410,7 +418,7 @@ def iterate_batches(
         order = order[torch.arange(rank, math.ceil(len(order) / world) * world, world) % len(order)]
     labels = torch.as_tensor(view.labels)
     pin = device.startswith("cuda")
-    batches = images.batches(view.indices[order.numpy()], batch_size, preprocess)
+    batches = images.batches(view.indices[order.numpy()], batch_size, preprocess, corrupt)
     for start, x in zip(range(0, len(order), batch_size), batches):
         pos = order[start:start + batch_size]
         if pin:
