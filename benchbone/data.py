@@ -272,6 +272,7 @@ class Augmentation:
 
 SMALL_PIXELS = 128 * 128  # images up to this size are decoded once and held in memory
 PARALLEL_FROM = 2000  # decode with worker processes from this many images on
+CORRUPTED_BYTES = 512 * 2**20  # corrupted in-memory images kept per split, shared by the backbones of a run
 
 
 def loader_workers() -> int:
@@ -339,6 +340,8 @@ class LoadedImages:
         self.workers = workers if workers is not None else (loader_workers() if len(dataset) >= PARALLEL_FROM else 0)
         self.tensor: torch.Tensor | None = None
         self.source = "streamed"
+        self._corrupted_cache: dict[tuple, torch.Tensor] = {}
+        self._corrupted_bytes = 0
         if isinstance(dataset, ImageTensorDataset):
             self.tensor = torch.as_tensor(dataset.images)
             self.source = "in memory"
@@ -365,6 +368,17 @@ class LoadedImages:
             if store is not None:
                 store.save(feature_key(description), {"images": self.tensor}, description)
 
+    def _corrupted(self, corrupt: Callable, image: torch.Tensor, index: int) -> torch.Tensor:
+        """``corrupt(image, index)``, kept (up to CORRUPTED_BYTES) for the next backbone that reads the same images."""
+        key = (corrupt, int(index))
+        if key in self._corrupted_cache:
+            return self._corrupted_cache[key]
+        out = corrupt(image, int(index))
+        if self._corrupted_bytes + out.numel() <= CORRUPTED_BYTES:
+            self._corrupted_cache[key] = out
+            self._corrupted_bytes += out.numel()
+        return out
+
     def _decode_all(self, size: torch.Size) -> torch.Tensor | None:
         """Every image stacked as uint8 [N, C, h, w], or None when sizes differ."""
         loader = torch.utils.data.DataLoader(_Decoded(self.dataset), batch_size=256, num_workers=self.workers,
@@ -385,7 +399,7 @@ class LoadedImages:
         if self.tensor is not None:
             for chunk in chunks:
                 batch = self.tensor[torch.as_tensor(chunk)]
-                yield batch if corrupt is None else torch.stack([corrupt(im, i) for im, i in zip(batch, chunk)])
+                yield batch if corrupt is None else torch.stack([self._corrupted(corrupt, im, i) for im, i in zip(batch, chunk)])
             return
         yield from _one_line(torch.utils.data.DataLoader(
             _Decoded(self.dataset, preprocess, corrupt), batch_sampler=[c.tolist() for c in chunks],
