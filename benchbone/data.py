@@ -399,7 +399,9 @@ class LoadedImages:
         if self.tensor is not None:
             for chunk in chunks:
                 batch = self.tensor[torch.as_tensor(chunk)]
-                yield batch if corrupt is None else torch.stack([self._corrupted(corrupt, im, i) for im, i in zip(batch, chunk)])
+                if corrupt is not None:
+                    batch = torch.stack([self._corrupted(corrupt, image, i) for image, i in zip(batch, chunk)])
+                yield batch
             return
         yield from _one_line(torch.utils.data.DataLoader(
             _Decoded(self.dataset, preprocess, corrupt), batch_sampler=[c.tolist() for c in chunks],
