@@ -108,5 +108,6 @@ def to_text(board: pd.DataFrame, fmt: str = "table") -> str:
     table_text = tabulate(shown, headers="keys", tablefmt="github" if fmt == "md" else "simple", showindex=False,
                           disable_numparse=True)
     note = (f"mCE and relative mCE in % of the baseline {board['baseline'].iloc[0]} (100 = as robust as it; lower is "
-            f"better), over {int(board['conditions'].max())} corruption x severity conditions; errors are 1 - {metric}.")
+            f"better), over {int(board['conditions'].max())} corruption x severity conditions; errors are 1 - {metric}. "
+            "Relative mCE is undefined (-) where the baseline lost no accuracy under some corruption.")
     return f"{table_text}\n\n{note}"
