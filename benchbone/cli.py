@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--cd-diagrams", metavar="DIR",
                        help="also write the critical-difference diagrams across datasets, cd-<strategy>.png and "
                             ".svg, into DIR")
+    board.add_argument("--robustness", metavar="BASELINE",
+                       help="show corruption robustness instead (runs with --set corruption=...): clean and mean "
+                            "corrupted top1, their gap, mCE and relative mCE against backbone BASELINE's rows")
     board.add_argument("--expect", metavar="FILE.toml",
                        help="print measured vs expected for the [[expect]] tables of FILE (published numbers, "
                             "see benchmarks/reproduce/); exit 1 when one is missing or outside its tolerance")
@@ -268,6 +271,14 @@ def cmd_leaderboard(args) -> int:
     records = read_records([Path(d) for d in args.run_dirs])
     if args.strategy and not (args.pivot or args.plot):
         raise UsageError("--strategy chooses the strategy of --pivot or --plot; pass one of them too")
+    if args.robustness:
+        from benchbone import robustness
+
+        if args.format == "html" or args.pivot or args.expect:
+            raise UsageError("--robustness prints its own table; drop --format html, --pivot and --expect")
+        _emit(robustness.to_text(robustness.table(records, args.robustness, args.sort_by or "top1"), args.format),
+              args.output)
+        return 0
     board = _board(args, records)
     if args.plot:
         if not args.plot.lower().endswith(".png"):

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from benchbone.api import Backbone
+from benchbone.corruptions import Corruption
 from benchbone.data import Augmentation, LoadedImages, Preprocess, SplitView, iterate_batches
 from benchbone.errors import UsageError
 from benchbone.features import ExtractionSettings, FeatureStore, extract
@@ -21,7 +22,8 @@ class Context:
     ``ctx.device``, ``ctx.seed``, ``ctx.params`` (the strategy's parameters after overrides),
     ``ctx.classes``, ``ctx.num_classes``; ``ctx.features(split)`` and ``ctx.batches(split, ...)``;
     ``ctx.workdir``, a scratch directory of this cell for checkpoints; ``ctx.augmentation``, what
-    ``batches(augment=True)`` applies (the dataset's declared label-preserving transforms).
+    ``batches(augment=True)`` applies (the dataset's declared label-preserving transforms);
+    ``ctx.corruption``, the ``benchbone.corruptions.Corruption`` of the test images, or None.
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class Context:
         progress: Callable[..., Iterable],
         workdir: Path,
         augmentation: Augmentation | None = None,
+        corruption: Corruption | None = None,
     ):
         self.device = device
         self.seed = seed
@@ -62,6 +65,7 @@ class Context:
         self._progress = progress
         self._workdir = Path(workdir)
         self.augmentation = augmentation or Augmentation()
+        self.corruption = corruption  # applied to the test split's images (features and batches)
 
     @property
     def workdir(self) -> Path:
@@ -112,6 +116,8 @@ class Context:
             description["rows"] = target.digest()
         if callable(getattr(view.dataset, "fingerprint", None)):  # image files: changed files, new features
             description["files"] = view.dataset.fingerprint()
+        if self._corrupt(view.source):
+            description["corruption"] = self.corruption.describe()
         key = repr(sorted(description.items()))
         extracted = []
 
@@ -136,7 +142,7 @@ class Context:
         """Features of ``view``'s rows, with the seconds their extraction took (kept in the cache)."""
         model = self.backbone.model.to(self.device)
         batches = iterate_batches(self._images(view.source), view, self.preprocess,
-                                  batch_size=self.batch_size, device=self.device)
+                                  batch_size=self.batch_size, device=self.device, corrupt=self._corrupt(view.source))
         total_batches = -(-len(view) // self.batch_size)
         feats, stats = extract(model, batches, self.backbone.num_features, len(view), self.settings,
                                lambda it, desc: self._progress(it, desc=f"features {view.source}", total=total_batches))
@@ -160,4 +166,9 @@ class Context:
             batch_size=batch_size or self.batch_size, device=self.device,
             shuffle=self.generator(2 * epoch + 1) if shuffle else None,
             augment=self.augmentation.drawing_from(self.generator(2 * epoch + 2)) if augment else None, shard=shard,
+            corrupt=self._corrupt(view.source),
         )
+
+    def _corrupt(self, source: str) -> Corruption | None:
+        """The corruption of a source split's images: the test split's only."""
+        return self.corruption if source == "test" else None

@@ -272,6 +272,7 @@ class Augmentation:
 
 SMALL_PIXELS = 128 * 128  # images up to this size are decoded once and held in memory
 PARALLEL_FROM = 2000  # decode with worker processes from this many images on
+CORRUPTED_BYTES = 512 * 2**20  # corrupted in-memory images kept per split, shared by the backbones of a run
 
 
 def loader_workers() -> int:
@@ -285,16 +286,19 @@ def _one_thread(_: int) -> None:
 
 
 class _Decoded(torch.utils.data.Dataset):
-    """Index -> uint8 image [C, H, W]; with ``preprocess``, resized and cropped to its size with 3 channels."""
+    """Index -> uint8 image [C, H, W]; with ``preprocess``, resized and cropped to its size with 3 channels;
+    with ``corrupt`` (a ``benchbone.corruptions.Corruption``), corrupted at its source size first."""
 
-    def __init__(self, dataset: Any, preprocess: Preprocess | None = None):
-        self.dataset, self.preprocess = dataset, preprocess
+    def __init__(self, dataset: Any, preprocess: Preprocess | None = None, corrupt: Callable | None = None):
+        self.dataset, self.preprocess, self.corrupt = dataset, preprocess, corrupt
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         image = as_uint8_chw(self.dataset[int(index)][0])
+        if self.corrupt is not None:
+            image = self.corrupt(image, int(index))
         if self.preprocess is None:
             return image
         x = self.preprocess.resize_crop(image[None].float()).round_().clamp_(0, 255).to(torch.uint8)[0]
@@ -336,6 +340,8 @@ class LoadedImages:
         self.workers = workers if workers is not None else (loader_workers() if len(dataset) >= PARALLEL_FROM else 0)
         self.tensor: torch.Tensor | None = None
         self.source = "streamed"
+        self._corrupted_cache: dict[tuple, torch.Tensor] = {}
+        self._corrupted_bytes = 0
         if isinstance(dataset, ImageTensorDataset):
             self.tensor = torch.as_tensor(dataset.images)
             self.source = "in memory"
@@ -362,6 +368,17 @@ class LoadedImages:
             if store is not None:
                 store.save(feature_key(description), {"images": self.tensor}, description)
 
+    def _corrupted(self, corrupt: Callable, image: torch.Tensor, index: int) -> torch.Tensor:
+        """``corrupt(image, index)``, kept (up to CORRUPTED_BYTES) for the next backbone that reads the same images."""
+        key = (corrupt, int(index))
+        if key in self._corrupted_cache:
+            return self._corrupted_cache[key]
+        out = corrupt(image, int(index))
+        if self._corrupted_bytes + out.numel() <= CORRUPTED_BYTES:
+            self._corrupted_cache[key] = out
+            self._corrupted_bytes += out.numel()
+        return out
+
     def _decode_all(self, size: torch.Size) -> torch.Tensor | None:
         """Every image stacked as uint8 [N, C, h, w], or None when sizes differ."""
         loader = torch.utils.data.DataLoader(_Decoded(self.dataset), batch_size=256, num_workers=self.workers,
@@ -374,15 +391,20 @@ class LoadedImages:
         channels = max(part.shape[1] for part in parts)
         return torch.cat([part.expand(-1, channels, -1, -1) for part in parts])
 
-    def batches(self, indices: np.ndarray, batch_size: int, preprocess: Preprocess) -> Iterator[torch.Tensor]:
-        """uint8 batches of ``indices`` in order: the in-memory images, or streamed ones at the preprocessing's size."""
+    def batches(self, indices: np.ndarray, batch_size: int, preprocess: Preprocess,
+                corrupt: Callable | None = None) -> Iterator[torch.Tensor]:
+        """uint8 batches of ``indices`` in order: the in-memory images, or streamed ones at the preprocessing's size;
+        ``corrupt(image, index)`` is applied to each image at its source size first."""
         chunks = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
         if self.tensor is not None:
             for chunk in chunks:
-                yield self.tensor[torch.as_tensor(chunk)]
+                batch = self.tensor[torch.as_tensor(chunk)]
+                if corrupt is not None:
+                    batch = torch.stack([self._corrupted(corrupt, image, i) for image, i in zip(batch, chunk)])
+                yield batch
             return
         yield from _one_line(torch.utils.data.DataLoader(
-            _Decoded(self.dataset, preprocess), batch_sampler=[c.tolist() for c in chunks],
+            _Decoded(self.dataset, preprocess, corrupt), batch_sampler=[c.tolist() for c in chunks],
             num_workers=self.workers, worker_init_fn=_one_thread, prefetch_factor=4 if self.workers else None,
         ))
 
@@ -397,8 +419,10 @@ def iterate_batches(
     shuffle: torch.Generator | None = None,
     augment: Callable[..., torch.Tensor] | None = None,
     shard: tuple[int, int] | None = None,
+    corrupt: Callable | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Normalised image batches and labels of ``view`` on ``device``, through ``augment`` when given.
+    """Normalised image batches and labels of ``view`` on ``device``, through ``augment`` when given
+    (and ``corrupt``, a ``benchbone.corruptions.Corruption``, at the source size before preprocessing).
 
     Only the batch being yielded lives on the device: the generator keeps no reference to it.
     ``shard=(rank, world_size)`` keeps every world_size-th image of the order from ``rank`` on, the order
@@ -410,7 +434,7 @@ def iterate_batches(
         order = order[torch.arange(rank, math.ceil(len(order) / world) * world, world) % len(order)]
     labels = torch.as_tensor(view.labels)
     pin = device.startswith("cuda")
-    batches = images.batches(view.indices[order.numpy()], batch_size, preprocess)
+    batches = images.batches(view.indices[order.numpy()], batch_size, preprocess, corrupt)
     for start, x in zip(range(0, len(order), batch_size), batches):
         pos = order[start:start + batch_size]
         if pin:

@@ -72,6 +72,7 @@ class Cell:
     weights_sha256: str | None = None
     dataset_params: tuple[tuple[str, Any], ...] = ()  # what the dataset declared and --set gave (image_column)
     layer: str | None = None  # an intermediate block of the backbone (--set layer=NAME), None for its features
+    corruption: tuple | None = None  # (name, severity, seed) applied to the test images (--set corruption=NAME)
 
     @property
     def backbone_label(self) -> str:
@@ -80,6 +81,11 @@ class Cell:
         else:
             label = self.backbone if self.pretrained else self.backbone + RANDOM_SUFFIX
         return f"{label}#{self.layer}" if self.layer else label
+
+    @property
+    def dataset_label(self) -> str:
+        """The dataset, with its test images' corruption: ``cifar10/gaussian_noise-3``."""
+        return f"{self.dataset}/{self.corruption[0]}-{self.corruption[1]}" if self.corruption else self.dataset
 
     @property
     def id(self) -> str:
@@ -95,6 +101,8 @@ class Cell:
             defining["dataset_params"] = dict(self.dataset_params)
         if self.layer:
             defining["layer"] = self.layer
+        if self.corruption:
+            defining["corruption"] = list(self.corruption)
         blob = json.dumps(defining, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -105,7 +113,8 @@ class Cell:
     def from_json(cls, data: dict) -> "Cell":
         return cls(**{**data, "params": tuple(map(tuple, data["params"])),
                       "options": tuple(map(tuple, data["options"])), "metrics": tuple(data["metrics"]),
-                      "dataset_params": tuple(map(tuple, data.get("dataset_params", ())))})
+                      "dataset_params": tuple(map(tuple, data.get("dataset_params", ()))),
+                      "corruption": tuple(data["corruption"]) if data.get("corruption") else None})
 
 
 def parse_value(text: str) -> Any:
@@ -286,6 +295,16 @@ def backbone_layers(overrides: dict, backbones: list[tuple[str, bool]], registri
     return out
 
 
+def test_conditions(overrides: dict) -> list[tuple | None]:
+    """The test images' conditions asked for by ``--set corruption=NAME[,NAME]|all severity=N[,N]
+    corruption_seed=S`` (popped from ``overrides``): None (clean), then each (name, severity, seed)."""
+    from benchbone.corruptions import parse
+
+    asked = [overrides.pop(key, default) for key, default in
+             (("corruption", None), ("severity", None), ("corruption_seed", 0))]
+    return [c and (c.name, c.severity, c.seed) for c in parse(*asked)]
+
+
 def split_backbone(name: str) -> tuple[str, bool]:
     """``"resnet50@random"`` -> ("resnet50", False)."""
     if name.endswith(RANDOM_SUFFIX):
@@ -316,6 +335,7 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
                 backbones.append((name, pretrained))
     overrides = dict(spec.overrides)
     layers = backbone_layers(overrides, backbones, registries)
+    conditions = test_conditions(overrides)
     if layers and weights:
         raise UsageError("--set layer and --weights exclude each other; probe the layers of the named weights' backbone "
                          "without --weights, or drop --set layer")
@@ -401,10 +421,11 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
         Cell(backbone, pretrained, dataset, strategy, seed, params,
              options, metrics, data_dirs.get(dataset, spec.data_dir),
              *(weights.get(backbone, (None, None)) if pretrained else (None, None)),
-             tuple(sorted(per_dataset[dataset].items())), layer)
+             tuple(sorted(per_dataset[dataset].items())), layer, condition)
         for backbone, pretrained in backbones
         for layer in layers.get(backbone, [None])
         for dataset in datasets
+        for condition in conditions
         for seed in range(spec.seeds)
         for strategy in strategies
         for params in swept(per_strategy[strategy])

@@ -272,6 +272,7 @@ def remove_work_dir(run_dir: Path, cell: Cell) -> None:
 def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
     """Run one cell and return its record (status "ok"); plugin failures propagate to the caller."""
     from benchbone.context import Context
+    from benchbone.corruptions import Corruption
     from benchbone.features import ExtractionSettings
     from benchbone.data import Augmentation, Preprocess, carve_validation, subsample, whole
 
@@ -315,6 +316,7 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
                                       options["channels_last"], options["compile"]),
         progress=session.progress, workdir=work_dir(run_dir, cell),
         augmentation=Augmentation.declared_by(cell.dataset, registries.datasets.get(cell.dataset).meta.get("augment")),
+        corruption=Corruption(*cell.corruption) if cell.corruption else None,
     )
     seed_everything(cell.seed)
     _reset_peak_memory(session.device)
@@ -326,7 +328,7 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
     metrics = {**score(cell, registries, y_true, y_pred, y_score), **measured(cell, registries, predictions)}
     t = time.perf_counter()
     artefacts, missing = write_artefacts(run_dir, cell.id, data.classes, y_true, y_pred, y_score,
-                                f"{cell.backbone_label} x {cell.dataset} x {cell.strategy} (seed {cell.seed})")
+                                f"{cell.backbone_label} x {cell.dataset_label} x {cell.strategy} (seed {cell.seed})")
     timings["artefacts_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
 
@@ -361,6 +363,7 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
 def base_record(cell: Cell, session: Session, extra_metrics: list[str] = ()) -> dict:
     """The part of a record known before the cell runs: what it is, where and with what
     (and the direction of ``extra_metrics``, those the strategy measured beyond the cell's)."""
+    from benchbone.corruptions import Corruption
     from benchbone.records import SCHEMA
 
     regs = session.registries
@@ -372,7 +375,8 @@ def base_record(cell: Cell, session: Session, extra_metrics: list[str] = ()) -> 
         "cell_id": cell.id,
         "cell": cell.to_json(),
         "backbone": cell.backbone_label,
-        "dataset": cell.dataset,
+        "dataset": cell.dataset_label,
+        **({"corruption": Corruption(*cell.corruption).describe()} if cell.corruption else {}),
         "strategy": cell.strategy,
         "seed": cell.seed,
         "params": dict(cell.params),
@@ -451,7 +455,7 @@ def run_cells(
             if on_record:
                 on_record(record, "failed")
             if fail_fast:
-                raise BenchboneError(f"cell {cell.backbone_label} x {cell.dataset} x {cell.strategy} "
+                raise BenchboneError(f"cell {cell.backbone_label} x {cell.dataset_label} x {cell.strategy} "
                                      f"(seed {cell.seed}) failed: {record['error']}") from exc
             continue
         if writer:

@@ -1,0 +1,333 @@
+"""Common corruptions of Hendrycks & Dietterich (2019), with the CIFAR-10-C parameters, applied to test images.
+
+Each corruption maps a float RGB image [H, W, 3] in [0, 1] at its source resolution, a severity 1..5 and a
+numpy Generator to the corrupted image; ``Corruption`` applies one of them to uint8 [C, H, W] tensors, seeded
+per image (``seed``, corruption, severity, dataset index) so every backbone and run sees the same images.
+
+Written from the paper's definitions (``make_cifar_c.py`` of the paper's code) on numpy, scipy and PIL because
+``imagecorruptions`` 1.1.2 fails on today's numpy / scikit-image and carries only the ImageNet-C parameters.
+OpenCV and ImageMagick steps are replaced by their scipy equivalents (see docs/robustness.md). Frost is left
+out: it blends photographs of frost that are not available offline.
+"""
+from __future__ import annotations
+
+import io
+import math
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from scipy import ndimage
+
+from benchbone.errors import UsageError
+
+Image = np.ndarray  # float [H, W, 3] in [0, 1]
+SEVERITIES = (1, 2, 3, 4, 5)
+
+
+def gaussian_noise(x: Image, severity: int, rng: np.random.Generator) -> Image:
+    c = [0.04, 0.06, 0.08, 0.09, 0.10][severity - 1]
+    return np.clip(x + rng.normal(size=x.shape, scale=c), 0, 1)
+
+
+def shot_noise(x: Image, severity: int, rng: np.random.Generator) -> Image:
+    c = [500, 250, 100, 75, 50][severity - 1]
+    return np.clip(rng.poisson(x * c) / c, 0, 1)
+
+
+def impulse_noise(x: Image, severity: int, rng: np.random.Generator) -> Image:
+    """Salt and pepper on ``amount`` of the values, half each (scikit-image's ``random_noise(mode='s&p')``)."""
+    amount = [0.01, 0.02, 0.03, 0.05, 0.07][severity - 1]
+    flipped = rng.random(x.shape) <= amount
+    salted = rng.random(x.shape) <= 0.5
+    out = x.copy()
+    out[flipped & salted] = 1.0
+    out[flipped & ~salted] = 0.0
+    return out
+
+
+def speckle_noise(x: Image, severity: int, rng: np.random.Generator) -> Image:
+    c = [0.06, 0.1, 0.12, 0.16, 0.2][severity - 1]
+    return np.clip(x + x * rng.normal(size=x.shape, scale=c), 0, 1)
+
+
+def _blur(x: Image, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> Image:
+    """scikit-image's ``gaussian`` on each channel."""
+    return ndimage.gaussian_filter(x, sigma=(sigma, sigma, 0), mode=mode, truncate=truncate)
+
+
+def gaussian_blur(x: Image, severity: int, rng: np.random.Generator) -> Image:
+    return np.clip(_blur(x, [0.4, 0.6, 0.7, 0.8, 1.0][severity - 1]), 0, 1)
+
+
+def glass_blur(x: Image, severity: int, rng: np.random.Generator) -> Image:
+    """Blur, swap each pixel with a random neighbour within ``delta`` (``iterations`` passes), blur again."""
+    sigma, delta, iterations = [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)][severity - 1]
+    x = np.floor(_blur(x, sigma) * 255) / 255  # the paper quantises to uint8 between the passes
+    h, w = x.shape[:2]
+    for _ in range(iterations):
+        for row in range(h - delta, delta, -1):
+            for col in range(w - delta, delta, -1):
+                dx, dy = rng.integers(-delta, delta, size=2)
+                other = (row + dy, col + dx)
+                x[row, col], x[other] = x[other].copy(), x[row, col].copy()
+    return np.clip(_blur(x, sigma), 0, 1)
+
+
+def _disk(radius: float, alias_blur: float) -> np.ndarray:
+    """The paper's anti-aliased disk kernel (OpenCV's 3x3 GaussianBlur of a binary disk, sum 1)."""
+    half = 8 if radius <= 8 else math.ceil(radius)
+    taps = 3 if radius <= 8 else 5
+    grid = np.arange(-half, half + 1)
+    xx, yy = np.meshgrid(grid, grid)
+    disk = (xx ** 2 + yy ** 2 <= radius ** 2).astype(np.float64)
+    disk /= disk.sum()
+    g = np.exp(-np.arange(-(taps // 2), taps // 2 + 1) ** 2 / (2 * alias_blur ** 2))
+    g /= g.sum()
+    return ndimage.convolve1d(ndimage.convolve1d(disk, g, axis=0, mode="mirror"), g, axis=1, mode="mirror")
+
+
+def defocus_blur(x: Image, severity: int, rng: np.random.Generator) -> Image:
+    radius, alias_blur = [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)][severity - 1]
+    kernel = _disk(radius, alias_blur)
+    out = np.stack([ndimage.convolve(x[..., ch], kernel, mode="mirror") for ch in range(x.shape[2])], axis=-1)
+    return np.clip(out, 0, 1)
+
+
+def _motion(x: np.ndarray, radius: int, sigma: float, angle: float) -> np.ndarray:
+    """ImageMagick's ``-motion-blur radius x sigma + angle``: a one-sided Gaussian trail, edges replicated."""
+    width = 2 * radius + 1
+    kernel = np.exp(-np.arange(width) ** 2 / (2 * sigma ** 2))
+    kernel /= kernel.sum()
+    step_y, step_x = math.sin(math.radians(angle)), math.cos(math.radians(angle))
+    h, w = x.shape[:2]
+    out = np.zeros_like(x)
+    for i, weight in enumerate(kernel):
+        dy, dx = -math.ceil(i * step_y - 0.5), -math.ceil(i * step_x - 0.5)
+        if abs(dy) >= h or abs(dx) >= w:
+            break
+        rows = np.clip(np.arange(h) - dy, 0, h - 1)
+        cols = np.clip(np.arange(w) - dx, 0, w - 1)
+        out += weight * x[rows][:, cols]
+    return out
+
+
+def motion_blur(x: Image, severity: int, rng: np.random.Generator) -> Image:
+    radius, sigma = [(10, 1), (10, 1.5), (10, 2), (10, 2.5), (12, 3)][severity - 1]
+    return np.clip(_motion(x, radius, sigma, rng.uniform(-45, 45)), 0, 1)
+
+
+def _clipped_zoom(x: np.ndarray, factor: float) -> np.ndarray:
+    """The centre of ``x`` magnified by ``factor`` (linear), cropped back to its size."""
+    h, w = x.shape[:2]
+    ch, cw = math.ceil(h / factor), math.ceil(w / factor)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    zoomed = ndimage.zoom(x[top:top + ch, left:left + cw], (factor, factor) + (1,) * (x.ndim - 2), order=1)
+    zh, zw = zoomed.shape[:2]
+    if zh < h or zw < w:  # rounding left it a pixel short
+        zoomed = np.pad(zoomed, ((0, max(0, h - zh)), (0, max(0, w - zw))) + ((0, 0),) * (x.ndim - 2), mode="edge")
+        zh, zw = zoomed.shape[:2]
+    top, left = (zh - h) // 2, (zw - w) // 2
+    return zoomed[top:top + h, left:left + w]
+
+
+def zoom_blur(x: Image, severity: int, rng: np.random.Generator) -> Image:
+    top = [1.06, 1.11, 1.16, 1.21, 1.26][severity - 1]
+    factors = np.arange(1, top, 0.01)
+    out = x + sum(_clipped_zoom(x, f) for f in factors)
+    return np.clip(out / (len(factors) + 1), 0, 1)
+
+
+def _grey(x: Image) -> np.ndarray:
+    """Luma as OpenCV's RGB2GRAY, [H, W, 1]."""
+    return (x @ np.array([0.299, 0.587, 0.114]))[..., None]
+
+
+def snow(x: Image, severity: int, rng: np.random.Generator) -> Image:
+    loc, scale, zoom, threshold, radius, sigma, keep = [
+        (0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9), (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
+        (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85), (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)][severity - 1]
+    flakes = _clipped_zoom(rng.normal(size=x.shape[:2] + (1,), loc=loc, scale=scale), zoom)
+    flakes[flakes < threshold] = 0
+    flakes = np.round(np.clip(flakes, 0, 1) * 255) / 255  # the paper passes the layer through an 8-bit image
+    flakes = _motion(flakes, radius, sigma, rng.uniform(-135, -45))
+    x = keep * x + (1 - keep) * np.maximum(x, _grey(x) * 1.5 + 0.5)
+    return np.clip(x + flakes + np.rot90(flakes, k=2), 0, 1)
+
+
+def _plasma_fractal(size: int, decay: float, rng: np.random.Generator) -> np.ndarray:
+    """A [size, size] diamond-square height map in [0, 1] (size a power of two), as the paper's ``plasma_fractal``."""
+    grid = np.zeros((size, size))
+    step, wibble = size, 100.0
+
+    def wibbled(array: np.ndarray) -> np.ndarray:
+        return array / 4 + wibble * rng.uniform(-wibble, wibble, array.shape)
+
+    while step >= 2:
+        half = step // 2
+        corners = grid[0:size:step, 0:size:step]
+        squares = corners + np.roll(corners, -1, axis=0)
+        squares += np.roll(squares, -1, axis=1)
+        grid[half:size:step, half:size:step] = wibbled(squares)
+        centres = grid[half:size:step, half:size:step]
+        corners = grid[0:size:step, 0:size:step]
+        grid[0:size:step, half:size:step] = wibbled(centres + np.roll(centres, 1, axis=0)
+                                                    + corners + np.roll(corners, -1, axis=1))
+        grid[half:size:step, 0:size:step] = wibbled(centres + np.roll(centres, 1, axis=1)
+                                                    + corners + np.roll(corners, -1, axis=0))
+        step //= 2
+        wibble /= decay
+    grid -= grid.min()
+    return grid / grid.max()
+
+
+def fog(x: Image, severity: int, rng: np.random.Generator) -> Image:
+    strength, decay = [(0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)][severity - 1]
+    h, w = x.shape[:2]
+    size = 1 << max(1, math.ceil(math.log2(max(h, w))))
+    peak = x.max()
+    x = x + strength * _plasma_fractal(size, decay, rng)[:h, :w, None]
+    return np.clip(x * peak / (peak + strength), 0, 1)
+
+
+def brightness(x: Image, severity: int, rng: np.random.Generator) -> Image:
+    """``c`` added to the HSV value, hue and saturation kept (the paper's rgb2hsv / hsv2rgb round trip)."""
+    c = [0.05, 0.1, 0.15, 0.2, 0.3][severity - 1]
+    value = x.max(axis=-1, keepdims=True)
+    brighter = np.clip(value + c, 0, 1)
+    return np.where(value > 0, x * brighter / np.where(value > 0, value, 1), brighter)
+
+
+def contrast(x: Image, severity: int, rng: np.random.Generator) -> Image:
+    c = [0.75, 0.5, 0.4, 0.3, 0.15][severity - 1]
+    means = x.mean(axis=(0, 1), keepdims=True)
+    return np.clip((x - means) * c + means, 0, 1)
+
+
+def elastic_transform(x: Image, severity: int, rng: np.random.Generator) -> Image:
+    """A random affine warp of three points, then a smoothed random displacement field (sizes relative to 32 px)."""
+    h, w = x.shape[:2]
+    side = min(h, w)  # the paper: fractions of IMSIZE = 32
+    alpha, sigma, shift = [(0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05),
+                           (0.1, 0.03, 0.03)][severity - 1]
+    alpha, sigma, shift = alpha * side, sigma * side, shift * side
+    centre = np.array([w, h], dtype=np.float64) // 2  # (x, y), as OpenCV
+    square = min(h, w) // 3
+    src = np.array([centre + square, [centre[0] + square, centre[1] - square], centre - square])
+    dst = src + rng.uniform(-shift, shift, size=src.shape)
+    # output (x, y) = A @ input (x, y) + b maps src to dst; sample the input at the inverse of each output pixel
+    solved = np.linalg.solve(np.c_[src, np.ones(3)], dst).T  # [2, 3]
+    inverse = np.linalg.inv(np.vstack([solved, [0, 0, 1]]))[:2]
+    rows, cols = np.mgrid[0:h, 0:w].astype(np.float64)
+    src_x = inverse[0, 0] * cols + inverse[0, 1] * rows + inverse[0, 2]
+    src_y = inverse[1, 0] * cols + inverse[1, 1] * rows + inverse[1, 2]
+    warped = np.stack([ndimage.map_coordinates(x[..., ch], [src_y, src_x], order=1, mode="mirror")
+                       for ch in range(x.shape[2])], axis=-1)
+    dx = ndimage.gaussian_filter(rng.uniform(-1, 1, size=(h, w)), sigma, mode="reflect", truncate=3) * alpha
+    dy = ndimage.gaussian_filter(rng.uniform(-1, 1, size=(h, w)), sigma, mode="reflect", truncate=3) * alpha
+    out = np.stack([ndimage.map_coordinates(warped[..., ch], [rows + dy, cols + dx], order=1, mode="reflect")
+                    for ch in range(x.shape[2])], axis=-1)
+    return np.clip(out, 0, 1)
+
+
+def _through_pil(x: Image, change: Callable) -> Image:
+    from PIL import Image as PILImage
+
+    image = PILImage.fromarray(np.round(x * 255).astype(np.uint8))
+    return np.asarray(change(image), dtype=np.float64) / 255
+
+
+def pixelate(x: Image, severity: int, rng: np.random.Generator) -> Image:
+    from PIL import Image as PILImage
+
+    c = [0.95, 0.9, 0.85, 0.75, 0.65][severity - 1]
+    h, w = x.shape[:2]
+    return _through_pil(x, lambda im: im.resize((max(1, int(w * c)), max(1, int(h * c))), PILImage.BOX)
+                        .resize((w, h), PILImage.BOX))
+
+
+def jpeg_compression(x: Image, severity: int, rng: np.random.Generator) -> Image:
+    from PIL import Image as PILImage
+
+    quality = [80, 65, 58, 50, 40][severity - 1]
+
+    def round_trip(image):
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=quality)
+        return PILImage.open(buffer).convert("RGB")
+
+    return _through_pil(x, round_trip)
+
+
+# The 15 corruptions of the benchmark, in the paper's order (frost left out, see the module docstring),
+# then the extra ones selectable by name.
+STANDARD = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
+            "zoom_blur", "snow", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression")
+NOT_IMPLEMENTED = {"frost": "it blends photographs of frost that are not available offline"}
+EXTRA = ("speckle_noise", "gaussian_blur")
+CORRUPTIONS: dict[str, Callable[[Image, int, np.random.Generator], Image]] = {
+    name: globals()[name] for name in STANDARD + EXTRA}
+
+
+def corrupt_array(image: np.ndarray, name: str, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """A uint8 [H, W, 3] image through corruption ``name`` at ``severity``, back to uint8 [H, W, 3]."""
+    out = CORRUPTIONS[name](image.astype(np.float64) / 255, severity, rng)
+    return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """One corruption at one severity, seeded: applied to the test images before preprocessing."""
+
+    name: str
+    severity: int
+    seed: int = 0
+
+    def describe(self) -> dict:
+        """What changes the corrupted images: part of the feature cache key."""
+        return {"name": self.name, "severity": self.severity, "seed": self.seed, "parameters": "cifar10-c"}
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, (STANDARD + EXTRA).index(self.name), self.severity, int(index)])
+
+    def __call__(self, image, index: int):
+        """A uint8 tensor [C, H, W] (C = 1 or 3) of dataset row ``index``, corrupted, as uint8 [3, H, W]."""
+        import torch
+
+        array = image.expand(3, -1, -1).permute(1, 2, 0).numpy()
+        out = corrupt_array(array, self.name, self.severity, self.rng(index))
+        return torch.from_numpy(out).permute(2, 0, 1).contiguous()
+
+
+def parse(corruption, severity, seed) -> list[Corruption | None]:
+    """``--set corruption=NAME[,NAME]|all severity=N[,N] corruption_seed=S`` as the list of test conditions:
+    None (clean) first, then each corruption at each severity. Bad names or severities raise UsageError."""
+    if corruption is None:
+        if severity is not None:
+            raise UsageError(f"--set severity={severity}: give --set corruption=NAME[,NAME] or all as well")
+        return [None]
+    names = [str(v) for v in (corruption if isinstance(corruption, list) else [corruption])]
+    chosen: list[str] = []
+    for name in names:
+        if name in NOT_IMPLEMENTED:
+            raise UsageError(f"--set corruption={name}: not available here ({NOT_IMPLEMENTED[name]}); "
+                             f"use all or one of {', '.join(STANDARD + EXTRA)}")
+        if name != "all" and name not in CORRUPTIONS:
+            import difflib
+
+            close = difflib.get_close_matches(name, CORRUPTIONS, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise UsageError(f"--set corruption={name}: unknown corruption{hint}; use all or one of "
+                             f"{', '.join(STANDARD + EXTRA)}")
+        chosen += list(STANDARD) if name == "all" else [name]
+    if isinstance(severity, str) and re.fullmatch(r"\d+\.\.\d+", severity):  # severity=1..5
+        low, high = map(int, severity.split(".."))
+        severity = list(range(low, high + 1)) or severity
+    levels = SEVERITIES if severity is None else (severity if isinstance(severity, list) else [severity])
+    for level in levels:
+        if isinstance(level, bool) or not isinstance(level, int) or level not in SEVERITIES:
+            raise UsageError(f"--set severity={level!r}: severities are whole numbers 1 to 5, e.g. severity=1,3,5")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UsageError(f"--set corruption_seed={seed!r}: give a whole number >= 0")
+    return [None] + [Corruption(name, level, seed) for name in dict.fromkeys(chosen) for level in dict.fromkeys(levels)]
