@@ -276,8 +276,10 @@ def cmd_leaderboard(args) -> int:
 
         if args.format == "html" or args.pivot or args.expect:
             raise UsageError("--robustness prints its own table; drop --format html, --pivot and --expect")
-        _emit(robustness.to_text(robustness.table(records, args.robustness, args.sort_by or "top1"), args.format),
-              args.output)
+        text = robustness.to_text(robustness.table(records, args.robustness, args.sort_by or "top1"), args.format)
+        if args.format == "md":  # how the records were produced, as every markdown page says
+            text = "\n".join([text, "", *leaderboard.provenance(records)])
+        _emit(text, args.output)
         return 0
     board = _board(args, records)
     if args.plot:
