@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from benchbone.records import atomic_path, write_atomic
+from benchbone.records import write_atomic
 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
@@ -39,12 +39,6 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.nd
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(matrix, (y_true, y_pred), 1)
     return matrix
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (see ``records.atomic_path``)."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
 
 
 def why_failed(exc: BaseException) -> str:
@@ -98,11 +92,7 @@ def write_artefacts(run_dir: Path, cell_id: str, classes: Sequence[str], y_true:
     for key, make in (("confusion_csv", confusion_csv), ("per_class_csv", per_class_csv),
                       ("confusion_png", confusion_png), ("predictions", predictions)):
         try:
-            content = make()
-            if isinstance(content, str):
-                write_atomic(folder / NAMES[key], content)
-            else:
-                write_bytes_atomic(folder / NAMES[key], content)
+            write_atomic(folder / NAMES[key], make())
         except Exception as exc:  # noqa: BLE001 - a secondary artefact must never destroy the measurement
             missing[key] = why_failed(exc)
         else:

@@ -327,7 +327,6 @@ def pivot_text(table: pd.DataFrame, fmt: str = "table") -> str:
 def plot(board: pd.DataFrame, path: Path, metric: str = "top1", strategy: str | None = None) -> Path:
     """A PNG of ``metric`` against GMACs and against images/s, Pareto front marked, one point per ok row."""
     from benchbone.plots import accuracy_vs_cost_png
-    from benchbone.artefacts import write_bytes_atomic
 
     if metric not in board.attrs.get("metrics", []):
         raise UsageError(f"cannot plot {metric!r}: the records hold {', '.join(board.attrs.get('metrics', []))}")
@@ -342,7 +341,7 @@ def plot(board: pd.DataFrame, path: Path, metric: str = "top1", strategy: str | 
     title = f"{metric}{' %' if scale == 100 else ''} vs cost: " + ", ".join(
         f"{d} x {s}" for d, s in sorted(set(zip(rows["dataset"], rows["strategy"]))))
     png = accuracy_vs_cost_png(points, f"{metric}{' (%)' if scale == 100 else ''}", title)
-    write_bytes_atomic(Path(path), png)
+    write_atomic(Path(path), png)
     return Path(path)
 
 

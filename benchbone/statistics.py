@@ -524,7 +524,7 @@ def file_stem(name: str) -> str:
 
 def write_cd_diagrams(rankings: Sequence[Ranking], folder: Path) -> list[Path]:
     """``cd-<strategy>.png`` and ``.svg`` in ``folder`` for every ranking with a post-hoc test."""
-    from benchbone.artefacts import write_bytes_atomic
+    from benchbone.records import write_atomic
 
     paths = []
     for ranking in rankings:
@@ -533,6 +533,6 @@ def write_cd_diagrams(rankings: Sequence[Ranking], folder: Path) -> list[Path]:
         stem = "cd-" + file_stem(ranking.strategy)
         for fmt in ("png", "svg"):
             path = Path(folder) / f"{stem}.{fmt}"
-            write_bytes_atomic(path, cd_diagram(ranking, fmt))
+            write_atomic(path, cd_diagram(ranking, fmt))
             paths.append(path)
     return paths
