@@ -1,6 +1,6 @@
 """Executors hand a grid's cells to an existing engine: this process, Slurm via submitit, or a Ray cluster.
 
-Every worker runs one spec file (``<run_dir>/specs/<cell id>.json``) through ``harness.run_spec``, the
+Every worker runs one spec file (``<run_dir>/specs/<cell id>.json``) through ``runner.run_spec``, the
 same path as a local run, and writes the cell's record into the run directory; the driver then reads
 the records back. A lost driver loses nothing, and running the grid again skips finished cells.
 """
@@ -62,7 +62,7 @@ def read_spec(path: str | Path) -> dict:
 
 def run_spec_file(path: str) -> dict:
     """Run the cell of one spec file and return its record: what every worker calls."""
-    from benchbone.harness import run_spec
+    from benchbone.runner import run_spec
 
     return run_spec(read_spec(path))
 
@@ -105,7 +105,7 @@ class Executor:
     def submit(self, cells: list[Cell], session, run_dir: Path, *, requested_device: str | None = None,
                fail_fast: bool = False, on_record: Callable[[dict, str], None] | None = None) -> list[dict]:
         """Run the unfinished ``cells``, wait, and return every cell's record (in ``cells`` order)."""
-        from benchbone.harness import run_cells
+        from benchbone.runner import run_cells
 
         return run_cells(cells, session, run_dir, fail_fast=fail_fast, on_record=on_record)
 
@@ -138,7 +138,7 @@ class _RemoteExecutor(SpecsExecutor, abc.ABC):
     """Writes a spec per unfinished cell, has an engine run them, and reads the records back."""
 
     def submit(self, cells, session, run_dir, *, requested_device=None, fail_fast=False, on_record=None):
-        from benchbone.harness import failed_record
+        from benchbone.provenance import failed_record
         from benchbone.plugins import announce_record
         from benchbone.records import write_record
 
