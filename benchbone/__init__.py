@@ -1,7 +1,8 @@
 """benchbone: benchmark pretrained vision backbones, backbone x dataset x strategy into a leaderboard.
 
-Plugin API v1: ``hookimpl``, ``Backbone``, ``DatasetSplits``, ``Predictions`` (and ``ImageTensorDataset``,
-``UsageError``, ``OfflineError``). Importing this package does not import torch.
+Plugin API 1.1: ``hookimpl``, ``Backbone``, ``DatasetSplits``, ``Predictions``, ``Context`` (and
+``ImageTensorDataset``, ``UsageError``, ``OfflineError``, ``PluginError``); helpers in ``benchbone.helpers``,
+test fixtures in ``benchbone.testing`` (docs/plugins.md). Importing this package does not import torch.
 """
 from __future__ import annotations
 
@@ -9,13 +10,23 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from benchbone.api import Backbone, DatasetSplits, ImageTensorDataset, Predictions
-from benchbone.errors import BenchboneError, OfflineError, UnknownNameError, UsageError
+from benchbone.errors import BenchboneError, OfflineError, PluginError, UnknownNameError, UsageError
 from benchbone.hookspecs import hookimpl
 
 __all__ = [
-    "hookimpl", "Backbone", "DatasetSplits", "Predictions", "ImageTensorDataset",
-    "BenchboneError", "UsageError", "OfflineError", "UnknownNameError", "run",
+    "hookimpl", "Backbone", "DatasetSplits", "Predictions", "ImageTensorDataset", "Context",
+    "BenchboneError", "UsageError", "OfflineError", "PluginError", "UnknownNameError", "run",
 ]
+API_VERSION = "1.1"
+
+
+def __getattr__(name: str):
+    """``benchbone.Context`` on first use: its module imports torch, which ``import benchbone`` does not."""
+    if name == "Context":
+        from benchbone.context import Context
+
+        return Context
+    raise AttributeError(f"module 'benchbone' has no attribute {name!r}")
 
 
 def _names(kind: str, value: str | Iterable[str] | None) -> list[str]:

@@ -178,7 +178,7 @@ def cmd_list(args) -> int:
         if entry.meta.get("aliases"):
             extra.append("alias " + ", ".join(entry.meta["aliases"]))
         if args.kind == "strategies":
-            extra.append(", ".join(f"{k}={v!r}" for k, v in entry.meta.items() if k not in ("aliases", "description")))
+            extra.append(", ".join(f"{k}={v!r}" for k, v in entry.params.items()))
         if args.kind == "metrics":
             extra.append("higher is better" if entry.meta.get("higher_is_better", True) else "lower is better")
             extra.append("paired tests: " + ("per item" if entry.meta.get("per_item") else

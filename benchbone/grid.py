@@ -145,13 +145,14 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def coerce(key: str, value: Any, default: Any) -> Any:
-    """``value`` as the type of ``default``, or a UsageError naming the key and the expected type."""
+def coerce(key: str, value: Any, default: Any, declared: type | None = None) -> Any:
+    """``value`` as the ``declared`` type or that of ``default`` (None stays allowed where the default is None),
+    or a UsageError naming the key and the expected type."""
     if isinstance(value, float) and not math.isfinite(value):
         raise UsageError(f"--set {key}={value!r}: give a finite number")
-    if default is None or value is None:
+    expected = declared or (None if default is None else type(default))
+    if expected is None or value is None:
         return value
-    expected = type(default)
     if expected is bool:
         if isinstance(value, bool):
             return value
@@ -352,10 +353,8 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
         raise UsageError("no metric is registered; install a metrics plugin or pass --metric NAME")
 
     harness = dict(HARNESS_DEFAULTS)
-    per_strategy = {s: dict(registries.strategies.get(s).meta) for s in strategies}
-    for params in per_strategy.values():
-        params.pop("aliases", None)
-    per_dataset = {d: dict(registries.datasets.get(d).meta.get("params") or {}) for d in datasets}
+    per_strategy = {s: dict(registries.strategies.get(s).params) for s in strategies}
+    per_dataset = {d: dict(registries.datasets.get(d).params) for d in datasets}
     for key, value in overrides.items():
         scope, dot, name = key.rpartition(".")
         if dot and scope in registries.strategies:
@@ -369,9 +368,9 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
             harness[name] = coerce(name, value, HARNESS_DEFAULTS[name])
             continue
         if not dot and not targets and any(name in p for p in per_dataset.values()):
-            for params in per_dataset.values():  # a dataset parameter, for each dataset that declares it
+            for dataset, params in per_dataset.items():  # a dataset parameter, for each dataset that declares it
                 if name in params:
-                    params[name] = coerce(name, value, params[name])
+                    params[name] = coerce(name, value, params[name], registries.datasets.get(dataset).types.get(name))
             continue
         if not targets:
             known = sorted({*harness, *(k for p in [*per_strategy.values(), *per_dataset.values()] for k in p)})
@@ -380,11 +379,12 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
             if name not in per_strategy[strategy]:
                 raise UsageError(f"--set {key}: strategy {strategy!r} has no parameter {name!r}; "
                                  f"it takes {', '.join(sorted(per_strategy[strategy])) or 'none'}")
-            default = registries.strategies.get(strategy).meta[name]
-            if isinstance(value, list) and not isinstance(default, (list, tuple)):  # a sweep: one cell per value
-                per_strategy[strategy][name] = Sweep(dict.fromkeys(coerce(key, v, default) for v in value))
-            else:
-                per_strategy[strategy][name] = coerce(key, value, default)
+            entry = registries.strategies.get(strategy)
+            default, kind = entry.params[name], entry.types.get(name)
+            if isinstance(value, list) and not isinstance(default, (list, tuple)) and kind not in (list, tuple):
+                per_strategy[strategy][name] = Sweep(dict.fromkeys(coerce(key, v, default, kind) for v in value))
+            else:  # a sweep above: one cell per value
+                per_strategy[strategy][name] = coerce(key, value, default, kind)
     if harness["image_size"] is not None and (not isinstance(harness["image_size"], int) or harness["image_size"] < 8):
         raise UsageError(f"--set image_size={harness['image_size']!r}: give a whole number of pixels >= 8")
     if harness["precision"] not in PRECISIONS:
@@ -412,9 +412,9 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
     if unused:
         raise UsageError(f"--weights {unused[0]}=...: backbone {unused[0]!r} is not in this run (without @random); "
                          f"add it with --backbone {unused[0]}")
-    for strategy in strategies:  # a strategy's own checks (``fn.check_params``), before any cell runs
-        check = getattr(registries.strategies.get(strategy).obj, "check_params", None)
-        if callable(check):
+    for strategy in strategies:  # a strategy's own checks (``register(..., check=)``), before any cell runs
+        check = registries.strategies.get(strategy).check
+        if check is not None:
             for params in swept(per_strategy[strategy]):  # each value of a sweep, as its cell will get it
                 check(dict(params))
     return [

@@ -62,6 +62,7 @@ def base_record(cell: Cell, session: Session, extra_metrics: list[str] = ()) -> 
         "percent": {m: bool(regs.metrics.get(m).meta.get("percent", False)) for m in names},
         "plugins": {kind: {"name": name, "version": session.pm.versions.get(name, "unknown")}
                     for kind, name in plugins.items()},
+        "plugin_versions": session.pm.plugin_versions(),  # of every plugin loaded, as the worker checks them
         "command": session.command,
         "device": session.device,
         "host": platform.node(),

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from benchbone.cell import run_cell, work_dir
-from benchbone.errors import BenchboneError, UsageError
+from benchbone.errors import BenchboneError, PluginLoadError, UsageError
 from benchbone.grid import Cell
 from benchbone.plugins import announce_record
 from benchbone.provenance import failed_record
@@ -93,6 +93,7 @@ def run_spec(spec: dict) -> dict:
     from benchbone.plugins import get_plugin_manager
 
     pm = get_plugin_manager(**spec["plugins"])
+    check_plugin_versions(spec.get("plugin_versions", {}), pm.plugin_versions())
     session = Session(pm, device=spec["device"], cache_dir=spec["cache_dir"], download=spec["download"], quiet=True,
                       command=spec["command"])
     if session.device == "cuda" and "LOCAL_RANK" in os.environ:
@@ -100,3 +101,12 @@ def run_spec(spec: dict) -> dict:
 
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # torchrun: one GPU per rank
     return run_cells([Cell.from_json(spec["cell"])], session, Path(spec["run_dir"]))[0]
+
+
+def check_plugin_versions(driver: dict[str, str], worker: dict[str, str]) -> None:
+    """A worker runs with the plugins, at the versions, that the driver expanded the grid with."""
+    differ = [f"{name} {version} (here {worker.get(name, 'not loaded')})" for name, version in sorted(driver.items())
+              if worker.get(name) != version]
+    if differ:
+        raise PluginLoadError(f"this worker's plugins differ from the driver's: {', '.join(differ)}; install the same "
+                              "plugin versions on every node (see `benchbone plugins`)")

@@ -42,7 +42,6 @@ class Session:
         from benchbone.features import FeatureStore
 
         self.pm = pm
-        self.registries = pm.registries()
         self.device = pm.hook.benchbone_pick_device(requested=device)
         cache = cache_dir if cache_dir is not None else os.environ.get("BENCHBONE_CACHE_DIR", DEFAULT_CACHE)
         self.store = FeatureStore(Path(cache) if str(cache) else None)
@@ -57,6 +56,11 @@ class Session:
         self.backbone_digest: str | None = None  # of the last built backbone's parameters and buffers
         self._features: dict = {}
         self._efficiency: dict[tuple, dict] = {}
+
+    @property
+    def registries(self):
+        """The plugin manager's registries now (they follow plugins registered after the session began)."""
+        return self.pm.registries()
 
     def progress(self, iterable, desc: str, total: int | None = None):
         from tqdm.auto import tqdm

@@ -11,6 +11,8 @@ from pathlib import Path
 from benchbone.api import Backbone, DatasetSplits, ImageTensorDataset
 from benchbone.hookspecs import hookimpl
 
+__all__ = ["TinyPlugin", "tiny_cnn", "blobs"]
+
 
 def tiny_cnn(pretrained: bool) -> Backbone:
     """A small CNN: [N, 3, 16, 16] -> [N, 8]. 'Pretrained' weights are a fixed seeded init."""

@@ -9,7 +9,7 @@ import gzip
 from pathlib import Path
 
 from benchbone import DatasetSplits, ImageTensorDataset, OfflineError, UsageError, hookimpl
-from benchbone.folders import data_root
+from benchbone.helpers import data_root
 
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
