@@ -5,6 +5,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -41,14 +42,18 @@ DEFAULT_PLUGINS = (
     "benchbone_plugins.retrieval",
     "benchbone_plugins.head_sgd",
     "benchbone_plugins.classification_metrics",
+    "benchbone_plugins.log_to",
+    "benchbone_plugins.cell_timing",
 )
 
-# ``--log-to KIND:TARGET``: logger kind -> (the module whose ``logger(target)`` makes the plugin, the module it
-# needs, the extra that installs it). Loggers are off unless asked for.
-LOGGERS = {
-    "mlflow": ("benchbone_plugins.mlflow_logger", "mlflow", "mlflow"),
-    "tensorboard": ("benchbone_plugins.tensorboard_logger", "tensorboard", "tensorboard"),
-}
+
+
+@dataclasses.dataclass
+class Config:
+    """What ``benchbone_configure`` receives: the plugin manager and the front end's options."""
+
+    pm: "PluginManager"
+    options: dict
 
 
 class PluginManager(pluggy.PluginManager):
@@ -134,7 +139,8 @@ def get_plugin_manager(
     log_to: Iterable[str] = (),
 ) -> PluginManager:
     """A new manager: built-ins, then installed entry points, then ``extra`` (module names or .py paths),
-    then the loggers of ``log_to`` (``["mlflow:runs.db"]``; see ``log_targets``).
+    then ``benchbone_configure`` with the options: ``log_to`` (``["mlflow:runs.db"]``; see ``log_targets``)
+    registers those loggers (``benchbone_plugins.log_to``).
 
     ``entrypoints=None`` loads them unless ``BENCHBONE_LOAD_PLUGINS`` is set to an empty string.
     ``blocked`` adds to ``BENCHBONE_DISABLE_PLUGINS`` (comma-separated plugin names).
@@ -157,15 +163,15 @@ def get_plugin_manager(
                     "extra": [str(Path(e).resolve()) if e.endswith(".py") else e for e in extra]}
     for spec in extra:
         _register(pm, _import_explicit(spec), Path(spec).stem if spec.endswith(".py") else spec, "local")
-    targets = [_logger(target) for target in log_to]
-    for name, plugin in targets:
-        _register(pm, plugin, name, version)
-    if targets:  # a worker elsewhere logs to the same absolute targets
-        pm.load_args["log_to"] = [name for name, _ in targets]
     _check_hook_names(pm)
     if os.environ.get("BENCHBONE_TRACE_PLUGINS"):
         pm.trace.root.setwriter(sys.stderr.write)
         pm.enable_tracing()
+    config = Config(pm, {"log_to": list(log_to)})
+    pm.hook.benchbone_configure(config=config)
+    if config.options["log_to"]:  # as configure resolved them: a worker elsewhere logs to the same absolute targets
+        pm.load_args["log_to"] = list(config.options["log_to"])
+    _check_hook_names(pm)
     return pm
 
 
@@ -173,20 +179,6 @@ def log_targets(asked: Iterable[str]) -> list[str]:
     """What a run logs to: ``asked`` (``--log-to``), else ``BENCHBONE_LOG_TO`` (comma-separated), else nothing."""
     asked = list(asked) or os.environ.get("BENCHBONE_LOG_TO", "").split(",")
     return [target.strip() for target in asked if target.strip()]
-
-
-def _logger(target: str) -> tuple[str, object]:
-    """``("KIND:/absolute/TARGET", plugin)`` for one ``--log-to KIND:TARGET`` (a local path); a missing extra
-    is one line naming it."""
-    kind, _, where = target.partition(":")
-    if kind not in LOGGERS or not where:
-        raise UsageError(f"--log-to {target!r}: give KIND:TARGET with KIND one of {', '.join(LOGGERS)}, "
-                         "e.g. --log-to mlflow:runs.db")
-    module_name, needs, extra = LOGGERS[kind]
-    if importlib.util.find_spec(needs) is None:
-        raise UsageError(f"--log-to {kind}:... needs {needs}, which is not installed: pip install 'benchbone[{extra}]'")
-    where = str(Path(where).expanduser().absolute())
-    return f"{kind}:{where}", importlib.import_module(module_name).logger(where)
 
 
 def announce_record(pm: pluggy.PluginManager, record_file: Path, run_dir: Path) -> None:

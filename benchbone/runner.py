@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from benchbone.cell import run_cell, work_dir
+from benchbone.cell import run_cell_hooked, work_dir
 from benchbone.errors import BenchboneError, PluginLoadError, UsageError
 from benchbone.grid import Cell
 from benchbone.plugins import announce_record
@@ -51,7 +51,7 @@ def run_cells(
                 on_record(done, "cached")
             continue
         try:
-            record = run_cell(cell, session, run_dir)
+            record = run_cell_hooked(cell, session, run_dir)
         except (UsageError, KeyboardInterrupt):
             raise
         except Exception as exc:  # a plugin may fail in any way: record it and go on
