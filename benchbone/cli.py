@@ -40,16 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
                      help="load backbone NAME from a local .safetensors/.pth state dict instead of its pretrained "
                           "weights (repeatable)")
-    run.add_argument("--seeds", type=int, default=1, metavar="N", help="run each cell with seeds 0..N-1")
+    run.add_argument("--seeds", type=int, metavar="N", help="run each cell with seeds 0..N-1 (default: the suite's, else 1)")
     run.add_argument("--suite", metavar="NAME_OR_FILE",
-                     help="a built-in suite (quickstart) or a TOML suite file; flags add to it")
+                     help="a built-in suite (quickstart) or a TOML suite file; flags add names to it and override "
+                          "its seeds, out, device and download")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                      help="override a parameter: key=value for every strategy that has it, or strategy.key=value")
-    run.add_argument("--out", metavar="DIR", help="run directory (default: benchbone-runs/<suite name or 'default'>)")
+    run.add_argument("--out", metavar="DIR",
+                     help="run directory (default: the suite's out, else benchbone-runs/<suite name or 'default'>)")
     run.add_argument("--data-dir", metavar="DIR", help="where the datasets' files are")
     run.add_argument("--cache-dir", metavar="DIR", help="feature cache (default: $BENCHBONE_CACHE_DIR or ~/.cache/benchbone)")
-    run.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: picked automatically)")
-    run.add_argument("--no-download", action="store_true", help="never download data")
+    run.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the suite's, else picked automatically)")
+    run.add_argument("--no-download", action="store_true", help="never download data (a suite may say download = false)")
     run.add_argument("--sort-by", metavar="METRIC", help="rank by this metric (default: the first)")
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -214,15 +216,15 @@ def cmd_run(args) -> int:
     if args.suite:
         spec = load_suite(args.suite).merge(spec)
         name = Path(args.suite).stem.strip(".") or "default"  # "...toml" must not name benchbone-runs/..
-    if args.seeds < 1:
-        raise UsageError(f"--seeds must be at least 1, not {args.seeds}")
+    if spec.seed_count < 1:
+        raise UsageError(f"--seeds must be at least 1, not {spec.seeds}")
     from benchbone.harness import run_grid
     from benchbone.plugins import log_targets
 
     board = run_grid(
-        spec, out=Path(args.out) if args.out else Path("benchbone-runs") / name,
-        pm=_manager(args, log_to=log_targets(args.log_to)),
-        device=args.device, cache_dir=args.cache_dir, download=not args.no_download, quiet=args.quiet,
+        spec, out=Path(args.out or spec.settings.get("out") or Path("benchbone-runs") / name),
+        pm=_manager(args, log_to=log_targets(args.log_to)), device=args.device or spec.settings.get("device"),
+        cache_dir=args.cache_dir, download=not args.no_download and spec.settings.get("download", True), quiet=args.quiet,
         fail_fast=args.fail_fast, sort_by=args.sort_by, command=_command_line(args.argv),
         executor=args.executor, executor_options=_executor_options(args),
         **dict(zip(("alpha", "ci_method"), _statistics_options(args))),

@@ -22,8 +22,10 @@ HARNESS_DEFAULTS: dict[str, Any] = {"val_fraction": 0.1, "image_size": None, "ba
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Harness parameters that do not change a cell's result, so stay out of its id.
 _NOT_IN_ID = {"batch_size"}
-SUITE_KEYS = {"backbones", "datasets", "strategies", "metrics", "seeds", "set", "data_dir", "device", "out",
-              "download", "description", "weights", "expect"}  # expect: published values (benchbone leaderboard --expect)
+# Where a run goes and what it may fetch: suite keys a flag overrides (--device, --out, --no-download), with their types.
+RUN_SETTINGS: dict[str, type] = {"device": str, "out": str, "download": bool}
+SUITE_KEYS = {"backbones", "datasets", "strategies", "metrics", "seeds", "set", "data_dir", *RUN_SETTINGS,
+              "description", "weights", "expect"}  # expect: published values (benchbone leaderboard --expect)
 
 
 @dataclass
@@ -34,25 +36,32 @@ class GridSpec:
     datasets: list[str] = field(default_factory=list)
     strategies: list[str] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
-    seeds: int = 1
+    seeds: int | None = None  # None: not given (a suite's, else 1)
     overrides: dict[str, Any] = field(default_factory=dict)
     data_dir: str | None = None
     weights: dict[str, str] = field(default_factory=dict)  # backbone name -> local state-dict file
     data_dirs: dict[str, str] = field(default_factory=dict)  # dataset name -> its own data directory (suites)
+    settings: dict[str, Any] = field(default_factory=dict)  # a suite's RUN_SETTINGS (``out`` made absolute)
 
     def merge(self, other: "GridSpec") -> "GridSpec":
-        """``other`` (the command line) adds names and overrides to this one (a suite)."""
+        """``other`` (the command line) adds names and overrides to this one (a suite); what both give, such as
+        the seeds, is ``other``'s."""
         return GridSpec(
             backbones=self.backbones + [b for b in other.backbones if b not in self.backbones],
             datasets=self.datasets + [d for d in other.datasets if d not in self.datasets],
             strategies=self.strategies + [s for s in other.strategies if s not in self.strategies],
             metrics=self.metrics + [m for m in other.metrics if m not in self.metrics],
-            seeds=other.seeds if other.seeds != 1 else self.seeds,
+            seeds=other.seeds if other.seeds is not None else self.seeds,
             overrides={**self.overrides, **other.overrides},
             data_dir=other.data_dir or self.data_dir,
             weights={**self.weights, **other.weights},
             data_dirs={} if other.data_dir else {**self.data_dirs, **other.data_dirs},  # --data-dir: every dataset
+            settings={**self.settings, **other.settings},
         )
+
+    @property
+    def seed_count(self) -> int:
+        return 1 if self.seeds is None else self.seeds
 
 
 @dataclass(frozen=True)
@@ -239,12 +248,15 @@ def load_suite(path: str | Path) -> GridSpec:
     if not isinstance(weights, dict) or not all(isinstance(v, str) for v in weights.values()):
         raise UsageError(f"{where('weights')}: [weights] must be a table of backbone = \"path/to/file.safetensors\"")
     weights = {k: str((path.parent / v).resolve()) for k, v in weights.items()}
-    for key, kind in (("device", str), ("out", str), ("download", bool), ("description", str)):
+    for key, kind in (*RUN_SETTINGS.items(), ("description", str)):
         if key in data and not isinstance(data[key], kind):
             raise UsageError(f"{where(key)}: {key} must be a {'true/false' if kind is bool else 'string'}, "
                              f"not {data[key]!r}")
+    settings = {key: data[key] for key in RUN_SETTINGS if key in data}
+    if "out" in settings:  # relative to the suite file, as data_dir is
+        settings["out"] = str((path.parent / settings["out"]).resolve())
     return GridSpec(names("backbones"), names("datasets"), names("strategies"), names("metrics"), seeds, flat,
-                    data_dir, weights, data_dirs)
+                    data_dir, weights, data_dirs, settings)
 
 
 def parse_weights(items: list[str]) -> dict[str, str]:
@@ -320,7 +332,7 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
     for kind, values in (("backbone", spec.backbones), ("dataset", spec.datasets), ("strategy", spec.strategies)):
         if not values:
             raise UsageError(f"no {kind} given; pass --{kind} NAME (see `benchbone list {PLURAL[kind]}`)")
-    if spec.seeds < 1:
+    if spec.seed_count < 1:
         raise UsageError(f"--seeds must be at least 1, not {spec.seeds}")
     weights = resolve_weights(spec, registries)
     backbones: list[tuple[str, bool]] = []
@@ -426,7 +438,7 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
         for layer in layers.get(backbone, [None])
         for dataset in datasets
         for condition in conditions
-        for seed in range(spec.seeds)
+        for seed in range(spec.seed_count)
         for strategy in strategies
         for params in swept(per_strategy[strategy])
     ]
