@@ -7,8 +7,9 @@ from typing import Iterable
 
 import pandas as pd
 
-from benchbone import statistics
+from benchbone import formatting, statistics
 from benchbone.errors import UsageError
+from benchbone.formatting import delta_text, interval_text, metric_text, tie_label
 from benchbone.registry import natural_key
 from benchbone.records import write_atomic
 
@@ -107,14 +108,6 @@ def build(records: Iterable[dict], sort_by: str | None = None, *, run_dirs: Iter
     return board
 
 
-def _cell(value: float, std: float, percent: bool) -> str:
-    if pd.isna(value):
-        return "-"
-    scale, digits = (100.0, 2) if percent else (1.0, 4)
-    text = f"{value * scale:.{digits}f}"
-    return text if pd.isna(std) else f"{text} ± {std * scale:.{digits}f}"
-
-
 def params_vary(board: pd.DataFrame) -> bool:
     """Whether some strategy appears with more than one parameter set (then rows need their parameters)."""
     return bool((board.groupby(["dataset", "strategy"])["params"].nunique() > 1).any())
@@ -128,10 +121,9 @@ def display(board: pd.DataFrame) -> pd.DataFrame:
         show["params"] = board["params"]
     for m in metrics:
         label = f"{m} {'↑' if directions[m] else '↓'}{' %' if percent[m] else ''}"
-        show[label] = [_cell(v, s, percent[m]) for v, s in zip(board[m], board[f"{m}_std"])]
+        show[label] = [metric_text(v, s, percent[m]) for v, s in zip(board[m], board[f"{m}_std"])]
     if "top1" in metrics and board["top1_ci_low"].notna().any():
-        show["top1 95% CI"] = [f"[{lo * 100:.2f}, {hi * 100:.2f}]" if pd.notna(lo) else "-"
-                               for lo, hi in zip(board["top1_ci_low"], board["top1_ci_high"])]
+        show["top1 95% CI"] = [interval_text(lo, hi, True) for lo, hi in zip(board["top1_ci_low"], board["top1_ci_high"])]
     if board.attrs.get("sort_by") is not None and "leader" in board:
         show[f"Δ {board.attrs['sort_by']} vs leader"] = _versus_leader(board)
         show["p Holm"] = [f"{p:.3g}" if pd.notna(p) else "-" for p in board["p_holm"]]
@@ -146,25 +138,6 @@ def display(board: pd.DataFrame) -> pd.DataFrame:
     if (board["status"] != "ok").any():
         show["status"] = [s if s == "ok" else f"{s}: {e}"[:120] for s, e in zip(board["status"], board["error"])]
     return show
-
-
-def tie_label(row, metric: str) -> str:
-    """leader, tied, not comparable or nothing: what a row's comparison with its leader says."""
-    if row.get("leader") and row.get("comparable"):
-        return "leader"
-    if row.get("status") == "failed" or pd.isna(row.get(metric)):
-        return ""
-    if not row.get("comparable"):
-        return "leader, not comparable" if row.get("leader") else "not comparable"
-    return "tied" if row.get("tied") else ""
-
-
-def delta_text(diff: float, low: float, high: float, percent: bool) -> str:
-    """``-2.45 [-4.10, -0.80]``: row - leader in the ranking metric's units, with its interval."""
-    if pd.isna(diff):
-        return "-"
-    scale, digits = (100.0, 2) if percent else (1.0, 4)
-    return f"{diff * scale:+.{digits}f} [{low * scale:+.{digits}f}, {high * scale:+.{digits}f}]"
 
 
 def _versus_leader(board: pd.DataFrame) -> list[str]:
@@ -258,21 +231,18 @@ def ranking_summary(r: statistics.Ranking) -> str:
 
 def provenance(records: list[dict]) -> list[str]:
     """Markdown lines on how the records were produced: commands, machine, versions, finish time, notes."""
-    commands = sorted({r.get("command") for r in records if r.get("command")})
-    devices = sorted({f"{r.get('device')} on {r.get('machine')}" for r in records if r.get("device")})
-    versions = records[0].get("versions", {}) if records else {}
+    facts = formatting.provenance(records)
+    devices = sorted({f"{device} on {machine}" for device, machine, _ in facts["machines"]})
     lines = []
-    if commands:
-        lines += ["Produced by:", "", *[f"    {c}" for c in commands], ""]
+    if facts["commands"]:
+        lines += ["Produced by:", "", *[f"    {c}" for c in facts["commands"]], ""]
     if devices:
         lines.append(f"Device: {', '.join(devices)}.  ")
-    if versions:
-        lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".  ")
-    finished = sorted(r.get("finished_at", "") for r in records if r.get("finished_at"))
-    if finished:
-        lines.append(f"Finished: {finished[-1]}.  ")
-    notes = sorted({n for r in records for n in [r.get("data", {}).get("note")] if n})
-    return lines + [f"Note: {n}  " for n in notes]
+    if facts["versions"]:
+        lines.append(f"Versions: {'; '.join(facts['versions'])}.  ")
+    if facts["finished"]:
+        lines.append(f"Finished: {facts['finished'][-1]}.  ")
+    return lines + [f"Note: {n}  " for n in facts["notes"]]
 
 
 def _one_strategy(board: pd.DataFrame, strategy: str | None, flag: str) -> pd.DataFrame:
