@@ -60,6 +60,20 @@ def score(cell: Cell, registries, y_true: np.ndarray, y_pred: np.ndarray, y_scor
     return {name: float(registries.metrics.get(name).obj(y_true, y_pred, y_score)) for name in cell.metrics}
 
 
+def intervals(cell: Cell, registries, y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray | None) -> dict:
+    """The 95% bootstrap interval over test items of each metric of the cell that has per-item values
+    (``register(..., per_item=fn)``: top1, top5, nll) where they are all finite."""
+    out = {}
+    for name in cell.metrics:
+        per_item = registries.metrics.get(name).meta.get("per_item")
+        if per_item is None or (registries.metrics.get(name).meta.get("needs_scores") and y_score is None):
+            continue
+        values = np.asarray(per_item(y_true, y_pred, y_score), dtype=np.float64)
+        if len(values) == len(y_true) and np.isfinite(values).all():
+            out[name] = bootstrap_ci(values)
+    return out
+
+
 def measured(cell: Cell, registries, predictions: Predictions) -> dict[str, float]:
     """The registered metrics the strategy measured itself (``Predictions.metrics``), checked."""
     out = {}
@@ -175,7 +189,7 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
         **record,
         "status": "ok",
         "metrics": metrics,
-        "ci": {"top1": bootstrap_ci(y_true == y_pred)},
+        "ci": intervals(cell, registries, y_true, y_pred, y_score),
         "artefacts": artefacts,
         "artefacts_missing": missing,
         "timings": {k: round(v, 4) for k, v in timings.items()},

@@ -196,10 +196,14 @@ def announce_record(pm: pluggy.PluginManager, record_file: Path, run_dir: Path) 
                           f"{record.get('cell_id')}: {type(exc).__name__}: {exc}; the record {record_file} is kept")
 
 
-def warn_load_problems(pm: PluginManager) -> None:
-    """One warning line per plugin that failed to load (after every registration hook ran)."""
+KIND_HOOKS = {many: (one, f"benchbone_register_{many}") for one, many in KINDS.items()}
+
+
+def warn_load_problems(pm: PluginManager, kinds: Iterable[str] = tuple(KINDS.values())) -> None:
+    """One warning line per plugin that failed to load, once the registration hooks of ``kinds`` (those the
+    command needs) ran: a plugin that failed to import might have offered any kind, so every command names it."""
     registries = pm.registries()
-    for kind in KIND_HOOKS:
+    for kind in kinds:
         registries.kind(kind)
     for name, problem in sorted(pm.problems.items()):
         warnings.warn(f"plugin {name} failed to load: {problem}; see `benchbone plugins`")
@@ -270,7 +274,6 @@ def _import_explicit(spec: str) -> object:
         raise PluginLoadError(f"plugin {spec!r} failed to import: {type(exc).__name__}: {exc}") from exc
 
 
-KIND_HOOKS = {many: (one, f"benchbone_register_{many}") for one, many in KINDS.items()}
 
 
 class Registries:

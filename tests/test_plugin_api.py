@@ -183,3 +183,15 @@ def test_every_plugin_version_is_recorded_and_checked_by_workers(run_tiny_benchm
     check_plugin_versions(versions, versions)
     with pytest.raises(PluginLoadError, match=r"knn 1\.0 \(here 0\.9\), mine 2 \(here not loaded\)"):
         check_plugin_versions({"knn": "1.0", "mine": "2"}, {"knn": "0.9"})
+
+
+def test_every_command_needing_plugins_names_one_that_failed_to_import(tmp_path, monkeypatch, cli, run_tiny_benchmark):
+    run_tiny_benchmark(strategies=["knn"], out=tmp_path / "run")
+    write_module(tmp_path, monkeypatch, "bb_broken", "raise RuntimeError('boom at import')")
+    fake_entry_points(monkeypatch, ("broken", "bb_broken"))
+    monkeypatch.setenv("BENCHBONE_LOAD_PLUGINS", "1")
+    for args in (["list", "strategies"], ["leaderboard", tmp_path / "run"], ["compare", tmp_path / "run"]):
+        result = cli(*args)
+        assert result.code == 0, result.err
+        assert "benchbone: warning: plugin broken failed to load: broken = bb_broken: RuntimeError: boom at import" \
+               in result.err, args
