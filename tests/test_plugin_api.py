@@ -1,4 +1,5 @@
 """Plugin API 1.1: typed register callbacks, registration through pluggy, lifecycle hooks, plugin versions."""
+import importlib
 import json
 import os
 import subprocess
@@ -10,7 +11,9 @@ from benchbone import hookimpl
 from benchbone.errors import DuplicateNameError, PluginLoadError, UsageError
 from benchbone.grid import GridSpec, expand
 from benchbone.plugins import get_plugin_manager
-from test_plugins import fake_entry_points, write_module
+
+_helpers = importlib.import_module("test_plugins")  # its fake entry points and module writer
+fake_entry_points, write_module = _helpers.fake_entry_points, _helpers.write_module
 
 
 def predict_nothing(backbone, data, ctx):
@@ -190,7 +193,8 @@ def test_every_command_needing_plugins_names_one_that_failed_to_import(tmp_path,
     write_module(tmp_path, monkeypatch, "bb_broken", "raise RuntimeError('boom at import')")
     fake_entry_points(monkeypatch, ("broken", "bb_broken"))
     monkeypatch.setenv("BENCHBONE_LOAD_PLUGINS", "1")
-    for args in (["list", "strategies"], ["leaderboard", tmp_path / "run"], ["compare", tmp_path / "run"]):
+    for args in (["list", "strategies"], ["leaderboard", tmp_path / "run"],
+                 ["report", tmp_path / "run", "-o", tmp_path / "report.html"]):
         result = cli(*args)
         assert result.code == 0, result.err
         assert "benchbone: warning: plugin broken failed to load: broken = bb_broken: RuntimeError: boom at import" \
