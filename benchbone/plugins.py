@@ -1,12 +1,12 @@
 """The plugin manager: built-ins, installed entry points and ``-p`` plugins, all through one path."""
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
-import importlib.util
 import contextlib
 import dataclasses
 import functools
+import importlib
+import importlib.metadata
+import importlib.util
 import json
 import os
 import sys
@@ -45,7 +45,6 @@ DEFAULT_PLUGINS = (
     "benchbone_plugins.log_to",
     "benchbone_plugins.cell_timing",
 )
-
 
 
 @dataclasses.dataclass

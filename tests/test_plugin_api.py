@@ -199,3 +199,20 @@ def test_every_command_needing_plugins_names_one_that_failed_to_import(tmp_path,
         assert result.code == 0, result.err
         assert "benchbone: warning: plugin broken failed to load: broken = bb_broken: RuntimeError: boom at import" \
                in result.err, args
+
+
+def test_mcnemar_pairs_every_metric_with_0_1_values_per_item_not_only_top1(benchbone_pm):
+    import numpy as np
+
+    from benchbone.statistics import Items, MetricForm, binary_items
+
+    metrics = benchbone_pm.registries().metrics
+    y_true, y_pred = np.arange(8) % 8, np.array([[0, 1, 2, 0, 0, 0, 0, 0]])
+    scores = np.full((1, 8, 8), 0.01)
+    scores[0, np.arange(8), y_pred[0]] = 0.93
+    items = Items([0], y_true, y_pred, scores, ("t",))
+    forms = {name: MetricForm.from_registry(name, metrics) for name in ("top1", "top5", "nll")}
+    assert binary_items(forms["top1"], items).tolist() == [True, True, True] + [False] * 5
+    assert binary_items(forms["top5"], items).dtype == bool
+    assert binary_items(forms["nll"], items) is None  # not right-or-wrong per item: no McNemar
+    assert binary_items(forms["top1"], Items([0, 1], y_true, np.vstack([y_pred, y_pred]), None, ("t",))) is None
