@@ -56,7 +56,8 @@ def tie_label(row, metric: str) -> str:
 
 def provenance(records: list[dict]) -> dict[str, list]:
     """How the records were produced, each fact as a sorted list of its distinct values: commands, machines
-    (device, machine, host), versions, plugins, started, finished, notes."""
+    (device, machine, host), versions, plugins ("name version": of the cell's kinds, and every plugin loaded),
+    started, finished, notes."""
 
     def unique(values: Iterable) -> list:
         return sorted({v for v in values if v})
@@ -65,8 +66,10 @@ def provenance(records: list[dict]) -> dict[str, list]:
         "commands": unique(r.get("command") for r in records),
         "machines": unique((r.get("device"), r.get("machine"), r.get("host")) for r in records if r.get("device")),
         "versions": unique(", ".join(f"{k} {v}" for k, v in (r.get("versions") or {}).items()) for r in records),
-        "plugins": unique(f"{p['name']} {p.get('version', '')}" for r in records
-                          for p in (r.get("plugins") or {}).values()),
+        "plugins": unique([*(f"{p['name']} {p.get('version', '')}" for r in records
+                             for p in (r.get("plugins") or {}).values()),
+                           *(f"{name} {version}" for r in records for name, version in
+                             (r.get("plugin_versions") or {}).items())]),
         "started": unique(r.get("started_at") for r in records),
         "finished": unique(r.get("finished_at") for r in records),
         "notes": unique((r.get("data") or {}).get("note") for r in records),
