@@ -1,7 +1,8 @@
 """benchbone: benchmark pretrained vision backbones, backbone x dataset x strategy into a leaderboard.
 
-Plugin API v1: ``hookimpl``, ``Backbone``, ``DatasetSplits``, ``Predictions`` (and ``ImageTensorDataset``,
-``UsageError``, ``OfflineError``). Importing this package does not import torch.
+Plugin API 1.1: ``hookimpl``, ``Backbone``, ``DatasetSplits``, ``Predictions``, ``Context`` (and
+``ImageTensorDataset``, ``UsageError``, ``OfflineError``, ``PluginError``); helpers in ``benchbone.helpers``,
+test fixtures in ``benchbone.testing`` (docs/plugins.md). Importing this package does not import torch.
 """
 from __future__ import annotations
 
@@ -9,13 +10,23 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from benchbone.api import Backbone, DatasetSplits, ImageTensorDataset, Predictions
-from benchbone.errors import BenchboneError, OfflineError, UnknownNameError, UsageError
+from benchbone.errors import BenchboneError, OfflineError, PluginError, UnknownNameError, UsageError
 from benchbone.hookspecs import hookimpl
 
 __all__ = [
-    "hookimpl", "Backbone", "DatasetSplits", "Predictions", "ImageTensorDataset",
-    "BenchboneError", "UsageError", "OfflineError", "UnknownNameError", "run",
+    "hookimpl", "Backbone", "DatasetSplits", "Predictions", "ImageTensorDataset", "Context",
+    "BenchboneError", "UsageError", "OfflineError", "PluginError", "UnknownNameError", "run",
 ]
+API_VERSION = "1.1"
+
+
+def __getattr__(name: str):
+    """``benchbone.Context`` on first use: its module imports torch, which ``import benchbone`` does not."""
+    if name == "Context":
+        from benchbone.context import Context
+
+        return Context
+    raise AttributeError(f"module 'benchbone' has no attribute {name!r}")
 
 
 def _names(kind: str, value: str | Iterable[str] | None) -> list[str]:
@@ -35,12 +46,12 @@ def _names(kind: str, value: str | Iterable[str] | None) -> list[str]:
 
 def _check_types(seeds: Any, params: Any, weights: Any, out: Any) -> None:
     """The UsageErrors the CLI gives for the same mistakes, instead of a TypeError deep inside."""
-    if not isinstance(seeds, int) or isinstance(seeds, bool):
+    if seeds is not None and (not isinstance(seeds, int) or isinstance(seeds, bool)):
         raise UsageError(f"benchbone.run(seeds={seeds!r}): give a whole number of seeds, e.g. seeds=3")
     for name, value in (("params", params), ("weights", weights)):
         if value is not None and not isinstance(value, dict):
             raise UsageError(f"benchbone.run({name}={value!r}): give a dict, e.g. {name}={{'key': value}}")
-    if not isinstance(out, (str, Path)):
+    if out is not None and not isinstance(out, (str, Path)):
         raise UsageError(f"benchbone.run(out={out!r}): give a directory path")
 
 
@@ -50,15 +61,15 @@ def run(
     strategies: str | Iterable[str] | None = None,
     *,
     metrics: str | Iterable[str] | None = None,
-    seeds: int = 1,
+    seeds: int | None = None,
     params: dict[str, Any] | None = None,
     weights: dict[str, str | Path] | None = None,
     suite: str | Path | None = None,
-    out: str | Path = "benchbone-runs/default",
+    out: str | Path | None = None,
     data_dir: str | Path | None = None,
     device: str | None = None,
     cache_dir: str | Path | None = None,
-    download: bool = True,
+    download: bool | None = None,
     plugins: Iterable[str] = (),
     sort_by: str | None = None,
     quiet: bool = True,
@@ -68,6 +79,8 @@ def run(
 ):
     """Run a grid and return its leaderboard as a pandas DataFrame (also written to ``out``).
 
+    Given arguments override a ``suite``'s (``seeds``, ``out``, ``device``, ``download``) as flags do; without
+    either, ``seeds=1``, ``out="benchbone-runs/default"``, the device picked automatically and downloads allowed.
     ``params`` holds overrides as ``--set`` does: ``{"val_fraction": 0.2, "linear-probe.max_iter": 50}``;
     ``weights`` maps backbone names to local state-dict files, as ``--weights NAME=PATH`` does.
     ``executor`` and ``executor_options`` (``{"slurm_partition": "gpu", "gpus_per_cell": 1}``) as the
@@ -86,7 +99,9 @@ def run(
     if suite is not None:
         spec = load_suite(suite).merge(spec)
     pm = get_plugin_manager(extra=_names("plugins", plugins), log_to=log_targets(_names("log_to", log_to)))
-    return run_grid(spec, out=Path(out), pm=pm, device=device,
-                    cache_dir=cache_dir, download=download, quiet=quiet, sort_by=sort_by,
+    settings = spec.settings
+    return run_grid(spec, out=Path(out or settings.get("out") or "benchbone-runs/default"), pm=pm,
+                    device=device or settings.get("device"), cache_dir=cache_dir,
+                    download=settings.get("download", True) if download is None else download, quiet=quiet, sort_by=sort_by,
                     command=f"benchbone.run({spec!r})", echo=not quiet, executor=executor,
                     executor_options=executor_options)

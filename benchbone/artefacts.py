@@ -1,4 +1,5 @@
-"""Per-cell artefacts (confusion matrix, per-class accuracy, predictions) and the bootstrap interval of top1."""
+"""Per-cell artefacts (confusion matrix, per-class accuracy, predictions) and the bootstrap interval of a
+metric's mean over test items."""
 from __future__ import annotations
 
 import io
@@ -17,7 +18,7 @@ NAMES = {"confusion_csv": "confusion.csv", "per_class_csv": "per_class.csv", "co
 
 def bootstrap_ci(correct: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
                  level: float = 0.95) -> list[float]:
-    """Percentile bootstrap interval of the mean of ``correct`` (0/1 per test item), resampling items.
+    """Percentile bootstrap interval of the mean of ``correct`` (a value per test item: 0/1 for top1), resampling items.
 
     Resampled in chunks so that memory stays below ~100 MB whatever the test size.
     """

@@ -19,6 +19,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from benchbone import formats
+    from benchbone.grid import HARNESS_DEFAULTS
+
     parser = _Parser(prog="benchbone", description="Benchmark pretrained vision backbones: backbone x dataset x strategy.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     common = argparse.ArgumentParser(add_help=False)
@@ -40,16 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
                      help="load backbone NAME from a local .safetensors/.pth state dict instead of its pretrained "
                           "weights (repeatable)")
-    run.add_argument("--seeds", type=int, default=1, metavar="N", help="run each cell with seeds 0..N-1")
+    run.add_argument("--seeds", type=int, metavar="N", help="run each cell with seeds 0..N-1 (default: the suite's, else 1)")
     run.add_argument("--suite", metavar="NAME_OR_FILE",
-                     help="a built-in suite (quickstart) or a TOML suite file; flags add to it")
+                     help="a built-in suite (quickstart) or a TOML suite file; flags add names to it and override "
+                          "its seeds, out, device and download")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                     help="override a parameter: key=value for every strategy that has it, or strategy.key=value")
-    run.add_argument("--out", metavar="DIR", help="run directory (default: benchbone-runs/<suite name or 'default'>)")
+                     help="override a parameter: key=value for every strategy (or dataset) that has it, or "
+                          "strategy.key=value; the harness's own: " + ", ".join(HARNESS_DEFAULTS))
+    run.add_argument("--out", metavar="DIR",
+                     help="run directory (default: the suite's out, else benchbone-runs/<suite name or 'default'>)")
     run.add_argument("--data-dir", metavar="DIR", help="where the datasets' files are")
     run.add_argument("--cache-dir", metavar="DIR", help="feature cache (default: $BENCHBONE_CACHE_DIR or ~/.cache/benchbone)")
-    run.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: picked automatically)")
-    run.add_argument("--no-download", action="store_true", help="never download data")
+    run.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the suite's, else picked automatically)")
+    run.add_argument("--no-download", action="store_true", help="never download data (a suite may say download = false)")
     run.add_argument("--sort-by", metavar="METRIC", help="rank by this metric (default: the first)")
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -58,24 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "needs benchbone[mlflow]) or tensorboard:DIR (needs benchbone[tensorboard]); "
                           "default $BENCHBONE_LOG_TO, else none (repeatable)")
     _statistics_flags(run)
-    out = run.add_argument_group("scale-out (see docs/scale-out.md)")
-    out.add_argument("--executor", choices=("local", "submitit", "ray", "specs"), default="local",
-                     help="who runs the cells: this process (default), Slurm via submitit, Ray, or nobody "
-                          "(specs: write RUN_DIR/specs/*.json and print a `benchbone run-cell` line for each)")
-    out.add_argument("--gpus-per-cell", type=int, metavar="N", help="GPUs per cell (default 1 on CUDA, else 0)")
-    out.add_argument("--cpus-per-cell", type=int, metavar="N", help="CPUs per cell (default 1)")
-    out.add_argument("--slurm-cluster", metavar="KIND",
-                     help="auto (Slurm where sbatch exists, else local processes), slurm, local or debug")
-    out.add_argument("--slurm-partition", metavar="NAME", help="Slurm partition")
-    out.add_argument("--slurm-time", type=int, metavar="MIN", help="time limit per cell in minutes (default 60)")
-    out.add_argument("--slurm-array-parallelism", type=int, metavar="N", help="cells running at once (default 256)")
-    out.add_argument("--slurm-folder", metavar="DIR", help="submitit's logs and pickles (default RUN_DIR/submitit)")
-    out.add_argument("--slurm-opt", action="append", default=[], metavar="KEY=VALUE",
-                     help="any other parameter of submitit's Slurm executor, e.g. account=abc or qos=high "
-                          "(repeatable)")
-    out.add_argument("--ray-address", metavar="ADDR",
-                     help="join this Ray cluster ('auto': the one on this node; default $RAY_ADDRESS, "
-                          "else a local cluster on 127.0.0.1)")
+    _executor_flags(run.add_argument_group("scale-out (see docs/scale-out.md)"))
 
     cell = sub.add_parser("run-cell", help="run one cell from its spec file (what every executor's worker runs)",
                           description="Run one cell from <run_dir>/specs/<cell id>.json and write its record; "
@@ -99,25 +88,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     board = sub.add_parser("leaderboard", parents=[common], help="the leaderboard of one or more run directories")
     board.add_argument("run_dirs", nargs="+", metavar="DIR")
-    board.add_argument("--format", "-f", choices=("table", "md", "csv", "json", "html"), default="table",
-                       help="html: a self-contained page (see `benchbone report`)")
+    board.add_argument("--format", "-f", choices=tuple(formats.FORMATS), default="table", help=formats.help_text())
     board.add_argument("--sort-by", metavar="METRIC")
     board.add_argument("--output", "-o", metavar="FILE", help="write here instead of printing")
-    board.add_argument("--title", default="benchbone leaderboard", help="the heading of --format md")
+    board.add_argument("--title", default="benchbone leaderboard", help="the heading of --format md and html")
     board.add_argument("--pivot", metavar="METRIC", help="show METRIC as a backbones x datasets table")
     board.add_argument("--strategy", metavar="NAME", help="the strategy of --pivot and --plot")
     board.add_argument("--plot", metavar="FILE.png",
-                       help="also write a PNG of top1 (or --sort-by) against GMACs and images/s, Pareto front marked")
+                       help="also write a PNG of the ranking metric (--sort-by, else the first metric) against GMACs and "
+                            "images/s, Pareto front marked")
     board.add_argument("--plot-layers", metavar="FILE.png",
-                       help="also write a PNG of top1 (or --sort-by) per layer of the --set layer rows (BACKBONE#LAYER)")
+                       help="also write a PNG of the ranking metric per layer of the --set layer rows (BACKBONE#LAYER)")
     board.add_argument("--plot-curve", metavar="PARAM=FILE.png",
-                       help="also write a PNG of top1 (or --sort-by) against a swept parameter, e.g. shots=curve.png")
+                       help="also write a PNG of the ranking metric against a swept parameter, e.g. shots=curve.png")
     board.add_argument("--cd-diagrams", metavar="DIR",
                        help="also write the critical-difference diagrams across datasets, cd-<strategy>.png and "
                             ".svg, into DIR")
     board.add_argument("--robustness", metavar="BASELINE",
                        help="show corruption robustness instead (runs with --set corruption=...): clean and mean "
-                            "corrupted top1, their gap, mCE and relative mCE against backbone BASELINE's rows")
+                            "corrupted ranking metric (--sort-by, else the first), their gap, mCE and relative mCE against "
+                            "backbone BASELINE's rows")
     board.add_argument("--expect", metavar="FILE.toml",
                        help="print measured vs expected for the [[expect]] tables of FILE (published numbers, "
                             "see benchmarks/reproduce/); exit 1 when one is missing or outside its tolerance")
@@ -139,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     compare.add_argument("--strategy", "-s", metavar="NAME", help="only this strategy")
     compare.add_argument("--dataset", "-d", metavar="NAME", help="only this dataset")
-    compare.add_argument("--sort-by", metavar="METRIC", help="the metric to compare (default: top1)")
+    compare.add_argument("--sort-by", metavar="METRIC", help="the metric to compare (default: the first metric)")
     compare.add_argument("--format", "-f", choices=("table", "json", "html"), default="table")
     compare.add_argument("--output", "-o", metavar="FILE", help="write here instead of printing")
     _statistics_flags(compare)
@@ -161,14 +151,19 @@ def _statistics_options(args) -> tuple[float, str]:
             args.ci_method or statistics.CI_METHODS[0])
 
 
-def _manager(args, log_to=()):
-    from benchbone.plugins import get_plugin_manager
+def _manager(args, log_to=(), needs: tuple[str, ...] = ()):
+    """The plugin manager of this command; a plugin that failed to load is one warning line when the command
+    needs plugins of some kind (``needs``: plurals, e.g. ("metrics",))."""
+    from benchbone.plugins import get_plugin_manager, warn_load_problems
 
-    return get_plugin_manager(blocked=args.no_plugin, extra=args.plugin, log_to=log_to)
+    pm = get_plugin_manager(blocked=args.no_plugin, extra=args.plugin, log_to=log_to)
+    if needs:
+        warn_load_problems(pm, needs)
+    return pm
 
 
 def cmd_list(args) -> int:
-    registry = _manager(args).registries().kind(args.kind)
+    registry = _manager(args, needs=(args.kind,)).registries().kind(args.kind)
     entries = registry.matching(args.pattern)  # aliases too: `benchbone list backbones resnet50`
     if args.pattern and not entries:
         raise UsageError(f"no {args.kind} match {args.pattern!r}; try `benchbone list {args.kind}`")
@@ -178,7 +173,7 @@ def cmd_list(args) -> int:
         if entry.meta.get("aliases"):
             extra.append("alias " + ", ".join(entry.meta["aliases"]))
         if args.kind == "strategies":
-            extra.append(", ".join(f"{k}={v!r}" for k, v in entry.meta.items() if k not in ("aliases", "description")))
+            extra.append(", ".join(f"{k}={v!r}" for k, v in entry.params.items()))
         if args.kind == "metrics":
             extra.append("higher is better" if entry.meta.get("higher_is_better", True) else "lower is better")
             extra.append("paired tests: " + ("per item" if entry.meta.get("per_item") else
@@ -214,15 +209,15 @@ def cmd_run(args) -> int:
     if args.suite:
         spec = load_suite(args.suite).merge(spec)
         name = Path(args.suite).stem.strip(".") or "default"  # "...toml" must not name benchbone-runs/..
-    if args.seeds < 1:
-        raise UsageError(f"--seeds must be at least 1, not {args.seeds}")
+    if spec.seed_count < 1:
+        raise UsageError(f"--seeds must be at least 1, not {spec.seeds}")
     from benchbone.harness import run_grid
     from benchbone.plugins import log_targets
 
     board = run_grid(
-        spec, out=Path(args.out) if args.out else Path("benchbone-runs") / name,
-        pm=_manager(args, log_to=log_targets(args.log_to)),
-        device=args.device, cache_dir=args.cache_dir, download=not args.no_download, quiet=args.quiet,
+        spec, out=Path(args.out or spec.settings.get("out") or Path("benchbone-runs") / name),
+        pm=_manager(args, log_to=log_targets(args.log_to)), device=args.device or spec.settings.get("device"),
+        cache_dir=args.cache_dir, download=not args.no_download and spec.settings.get("download", True), quiet=args.quiet,
         fail_fast=args.fail_fast, sort_by=args.sort_by, command=_command_line(args.argv),
         executor=args.executor, executor_options=_executor_options(args),
         **dict(zip(("alpha", "ci_method"), _statistics_options(args))),
@@ -230,19 +225,41 @@ def cmd_run(args) -> int:
     return 1 if (board["status"] != "ok").any() else 0
 
 
+def _executor_flags(group) -> None:
+    """--executor and each option that an executor declares (``benchbone.executors``), as the executor says."""
+    from benchbone import executors
+
+    group.add_argument("--executor", choices=tuple(executors.EXECUTORS), default="local",
+                       help="who runs the cells: " + "; ".join(f"{name}: {e.help}"
+                                                                for name, e in executors.EXECUTORS.items()))
+    for option, owners in executors.options().values():
+        where = f" [--executor {' or '.join(owners)}]"
+        if option.pairs:
+            group.add_argument(option.cli_flag, dest=option.name, action="append", default=[], metavar=option.metavar,
+                               help=option.help + where)
+        else:
+            group.add_argument(option.cli_flag, dest=option.name, type=option.type, metavar=option.metavar,
+                               help=option.help + where)
+
+
 def _executor_options(args) -> dict:
+    """What the executor flags gave, by option name (None: not given; KEY=VALUE flags as a dict or None)."""
+    from benchbone.executors import options
     from benchbone.grid import parse_value
 
-    opts = {}
-    for item in args.slurm_opt:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--slurm-opt {item!r} is not KEY=VALUE; write e.g. --slurm-opt account=abc")
-        opts[key.strip().replace("-", "_")] = parse_value(value)
-    return {"gpus_per_cell": args.gpus_per_cell, "cpus_per_cell": args.cpus_per_cell,
-            "slurm_cluster": args.slurm_cluster, "slurm_partition": args.slurm_partition,
-            "slurm_time": args.slurm_time, "slurm_array_parallelism": args.slurm_array_parallelism,
-            "slurm_folder": args.slurm_folder, "slurm_opts": opts or None, "ray_address": args.ray_address}
+    given = {}
+    for name, (option, _) in options().items():
+        value = getattr(args, name)
+        if option.pairs:
+            pairs = {}
+            for item in value:
+                key, sep, text = item.partition("=")
+                if not sep or not key.strip():
+                    raise UsageError(f"{option.cli_flag} {item!r} is not KEY=VALUE; write e.g. {option.cli_flag} account=abc")
+                pairs[key.strip().replace("-", "_")] = parse_value(text)
+            value = pairs or None
+        given[name] = value
+    return given
 
 
 def cmd_run_cell(args) -> int:
@@ -261,10 +278,10 @@ def _command_line(argv: list[str]) -> str:
 
 
 def cmd_leaderboard(args) -> int:
-    from benchbone import leaderboard
+    from benchbone import formats, leaderboard
     from benchbone.records import check_output_file, read_records, write_atomic
 
-    _manager(args)  # plugins may be broken: still report their problems consistently
+    _manager(args, needs=("metrics",))  # the metrics' directions and paired tests come from their plugins
     for flag, path in (("-o", args.output), ("--plot", args.plot)):
         if path:
             check_output_file(Path(path), flag)
@@ -276,7 +293,8 @@ def cmd_leaderboard(args) -> int:
 
         if args.format == "html" or args.pivot or args.expect:
             raise UsageError("--robustness prints its own table; drop --format html, --pivot and --expect")
-        text = robustness.to_text(robustness.table(records, args.robustness, args.sort_by or "top1"), args.format)
+        metric = args.sort_by or leaderboard.ranking_metric(records)
+        text = robustness.to_text(robustness.table(records, args.robustness, metric), args.format)
         if args.format == "md":  # how the records were produced, as every markdown page says
             text = "\n".join([text, "", *leaderboard.provenance(records)])
         _emit(text, args.output)
@@ -285,14 +303,14 @@ def cmd_leaderboard(args) -> int:
     if args.plot:
         if not args.plot.lower().endswith(".png"):
             raise UsageError(f"--plot {args.plot!r}: give a file name ending in .png")
-        leaderboard.plot(board, Path(args.plot), metric=board.attrs.get("sort_by") or "top1", strategy=args.strategy)
+        leaderboard.plot(board, Path(args.plot), metric=board.attrs["sort_by"], strategy=args.strategy)
         print(f"benchbone: wrote {args.plot}", file=sys.stderr)
     if args.plot_layers:
         from benchbone.plots import layer_curve_png
 
         if not args.plot_layers.lower().endswith(".png") or not board["backbone"].str.contains("#").any():
             raise UsageError(f"--plot-layers {args.plot_layers!r}: give a .png file name, for runs with --set layer")
-        write_atomic(Path(args.plot_layers), layer_curve_png(board, board.attrs.get("sort_by") or "top1", args.title))
+        write_atomic(Path(args.plot_layers), layer_curve_png(board, board.attrs["sort_by"], args.title))
         print(f"benchbone: wrote {args.plot_layers}", file=sys.stderr)
     if args.plot_curve:
         import json
@@ -303,7 +321,7 @@ def cmd_leaderboard(args) -> int:
         if not file.lower().endswith(".png") or not any(param in json.loads(p) for p in board["params"]):
             raise UsageError(f"--plot-curve {args.plot_curve!r}: give PARAM=FILE.png with a parameter of these rows, "
                              "e.g. shots=curve.png")
-        write_atomic(Path(file), param_curve_png(board, board.attrs.get("sort_by") or "top1", param, args.title))
+        write_atomic(Path(file), param_curve_png(board, board.attrs["sort_by"], param, args.title))
         print(f"benchbone: wrote {file}", file=sys.stderr)
     if args.cd_diagrams:
         from benchbone import statistics
@@ -312,18 +330,12 @@ def cmd_leaderboard(args) -> int:
         if not written:
             raise UsageError("--cd-diagrams: no strategy is scored by 3 or more backbones on 2 or more datasets here")
         print(f"benchbone: wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
-    if args.format == "html":
-        from benchbone import report
-
-        text = report.page(board, records, [Path(d) for d in args.run_dirs])
-    elif args.pivot:
+    if args.pivot and not formats.FORMATS[args.format].page:
         text = leaderboard.pivot_text(leaderboard.pivot(board, args.pivot, args.strategy), args.format)
         if args.format == "md":
             text = "\n".join([text, "", *leaderboard.provenance(records)])
-    elif args.format == "md":
-        text = leaderboard.markdown_page(board, records, title=args.title)
     else:
-        text = leaderboard.to_text(board, args.format)
+        text = formats.render(args.format, board, records, args.run_dirs, title=args.title)
     status = 0
     if args.expect:
         from benchbone import expect
@@ -358,6 +370,7 @@ def cmd_compare(args) -> int:
     from benchbone.records import read_records
 
     records = read_records([Path(d) for d in args.run_dirs])
+    _manager(args, needs=("metrics",))
     board = _board(args, records)
     groups = compare.compare(board, records, [Path(d) for d in args.run_dirs], _manager(args).registries().metrics,
                              strategy=args.strategy, dataset=args.dataset)
@@ -396,7 +409,7 @@ def cmd_doctor(args) -> int:
 def cmd_report(args) -> int:
     from benchbone import report
 
-    _manager(args)
+    _manager(args, needs=("metrics",))
     path = report.write([Path(d) for d in args.run_dirs], args.output, sort_by=args.sort_by, title=args.title,
                         metric_registry=_manager(args).registries().metrics, statistics=_statistics_options(args))
     print(f"benchbone: wrote {path}", file=sys.stderr)

@@ -1,8 +1,8 @@
 """``benchbone compare``: every pair of rows of a dataset x strategy, paired on the same test items.
 
 For each pair, the difference in the ranking metric (row - column), its paired-bootstrap interval and
-Holm's adjusted p-value across all pairs of the group; McNemar's exact test beside it for top1 with one
-seed. Shown as a terminal table, JSON or a self-contained HTML page.
+Holm's adjusted p-value across all pairs of the group; McNemar's exact test beside it for a 0/1 metric (top1)
+with one seed. Shown as a terminal table, JSON or a self-contained HTML page.
 """
 from __future__ import annotations
 
@@ -121,5 +121,5 @@ def _no_nan(value):
 def pairwise_method(alpha: float, ci_method: str) -> str:
     return (f"row - column: paired bootstrap over the same test items (seeds and items resampled together; "
             f"{ci_method} intervals in the JSON); p: two-sided, Holm-adjusted across the pairs of each dataset x "
-            f"strategy; * p < alpha = {alpha:g}. McNemar's exact p (top1, one seed) is in the JSON. "
+            f"strategy; * p < alpha = {alpha:g}. McNemar's exact p (0/1 metrics such as top1, one seed) is in the JSON. "
             "See docs/statistics.md.")

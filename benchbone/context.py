@@ -17,13 +17,32 @@ SPLITS = ("train", "val", "test")
 
 
 class Context:
-    """Handed to every strategy as ``ctx``.
+    """What a strategy sees of its cell, handed to it as ``ctx`` (``from benchbone import Context`` for annotations).
 
-    ``ctx.device``, ``ctx.seed``, ``ctx.params`` (the strategy's parameters after overrides),
-    ``ctx.classes``, ``ctx.num_classes``; ``ctx.features(split)`` and ``ctx.batches(split, ...)``;
-    ``ctx.workdir``, a scratch directory of this cell for checkpoints; ``ctx.augmentation``, what
-    ``batches(augment=True)`` applies (the dataset's declared label-preserving transforms);
-    ``ctx.corruption``, the ``benchbone.corruptions.Corruption`` of the test images, or None.
+    Attributes:
+        device (str): the torch device of the run (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``).
+        seed (int): the cell's seed; ``ctx.generator(offset)`` gives seeded CPU generators from it.
+        params (dict): the strategy's parameters, its declared defaults after ``--set`` (checked and typed).
+        classes (list[str]): the class names; ``num_classes`` (int) their count.
+        backbone (Backbone): the cell's backbone (the same object the strategy receives first), model in eval mode.
+        preprocess (Preprocess): resize, crop and normalisation of the images; ``preprocess.size`` is (H, W)
+            and ``preprocess.describe()`` a dict for the record.
+        batch_size (int): the harness's ``--set batch_size`` (feature extraction and the default of ``batches``).
+        settings (ExtractionSettings): precision, channels-last and compile settings of the extraction.
+        augmentation (Augmentation): what ``batches(augment=True)`` applies, as the dataset declared it.
+        corruption (Corruption | None): the corruption applied to the test images, or None.
+        workdir (pathlib.Path): this cell's scratch directory (created on first use), kept after a failure to
+            resume from and removed once the cell's record is written.
+        info (dict): written into the record as ``strategy_info`` (plain JSON types).
+        extraction (dict): per split read through ``features``, how its features were obtained (source split,
+            images, whether cached, seconds); read by the harness for the record's timings.
+
+    Methods:
+        features(split) -> (X, y): frozen-backbone features of ``"train"``, ``"val"`` or ``"test"``:
+            ``X`` a float32 CPU tensor [N, num_features], ``y`` an int64 CPU tensor [N]; cached on disk.
+        batches(split, batch_size=None, *, shuffle=False, augment=False, epoch=0, shard=None): normalised
+            image batches ``(x [B, 3, H, W] float32, y [B] int64)`` on ``device``, for strategies that train.
+        labels(split) -> int64 CPU tensor [N]; split_size(split) -> int; progress(iterable, desc, total=None).
     """
 
     def __init__(

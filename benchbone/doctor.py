@@ -42,7 +42,7 @@ def _size(root: Path) -> tuple[int, int]:
 
 def lines(pm, *, data_dir: str | None, cache_dir: str | None) -> Iterator[str]:
     """The report, line by line; every check that fails says so in its line instead of raising."""
-    from benchbone.harness import Session
+    from benchbone.session import Session
     from benchbone.plugins import _benchbone_version
     from benchbone.weights import is_offline
 

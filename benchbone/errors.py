@@ -34,7 +34,11 @@ class UnknownNameError(UsageError, KeyError):
 
 
 class DuplicateNameError(UsageError):
-    """Two plugins registered the same name."""
+    """Two plugins registered the same name (``plugins``), or one plugin registered it twice differently."""
+
+    def __init__(self, message: str, name: str = "", plugins: Iterable[str] = ()):
+        super().__init__(message)
+        self.name, self.plugins = name, tuple(plugins)
 
 
 class PluginLoadError(UsageError):

@@ -1,12 +1,13 @@
 """Executors hand a grid's cells to an existing engine: this process, Slurm via submitit, or a Ray cluster.
 
-Every worker runs one spec file (``<run_dir>/specs/<cell id>.json``) through ``harness.run_spec``, the
+Every worker runs one spec file (``<run_dir>/specs/<cell id>.json``) through ``runner.run_spec``, the
 same path as a local run, and writes the cell's record into the run directory; the driver then reads
 the records back. A lost driver loses nothing, and running the grid again skips finished cells.
 """
 from __future__ import annotations
 
 import abc
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -14,22 +15,44 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from benchbone.errors import UsageError
 from benchbone.grid import Cell
 from benchbone.records import read_record, record_path, write_atomic
 
-EXECUTORS = ("local", "submitit", "ray", "specs")
-EXTRAS = {"submitit": "slurm", "ray": "ray"}
-# option -> the executors it applies to
-OPTIONS = {
-    "gpus_per_cell": ("submitit", "ray", "specs"), "cpus_per_cell": ("submitit", "ray", "specs"),
-    "slurm_cluster": ("submitit",), "slurm_partition": ("submitit",), "slurm_time": ("submitit",),
-    "slurm_array_parallelism": ("submitit",), "slurm_folder": ("submitit",), "slurm_opts": ("submitit",),
-    "ray_address": ("ray",),
-}
 SLURM_CLUSTERS = ("auto", "slurm", "local", "debug")
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """An option an executor declares; the CLI makes it the flag ``--name-with-dashes`` (``flag`` if given)."""
+
+    name: str
+    help: str
+    type: type = str
+    metavar: str = "VALUE"
+    minimum: int | None = None
+    choices: tuple[str, ...] = ()
+    pairs: bool = False  # a repeatable KEY=VALUE flag, gathered into a dict
+    flag: str = ""
+
+    @property
+    def cli_flag(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    def check(self, value: Any) -> None:
+        """A UsageError naming the flag for a value out of range."""
+        if self.minimum is not None and value < self.minimum:
+            raise UsageError(f"{self.cli_flag} {value}: give a whole number >= {self.minimum}")
+        if self.choices and value not in self.choices:
+            raise UsageError(f"{self.cli_flag} {value!r}: use one of {', '.join(self.choices)}")
+
+
+PLACEMENT = (
+    Option("gpus_per_cell", "GPUs per cell (default 1 on CUDA, else 0)", int, "N", minimum=0),
+    Option("cpus_per_cell", "CPUs per cell (default 1)", int, "N", minimum=1),
+)
 
 
 def spec_path(run_dir: Path, cell: Cell) -> Path:
@@ -41,6 +64,7 @@ def write_spec(cell: Cell, session, run_dir: Path, device: str | None, resources
     root = session.store.root
     spec = {
         "cell": cell.to_json(), "run_dir": str(Path(run_dir).resolve()), "plugins": dict(session.pm.load_args),
+        "plugin_versions": session.pm.plugin_versions(),
         "device": device, "cache_dir": str(root.resolve()) if root else None, "download": session.download,
         "command": session.command, "resources": resources,
     }
@@ -62,7 +86,7 @@ def read_spec(path: str | Path) -> dict:
 
 def run_spec_file(path: str) -> dict:
     """Run the cell of one spec file and return its record: what every worker calls."""
-    from benchbone.harness import run_spec
+    from benchbone.runner import run_spec
 
     return run_spec(read_spec(path))
 
@@ -74,30 +98,43 @@ def _require(module: str, extra: str):
         raise UsageError(f"--executor {module} needs {module}: pip install 'benchbone[{extra}]'") from None
 
 
-def get(name: str, options: dict) -> "Executor":
+def options() -> dict[str, tuple[Option, list[str]]]:
+    """Every declared option (by name), with the executors that declare it: what the CLI makes flags of."""
+    out: dict[str, tuple[Option, list[str]]] = {}
+    for name, executor in EXECUTORS.items():
+        for option in executor.options:
+            out.setdefault(option.name, (option, []))[1].append(name)
+    return out
+
+
+def get(name: str, given: dict) -> "Executor":
     """The executor called ``name``, its options checked and its engine importable."""
     if name not in EXECUTORS:
         raise UsageError(f"unknown executor {name!r}; use one of {', '.join(EXECUTORS)}")
-    for key, value in options.items():
-        if key not in OPTIONS:
-            raise UsageError(f"unknown executor option {key!r}; known: {', '.join(OPTIONS)}")
-        if value is not None and name not in OPTIONS[key]:
-            raise UsageError(f"--{key.replace('_', '-')} applies to --executor {' or '.join(OPTIONS[key])}, not {name}")
-    for key in ("gpus_per_cell", "cpus_per_cell", "slurm_time", "slurm_array_parallelism"):
-        if options.get(key) is not None and options[key] < (0 if key == "gpus_per_cell" else 1):
-            raise UsageError(f"--{key.replace('_', '-')} {options[key]}: give a whole number >= "
-                             f"{0 if key == 'gpus_per_cell' else 1}")
-    if options.get("slurm_cluster") not in (None, *SLURM_CLUSTERS):
-        raise UsageError(f"--slurm-cluster {options['slurm_cluster']!r}: use one of {', '.join(SLURM_CLUSTERS)}")
-    if name == "submitit":
-        _require("submitit", EXTRAS[name])
-    elif name == "ray" and importlib.util.find_spec("ray") is None:  # import later, after the loopback setting
-        raise UsageError("--executor ray needs ray: pip install 'benchbone[ray]'")
-    return {"local": Executor, "submitit": SubmititExecutor, "ray": RayExecutor, "specs": SpecsExecutor}[name](options)
+    declared = options()
+    for key, value in given.items():
+        if key not in declared:
+            raise UsageError(f"unknown executor option {key!r}; known: {', '.join(declared)}")
+        option, owners = declared[key]
+        if value is not None and name not in owners:
+            raise UsageError(f"{option.cli_flag} applies to --executor {' or '.join(owners)}, not {name}")
+        if value is not None:
+            option.check(value)
+    executor = EXECUTORS[name]
+    executor.check_engine()
+    return executor(given)
 
 
 class Executor:
     """Runs cells in this process, one after another, sharing one session (the default)."""
+
+    name = "local"
+    help = "this process, one cell after another (default)"
+    options: tuple[Option, ...] = ()
+
+    @classmethod
+    def check_engine(cls) -> None:
+        """A UsageError naming the extra to install when the engine is missing."""
 
     def __init__(self, options: dict):
         self.options = {k: v for k, v in options.items() if v is not None}
@@ -105,7 +142,7 @@ class Executor:
     def submit(self, cells: list[Cell], session, run_dir: Path, *, requested_device: str | None = None,
                fail_fast: bool = False, on_record: Callable[[dict, str], None] | None = None) -> list[dict]:
         """Run the unfinished ``cells``, wait, and return every cell's record (in ``cells`` order)."""
-        from benchbone.harness import run_cells
+        from benchbone.runner import run_cells
 
         return run_cells(cells, session, run_dir, fail_fast=fail_fast, on_record=on_record)
 
@@ -113,6 +150,10 @@ class Executor:
 class SpecsExecutor(Executor):
     """Runs nothing: writes a spec per unfinished cell and prints one ``benchbone run-cell SPEC`` line for each,
     to hand to torchrun, sbatch or a shell loop; ``benchbone leaderboard RUN_DIR`` then reads the records."""
+
+    name = "specs"
+    help = "nobody: write RUN_DIR/specs/*.json and print a `benchbone run-cell` line for each"
+    options = PLACEMENT
 
     def placement(self, session, requested_device: str | None) -> tuple[str | None, dict]:
         """The device a worker asks for (None: its own choice) and the resources of one cell."""
@@ -138,7 +179,7 @@ class _RemoteExecutor(SpecsExecutor, abc.ABC):
     """Writes a spec per unfinished cell, has an engine run them, and reads the records back."""
 
     def submit(self, cells, session, run_dir, *, requested_device=None, fail_fast=False, on_record=None):
-        from benchbone.harness import failed_record
+        from benchbone.provenance import failed_record
         from benchbone.plugins import announce_record
         from benchbone.records import write_record
 
@@ -182,6 +223,24 @@ class SubmititCell:
 
 class SubmititExecutor(_RemoteExecutor):
     """Slurm job arrays through submitit's AutoExecutor (its local executor where there is no Slurm)."""
+
+    name = "submitit"
+    help = "Slurm job arrays via submitit"
+    options = (
+        *PLACEMENT,
+        Option("slurm_cluster", "auto (Slurm where sbatch exists, else local processes), slurm, local or debug",
+               metavar="KIND", choices=SLURM_CLUSTERS),
+        Option("slurm_partition", "Slurm partition", metavar="NAME"),
+        Option("slurm_time", "time limit per cell in minutes (default 60)", int, "MIN", minimum=1),
+        Option("slurm_array_parallelism", "cells running at once (default 256)", int, "N", minimum=1),
+        Option("slurm_folder", "submitit's logs and pickles (default RUN_DIR/submitit)", metavar="DIR"),
+        Option("slurm_opts", "any other parameter of submitit's Slurm executor, e.g. account=abc or qos=high "
+               "(repeatable)", metavar="KEY=VALUE", pairs=True, flag="--slurm-opt"),
+    )
+
+    @classmethod
+    def check_engine(cls) -> None:
+        _require("submitit", "slurm")
 
     def dispatch(self, specs, run_dir, resources):
         import submitit
@@ -228,6 +287,16 @@ class RayExecutor(_RemoteExecutor):
     """Each cell a Ray task with the cell's CPUs and GPUs: joins ``--ray-address`` (or ``RAY_ADDRESS``,
     "auto" for the cluster on this node), else starts a local cluster on loopback for this run."""
 
+    name = "ray"
+    help = "a Ray cluster"
+    options = (*PLACEMENT, Option("ray_address", "join this Ray cluster ('auto': the one on this node; default "
+                                  "$RAY_ADDRESS, else a local cluster on 127.0.0.1)", metavar="ADDR"))
+
+    @classmethod
+    def check_engine(cls) -> None:
+        if importlib.util.find_spec("ray") is None:  # import later, after the loopback setting
+            raise UsageError("--executor ray needs ray: pip install 'benchbone[ray]'")
+
     def dispatch(self, specs, run_dir, resources):
         address = self.options.get("ray_address") or os.environ.get("RAY_ADDRESS")
         started = False
@@ -255,3 +324,7 @@ class RayExecutor(_RemoteExecutor):
         finally:
             if started:
                 ray.shutdown()
+
+
+# The executors by name, in the order --help lists them; each declares its options (``Executor.options``).
+EXECUTORS: dict[str, type[Executor]] = {e.name: e for e in (Executor, SubmititExecutor, RayExecutor, SpecsExecutor)}

@@ -22,8 +22,10 @@ HARNESS_DEFAULTS: dict[str, Any] = {"val_fraction": 0.1, "image_size": None, "ba
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Harness parameters that do not change a cell's result, so stay out of its id.
 _NOT_IN_ID = {"batch_size"}
-SUITE_KEYS = {"backbones", "datasets", "strategies", "metrics", "seeds", "set", "data_dir", "device", "out",
-              "download", "description", "weights", "expect"}  # expect: published values (benchbone leaderboard --expect)
+# Where a run goes and what it may fetch: suite keys a flag overrides (--device, --out, --no-download), with their types.
+RUN_SETTINGS: dict[str, type] = {"device": str, "out": str, "download": bool}
+SUITE_KEYS = {"backbones", "datasets", "strategies", "metrics", "seeds", "set", "data_dir", *RUN_SETTINGS,
+              "description", "weights", "expect"}  # expect: published values (benchbone leaderboard --expect)
 
 
 @dataclass
@@ -34,25 +36,32 @@ class GridSpec:
     datasets: list[str] = field(default_factory=list)
     strategies: list[str] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
-    seeds: int = 1
+    seeds: int | None = None  # None: not given (a suite's, else 1)
     overrides: dict[str, Any] = field(default_factory=dict)
     data_dir: str | None = None
     weights: dict[str, str] = field(default_factory=dict)  # backbone name -> local state-dict file
     data_dirs: dict[str, str] = field(default_factory=dict)  # dataset name -> its own data directory (suites)
+    settings: dict[str, Any] = field(default_factory=dict)  # a suite's RUN_SETTINGS (``out`` made absolute)
 
     def merge(self, other: "GridSpec") -> "GridSpec":
-        """``other`` (the command line) adds names and overrides to this one (a suite)."""
+        """``other`` (the command line) adds names and overrides to this one (a suite); what both give, such as
+        the seeds, is ``other``'s."""
         return GridSpec(
             backbones=self.backbones + [b for b in other.backbones if b not in self.backbones],
             datasets=self.datasets + [d for d in other.datasets if d not in self.datasets],
             strategies=self.strategies + [s for s in other.strategies if s not in self.strategies],
             metrics=self.metrics + [m for m in other.metrics if m not in self.metrics],
-            seeds=other.seeds if other.seeds != 1 else self.seeds,
+            seeds=other.seeds if other.seeds is not None else self.seeds,
             overrides={**self.overrides, **other.overrides},
             data_dir=other.data_dir or self.data_dir,
             weights={**self.weights, **other.weights},
             data_dirs={} if other.data_dir else {**self.data_dirs, **other.data_dirs},  # --data-dir: every dataset
+            settings={**self.settings, **other.settings},
         )
+
+    @property
+    def seed_count(self) -> int:
+        return 1 if self.seeds is None else self.seeds
 
 
 @dataclass(frozen=True)
@@ -145,13 +154,14 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def coerce(key: str, value: Any, default: Any) -> Any:
-    """``value`` as the type of ``default``, or a UsageError naming the key and the expected type."""
+def coerce(key: str, value: Any, default: Any, declared: type | None = None) -> Any:
+    """``value`` as the ``declared`` type or that of ``default`` (None stays allowed where the default is None),
+    or a UsageError naming the key and the expected type."""
     if isinstance(value, float) and not math.isfinite(value):
         raise UsageError(f"--set {key}={value!r}: give a finite number")
-    if default is None or value is None:
+    expected = declared or (None if default is None else type(default))
+    if expected is None or value is None:
         return value
-    expected = type(default)
     if expected is bool:
         if isinstance(value, bool):
             return value
@@ -238,12 +248,15 @@ def load_suite(path: str | Path) -> GridSpec:
     if not isinstance(weights, dict) or not all(isinstance(v, str) for v in weights.values()):
         raise UsageError(f"{where('weights')}: [weights] must be a table of backbone = \"path/to/file.safetensors\"")
     weights = {k: str((path.parent / v).resolve()) for k, v in weights.items()}
-    for key, kind in (("device", str), ("out", str), ("download", bool), ("description", str)):
+    for key, kind in (*RUN_SETTINGS.items(), ("description", str)):
         if key in data and not isinstance(data[key], kind):
             raise UsageError(f"{where(key)}: {key} must be a {'true/false' if kind is bool else 'string'}, "
                              f"not {data[key]!r}")
+    settings = {key: data[key] for key in RUN_SETTINGS if key in data}
+    if "out" in settings:  # relative to the suite file, as data_dir is
+        settings["out"] = str((path.parent / settings["out"]).resolve())
     return GridSpec(names("backbones"), names("datasets"), names("strategies"), names("metrics"), seeds, flat,
-                    data_dir, weights, data_dirs)
+                    data_dir, weights, data_dirs, settings)
 
 
 def parse_weights(items: list[str]) -> dict[str, str]:
@@ -319,7 +332,7 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
     for kind, values in (("backbone", spec.backbones), ("dataset", spec.datasets), ("strategy", spec.strategies)):
         if not values:
             raise UsageError(f"no {kind} given; pass --{kind} NAME (see `benchbone list {PLURAL[kind]}`)")
-    if spec.seeds < 1:
+    if spec.seed_count < 1:
         raise UsageError(f"--seeds must be at least 1, not {spec.seeds}")
     weights = resolve_weights(spec, registries)
     backbones: list[tuple[str, bool]] = []
@@ -352,10 +365,8 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
         raise UsageError("no metric is registered; install a metrics plugin or pass --metric NAME")
 
     harness = dict(HARNESS_DEFAULTS)
-    per_strategy = {s: dict(registries.strategies.get(s).meta) for s in strategies}
-    for params in per_strategy.values():
-        params.pop("aliases", None)
-    per_dataset = {d: dict(registries.datasets.get(d).meta.get("params") or {}) for d in datasets}
+    per_strategy = {s: dict(registries.strategies.get(s).params) for s in strategies}
+    per_dataset = {d: dict(registries.datasets.get(d).params) for d in datasets}
     for key, value in overrides.items():
         scope, dot, name = key.rpartition(".")
         if dot and scope in registries.strategies:
@@ -369,9 +380,9 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
             harness[name] = coerce(name, value, HARNESS_DEFAULTS[name])
             continue
         if not dot and not targets and any(name in p for p in per_dataset.values()):
-            for params in per_dataset.values():  # a dataset parameter, for each dataset that declares it
+            for dataset, params in per_dataset.items():  # a dataset parameter, for each dataset that declares it
                 if name in params:
-                    params[name] = coerce(name, value, params[name])
+                    params[name] = coerce(name, value, params[name], registries.datasets.get(dataset).types.get(name))
             continue
         if not targets:
             known = sorted({*harness, *(k for p in [*per_strategy.values(), *per_dataset.values()] for k in p)})
@@ -380,11 +391,12 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
             if name not in per_strategy[strategy]:
                 raise UsageError(f"--set {key}: strategy {strategy!r} has no parameter {name!r}; "
                                  f"it takes {', '.join(sorted(per_strategy[strategy])) or 'none'}")
-            default = registries.strategies.get(strategy).meta[name]
-            if isinstance(value, list) and not isinstance(default, (list, tuple)):  # a sweep: one cell per value
-                per_strategy[strategy][name] = Sweep(dict.fromkeys(coerce(key, v, default) for v in value))
-            else:
-                per_strategy[strategy][name] = coerce(key, value, default)
+            entry = registries.strategies.get(strategy)
+            default, kind = entry.params[name], entry.types.get(name)
+            if isinstance(value, list) and not isinstance(default, (list, tuple)) and kind not in (list, tuple):
+                per_strategy[strategy][name] = Sweep(dict.fromkeys(coerce(key, v, default, kind) for v in value))
+            else:  # a sweep above: one cell per value
+                per_strategy[strategy][name] = coerce(key, value, default, kind)
     if harness["image_size"] is not None and (not isinstance(harness["image_size"], int) or harness["image_size"] < 8):
         raise UsageError(f"--set image_size={harness['image_size']!r}: give a whole number of pixels >= 8")
     if harness["precision"] not in PRECISIONS:
@@ -412,9 +424,9 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
     if unused:
         raise UsageError(f"--weights {unused[0]}=...: backbone {unused[0]!r} is not in this run (without @random); "
                          f"add it with --backbone {unused[0]}")
-    for strategy in strategies:  # a strategy's own checks (``fn.check_params``), before any cell runs
-        check = getattr(registries.strategies.get(strategy).obj, "check_params", None)
-        if callable(check):
+    for strategy in strategies:  # a strategy's own checks (``register(..., check=)``), before any cell runs
+        check = registries.strategies.get(strategy).check
+        if check is not None:
             for params in swept(per_strategy[strategy]):  # each value of a sweep, as its cell will get it
                 check(dict(params))
     return [
@@ -426,7 +438,7 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
         for layer in layers.get(backbone, [None])
         for dataset in datasets
         for condition in conditions
-        for seed in range(spec.seeds)
+        for seed in range(spec.seed_count)
         for strategy in strategies
         for params in swept(per_strategy[strategy])
     ]

@@ -1,4 +1,4 @@
-"""The hook specifications of plugin API v1. Nothing but specs lives here."""
+"""The hook specifications of plugin API 1.1. Nothing but specs lives here."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
@@ -8,8 +8,26 @@ import pluggy
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from benchbone.grid import Cell
+    from benchbone.plugins import Config
+
 hookspec = pluggy.HookspecMarker("benchbone")
 hookimpl = pluggy.HookimplMarker("benchbone")
+
+# -------------------------------------------------------------------------
+# Start-up: every plugin is loaded.
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def benchbone_configure(config: Config) -> None:
+    """Read the run's options and settings once every plugin is loaded; may register more plugins.
+
+    :param config: ``config.options`` holds what the front end was given (``log_to``: the ``--log-to``
+        targets, ...); ``config.pm`` is the plugin manager, ``config.pm.register(plugin, name=...)`` adds one.
+        Called once per plugin manager, in the driver and again in every executor worker.
+    """
+
 
 # -------------------------------------------------------------------------
 # Registration: each plugin offers named factories through a callback.
@@ -73,6 +91,19 @@ def benchbone_pick_device(requested: str | None) -> str | None:
     """Return the torch device string to run on. Stops at first non-None result.
 
     :param requested: what the user asked for with ``--device`` (None for automatic).
+    """
+
+
+@hookspec(firstresult=True)
+def benchbone_run_cell(cell: Cell, run_dir: Path) -> dict | None:
+    """Run one cell and return its record (status "ok"). Stops at first non-None result.
+
+    The harness's runner gives the answer (only a ``tryfirst`` implementation is called before it); implement
+    this hook as a wrapper around it (``@hookimpl(wrapper=True)``, ``record = yield``, then return the record)
+    to time, profile or annotate every cell. An exception fails the cell, as a strategy's does.
+
+    :param cell: the cell (``cell.backbone``, ``cell.dataset``, ``cell.strategy``, ``cell.seed``, ``cell.id``).
+    :param run_dir: the run directory its record will be written to.
     """
 
 

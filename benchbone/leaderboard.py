@@ -7,8 +7,9 @@ from typing import Iterable
 
 import pandas as pd
 
-from benchbone import statistics
+from benchbone import formatting, statistics
 from benchbone.errors import UsageError
+from benchbone.formatting import delta_text, interval_text, metric_text, tie_label
 from benchbone.registry import natural_key
 from benchbone.records import write_atomic
 
@@ -18,13 +19,32 @@ MEASURED = ["images_per_s", "peak_mem_mb"]  # measured per cell, averaged over s
 FORMATS = ("table", "md", "csv", "json")
 
 
-def _metric_names(records: list[dict]) -> list[str]:
+def ranking_metric(records: list[dict], metric_registry=None) -> str | None:
+    """What a leaderboard ranks by unless told: the first metric the cells ran with (the first --metric or the
+    suite's, else the first the metric plugins registered), None without metrics. A record without its cell's
+    metrics (an older or hand-made one) offers those it has an interval for first, then the registry's order."""
+    registered = list(metric_registry.registered()) if hasattr(metric_registry, "registered") else []
+    for record in records:
+        metrics = list((record.get("cell") or {}).get("metrics") or [])
+        if not metrics:
+            known = list(record.get("higher_is_better", {}))
+            metrics = sorted(known, key=lambda m: (m not in (record.get("ci") or {}),
+                                                   registered.index(m) if m in registered else len(registered),
+                                                   known.index(m)))
+        if metrics:
+            return metrics[0]
+    return None
+
+
+def _metric_names(records: list[dict], metric_registry=None) -> list[str]:
+    """The records' metrics: the ranking metric first, then the others in natural order (recall_at_5 before recall_at_10)."""
     names: list[str] = []
     for record in records:
         for name in record.get("higher_is_better", {}):
             if name not in names:
                 names.append(name)
-    return sorted(names, key=lambda n: (n != "top1", natural_key(n)))  # recall_at_5 before recall_at_10
+    first = ranking_metric(records, metric_registry)
+    return sorted(names, key=lambda n: (n != first, natural_key(n)))
 
 
 def build(records: Iterable[dict], sort_by: str | None = None, *, run_dirs: Iterable[Path] = (), metric_registry=None,
@@ -34,8 +54,9 @@ def build(records: Iterable[dict], sort_by: str | None = None, *, run_dirs: Iter
     Rows are ranked within each dataset and strategy by ``sort_by`` (default: the first metric)
     in that metric's direction; failed cells appear with their error.
 
-    ``top1_ci_low``/``top1_ci_high`` are the 95% bootstrap interval of top1 over test items; with several
-    seeds, the mean of the per-seed bounds (test-set uncertainty; the spread over seeds is ``top1_std``).
+    ``<metric>_ci_low``/``<metric>_ci_high`` are the 95% bootstrap interval over test items of each metric whose
+    records carry one (those with per-item values, e.g. top1); with several seeds, the mean of the per-seed
+    bounds (test-set uncertainty; the spread over seeds is ``<metric>_std``).
     ``leader`` marks the first row of each dataset x strategy in the ranking metric; every other row is
     compared with it on the same test items (``statistics.leader_columns``, from the predictions.npz found
     in ``run_dirs``, the metric resampled as its entry in ``metric_registry`` declares): ``vs_leader``
@@ -48,10 +69,12 @@ def build(records: Iterable[dict], sort_by: str | None = None, *, run_dirs: Iter
     records = list(records)
     if not records:
         return pd.DataFrame(columns=["rank", *KEYS, "seeds", "status"])
-    metrics = _metric_names(records)
+    metrics = _metric_names(records, metric_registry)
     directions = {m: r["higher_is_better"][m] for r in records for m in r.get("higher_is_better", {})}
     percent = {m: r.get("percent", {}).get(m, False) for r in records for m in r.get("higher_is_better", {})}
-    sort_by = sort_by or (metrics[0] if metrics else None)  # top1 when present
+    sort_by = sort_by or ranking_metric(records, metric_registry)
+    with_ci = [m for m in metrics if any(m in (r.get("ci") or {}) for r in records)]
+    ci_columns = [f"{m}_ci_{end}" for m in with_ci for end in ("low", "high")]
     if sort_by is not None and sort_by not in metrics:
         raise UsageError(f"cannot sort by {sort_by!r}: the records hold {', '.join(metrics) or 'no metrics'}")
     rows = []
@@ -59,8 +82,9 @@ def build(records: Iterable[dict], sort_by: str | None = None, *, run_dirs: Iter
         row = {k: r[k] for k in ("dataset", "strategy", "backbone", "seed", "status")}
         row["params"] = json.dumps(r.get("params", {}), sort_keys=True)
         row.update({m: r.get("metrics", {}).get(m) for m in metrics})
-        low, high = (r.get("ci") or {}).get("top1") or (None, None)
-        row.update(top1_ci_low=low, top1_ci_high=high, device=r.get("device"))
+        for m in with_ci:
+            row[f"{m}_ci_low"], row[f"{m}_ci_high"] = (r.get("ci") or {}).get(m) or (None, None)
+        row["device"] = r.get("device")
         row["time_s"] = r.get("timings", {}).get("total_s")
         row["images_per_s"] = r.get("timings", {}).get("features_images_per_s")
         row["peak_mem_mb"] = (r.get("resources") or {}).get("peak_mem_mb")
@@ -78,7 +102,7 @@ def build(records: Iterable[dict], sort_by: str | None = None, *, run_dirs: Iter
             values = ok[m].dropna().astype(float)
             row[m] = values.mean() if len(values) else float("nan")
             row[f"{m}_std"] = values.std(ddof=1) if len(values) > 1 else float("nan")
-        for c in ("top1_ci_low", "top1_ci_high", "time_s", *MEASURED):
+        for c in (*ci_columns, "time_s", *MEASURED):
             values = ok[c].dropna().astype(float)
             row[c] = values.mean() if len(values) else float("nan")
         for c in COST:
@@ -107,14 +131,6 @@ def build(records: Iterable[dict], sort_by: str | None = None, *, run_dirs: Iter
     return board
 
 
-def _cell(value: float, std: float, percent: bool) -> str:
-    if pd.isna(value):
-        return "-"
-    scale, digits = (100.0, 2) if percent else (1.0, 4)
-    text = f"{value * scale:.{digits}f}"
-    return text if pd.isna(std) else f"{text} ± {std * scale:.{digits}f}"
-
-
 def params_vary(board: pd.DataFrame) -> bool:
     """Whether some strategy appears with more than one parameter set (then rows need their parameters)."""
     return bool((board.groupby(["dataset", "strategy"])["params"].nunique() > 1).any())
@@ -128,10 +144,11 @@ def display(board: pd.DataFrame) -> pd.DataFrame:
         show["params"] = board["params"]
     for m in metrics:
         label = f"{m} {'↑' if directions[m] else '↓'}{' %' if percent[m] else ''}"
-        show[label] = [_cell(v, s, percent[m]) for v, s in zip(board[m], board[f"{m}_std"])]
-    if "top1" in metrics and board["top1_ci_low"].notna().any():
-        show["top1 95% CI"] = [f"[{lo * 100:.2f}, {hi * 100:.2f}]" if pd.notna(lo) else "-"
-                               for lo, hi in zip(board["top1_ci_low"], board["top1_ci_high"])]
+        show[label] = [metric_text(v, s, percent[m]) for v, s in zip(board[m], board[f"{m}_std"])]
+    ranked = board.attrs.get("sort_by")
+    if ranked and f"{ranked}_ci_low" in board and board[f"{ranked}_ci_low"].notna().any():
+        show[f"{ranked} 95% CI"] = [interval_text(lo, hi, percent[ranked])
+                                    for lo, hi in zip(board[f"{ranked}_ci_low"], board[f"{ranked}_ci_high"])]
     if board.attrs.get("sort_by") is not None and "leader" in board:
         show[f"Δ {board.attrs['sort_by']} vs leader"] = _versus_leader(board)
         show["p Holm"] = [f"{p:.3g}" if pd.notna(p) else "-" for p in board["p_holm"]]
@@ -146,25 +163,6 @@ def display(board: pd.DataFrame) -> pd.DataFrame:
     if (board["status"] != "ok").any():
         show["status"] = [s if s == "ok" else f"{s}: {e}"[:120] for s, e in zip(board["status"], board["error"])]
     return show
-
-
-def tie_label(row, metric: str) -> str:
-    """leader, tied, not comparable or nothing: what a row's comparison with its leader says."""
-    if row.get("leader") and row.get("comparable"):
-        return "leader"
-    if row.get("status") == "failed" or pd.isna(row.get(metric)):
-        return ""
-    if not row.get("comparable"):
-        return "leader, not comparable" if row.get("leader") else "not comparable"
-    return "tied" if row.get("tied") else ""
-
-
-def delta_text(diff: float, low: float, high: float, percent: bool) -> str:
-    """``-2.45 [-4.10, -0.80]``: row - leader in the ranking metric's units, with its interval."""
-    if pd.isna(diff):
-        return "-"
-    scale, digits = (100.0, 2) if percent else (1.0, 4)
-    return f"{diff * scale:+.{digits}f} [{low * scale:+.{digits}f}, {high * scale:+.{digits}f}]"
 
 
 def _versus_leader(board: pd.DataFrame) -> list[str]:
@@ -198,8 +196,9 @@ def to_text(board: pd.DataFrame, fmt: str = "table") -> str:
 def markdown_page(board: pd.DataFrame, records: list[dict], title: str = "benchbone leaderboard") -> str:
     """A markdown page: the table, then how it was produced (commands, machine, versions)."""
     lines = [f"# {title}", "", to_text(board, "md"), ""]
-    if "top1_ci_low" in board and board["top1_ci_low"].notna().any():
-        lines += ["top1 95% CI: percentile bootstrap over test items (1,000 resamples; with several seeds, the mean "
+    ranked = board.attrs.get("sort_by")
+    if ranked and f"{ranked}_ci_low" in board and board[f"{ranked}_ci_low"].notna().any():
+        lines += [f"{ranked} 95% CI: percentile bootstrap over test items (1,000 resamples; with several seeds, the mean "
                   f"of the per-seed bounds). leader: best {board.attrs.get('sort_by')} of its dataset x strategy; "
                   "Δ vs leader: row - leader with its paired interval; p Holm: the paired bootstrap's p-value after "
                   "Holm's correction (see docs/statistics.md). img/s: feature extraction, measured when the features "
@@ -258,21 +257,18 @@ def ranking_summary(r: statistics.Ranking) -> str:
 
 def provenance(records: list[dict]) -> list[str]:
     """Markdown lines on how the records were produced: commands, machine, versions, finish time, notes."""
-    commands = sorted({r.get("command") for r in records if r.get("command")})
-    devices = sorted({f"{r.get('device')} on {r.get('machine')}" for r in records if r.get("device")})
-    versions = records[0].get("versions", {}) if records else {}
+    facts = formatting.provenance(records)
+    devices = sorted({f"{device} on {machine}" for device, machine, _ in facts["machines"]})
     lines = []
-    if commands:
-        lines += ["Produced by:", "", *[f"    {c}" for c in commands], ""]
+    if facts["commands"]:
+        lines += ["Produced by:", "", *[f"    {c}" for c in facts["commands"]], ""]
     if devices:
         lines.append(f"Device: {', '.join(devices)}.  ")
-    if versions:
-        lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".  ")
-    finished = sorted(r.get("finished_at", "") for r in records if r.get("finished_at"))
-    if finished:
-        lines.append(f"Finished: {finished[-1]}.  ")
-    notes = sorted({n for r in records for n in [r.get("data", {}).get("note")] if n})
-    return lines + [f"Note: {n}  " for n in notes]
+    if facts["versions"]:
+        lines.append(f"Versions: {'; '.join(facts['versions'])}.  ")
+    if facts["finished"]:
+        lines.append(f"Finished: {facts['finished'][-1]}.  ")
+    return lines + [f"Note: {n}  " for n in facts["notes"]]
 
 
 def _one_strategy(board: pd.DataFrame, strategy: str | None, flag: str) -> pd.DataFrame:
@@ -324,10 +320,12 @@ def pivot_text(table: pd.DataFrame, fmt: str = "table") -> str:
     return tabulate(shown, headers="keys", tablefmt="github" if fmt == "md" else "simple", disable_numparse=True)
 
 
-def plot(board: pd.DataFrame, path: Path, metric: str = "top1", strategy: str | None = None) -> Path:
-    """A PNG of ``metric`` against GMACs and against images/s, Pareto front marked, one point per ok row."""
+def plot(board: pd.DataFrame, path: Path, metric: str | None = None, strategy: str | None = None) -> Path:
+    """A PNG of ``metric`` (default: the board's ranking metric) against GMACs and against images/s, Pareto
+    front marked, one point per ok row."""
     from benchbone.plots import accuracy_vs_cost_png
 
+    metric = metric or board.attrs.get("sort_by")
     if metric not in board.attrs.get("metrics", []):
         raise UsageError(f"cannot plot {metric!r}: the records hold {', '.join(board.attrs.get('metrics', []))}")
     rows = board[board["status"] != "failed"]

@@ -6,6 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
+from benchbone.formatting import pareto_front
+
 
 def _pyplot():
     import matplotlib
@@ -42,17 +44,6 @@ def confusion_png(matrix: np.ndarray, classes: Sequence[str], title: str) -> byt
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9, parse_math=False)
     return _png(fig)
-
-
-def pareto_front(cost: np.ndarray, value: np.ndarray, *, cost_lower_is_better: bool = True) -> np.ndarray:
-    """Mask of the points no other point beats on both cost and value (value: higher is better)."""
-    cost = np.asarray(cost, float) * (1 if cost_lower_is_better else -1)
-    value = np.asarray(value, float)
-    front = np.zeros(len(cost), bool)
-    for i in range(len(cost)):
-        dominated = (cost <= cost[i]) & (value >= value[i]) & ((cost < cost[i]) | (value > value[i]))
-        front[i] = not dominated.any()
-    return front
 
 
 def accuracy_vs_cost_png(points: list[dict], metric: str, title: str) -> bytes:

@@ -1,6 +1,9 @@
 """The plugin manager: built-ins, installed entry points and ``-p`` plugins, all through one path."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -16,7 +19,7 @@ import pluggy
 from benchbone import hookspecs
 from benchbone.errors import PluginLoadError, UsageError
 from benchbone.kinds import KINDS
-from benchbone.registry import Registry, make_registrar
+from benchbone.registry import REGISTRARS, Registry
 
 ENTRY_POINT_GROUP = "benchbone"
 
@@ -39,18 +42,25 @@ DEFAULT_PLUGINS = (
     "benchbone_plugins.retrieval",
     "benchbone_plugins.head_sgd",
     "benchbone_plugins.classification_metrics",
+    "benchbone_plugins.log_to",
+    "benchbone_plugins.cell_timing",
 )
 
-# ``--log-to KIND:TARGET``: logger kind -> (the module whose ``logger(target)`` makes the plugin, the module it
-# needs, the extra that installs it). Loggers are off unless asked for.
-LOGGERS = {
-    "mlflow": ("benchbone_plugins.mlflow_logger", "mlflow", "mlflow"),
-    "tensorboard": ("benchbone_plugins.tensorboard_logger", "tensorboard", "tensorboard"),
-}
+
+@dataclasses.dataclass
+class Config:
+    """What ``benchbone_configure`` receives: the plugin manager and the front end's options."""
+
+    pm: "PluginManager"
+    options: dict
 
 
 class PluginManager(pluggy.PluginManager):
-    """pluggy's manager plus what ``benchbone plugins`` reports: versions and load problems."""
+    """pluggy's manager plus what ``benchbone plugins`` reports: versions and load problems.
+
+    Its registries follow ``register`` and ``unregister``: both drop what the registration hooks gave, so the
+    next look-up calls them again with the plugins registered now.
+    """
 
     def __init__(self) -> None:
         pluggy.PluginManager.__init__(self, ENTRY_POINT_GROUP)
@@ -61,11 +71,55 @@ class PluginManager(pluggy.PluginManager):
         self.load_args: dict = {}  # how get_plugin_manager built it: a worker elsewhere builds the same
         self._registries: Registries | None = None
 
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        registered = super().register(plugin, name)
+        if registered is not None:
+            if registered not in self.versions:
+                self.versions[registered] = plugin_version(plugin)
+            self._registries = None
+        return registered
+
+    def unregister(self, plugin: object | None = None, name: str | None = None) -> object | None:
+        name = name or (self.get_name(plugin) if plugin is not None else None)
+        removed = super().unregister(plugin, name)
+        self.versions.pop(name, None)
+        self._registries = None
+        return removed
+
     def registries(self) -> "Registries":
-        """The four registries, filled once by calling every registration hook."""
+        """The four registries of the plugins registered now, each filled on first use."""
         if self._registries is None:
-            self._registries = Registries.collect(self)
+            self._registries = Registries(self)
         return self._registries
+
+    def plugin_versions(self) -> dict[str, str]:
+        """Every registered plugin's version, by plugin name (for records and executor workers)."""
+        return {name: self.versions.get(name, "unknown") for name in sorted(n for n, _ in self.list_name_plugin())}
+
+
+def plugin_version(plugin: object) -> str:
+    """A plugin's ``__version__``, else the version of the distribution that installed its module, else "unknown"."""
+    version = getattr(plugin, "__version__", None)
+    if isinstance(version, str):
+        return version
+    module = getattr(plugin, "__name__", None) if isinstance(plugin, type(sys)) else type(plugin).__module__
+    top = str(module or "").split(".")[0]
+    for dist in _distributions().get(top, []):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            return importlib.metadata.version(dist)
+    return "unknown"
+
+
+@functools.lru_cache(maxsize=1)
+def _distributions() -> dict[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
+def call_one(pm: pluggy.PluginManager, hook_name: str, impl: pluggy.HookImpl, **kwargs):
+    """Call ``hook_name`` through pluggy (traced and monitored) with only ``impl``'s plugin."""
+    hook = getattr(pm.hook, hook_name)
+    others = [i.plugin for i in hook.get_hookimpls() if i is not impl]
+    return pm.subset_hook_caller(hook_name, others)(**kwargs)
 
 
 def _benchbone_version() -> str:
@@ -84,7 +138,8 @@ def get_plugin_manager(
     log_to: Iterable[str] = (),
 ) -> PluginManager:
     """A new manager: built-ins, then installed entry points, then ``extra`` (module names or .py paths),
-    then the loggers of ``log_to`` (``["mlflow:runs.db"]``; see ``log_targets``).
+    then ``benchbone_configure`` with the options: ``log_to`` (``["mlflow:runs.db"]``; see ``log_targets``)
+    registers those loggers (``benchbone_plugins.log_to``).
 
     ``entrypoints=None`` loads them unless ``BENCHBONE_LOAD_PLUGINS`` is set to an empty string.
     ``blocked`` adds to ``BENCHBONE_DISABLE_PLUGINS`` (comma-separated plugin names).
@@ -107,15 +162,15 @@ def get_plugin_manager(
                     "extra": [str(Path(e).resolve()) if e.endswith(".py") else e for e in extra]}
     for spec in extra:
         _register(pm, _import_explicit(spec), Path(spec).stem if spec.endswith(".py") else spec, "local")
-    targets = [_logger(target) for target in log_to]
-    for name, plugin in targets:
-        _register(pm, plugin, name, version)
-    if targets:  # a worker elsewhere logs to the same absolute targets
-        pm.load_args["log_to"] = [name for name, _ in targets]
     _check_hook_names(pm)
     if os.environ.get("BENCHBONE_TRACE_PLUGINS"):
         pm.trace.root.setwriter(sys.stderr.write)
         pm.enable_tracing()
+    config = Config(pm, {"log_to": list(log_to)})
+    pm.hook.benchbone_configure(config=config)
+    if config.options["log_to"]:  # as configure resolved them: a worker elsewhere logs to the same absolute targets
+        pm.load_args["log_to"] = list(config.options["log_to"])
+    _check_hook_names(pm)
     return pm
 
 
@@ -123,20 +178,6 @@ def log_targets(asked: Iterable[str]) -> list[str]:
     """What a run logs to: ``asked`` (``--log-to``), else ``BENCHBONE_LOG_TO`` (comma-separated), else nothing."""
     asked = list(asked) or os.environ.get("BENCHBONE_LOG_TO", "").split(",")
     return [target.strip() for target in asked if target.strip()]
-
-
-def _logger(target: str) -> tuple[str, object]:
-    """``("KIND:/absolute/TARGET", plugin)`` for one ``--log-to KIND:TARGET`` (a local path); a missing extra
-    is one line naming it."""
-    kind, _, where = target.partition(":")
-    if kind not in LOGGERS or not where:
-        raise UsageError(f"--log-to {target!r}: give KIND:TARGET with KIND one of {', '.join(LOGGERS)}, "
-                         "e.g. --log-to mlflow:runs.db")
-    module_name, needs, extra = LOGGERS[kind]
-    if importlib.util.find_spec(needs) is None:
-        raise UsageError(f"--log-to {kind}:... needs {needs}, which is not installed: pip install 'benchbone[{extra}]'")
-    where = str(Path(where).expanduser().absolute())
-    return f"{kind}:{where}", importlib.import_module(module_name).logger(where)
 
 
 def announce_record(pm: pluggy.PluginManager, record_file: Path, run_dir: Path) -> None:
@@ -147,18 +188,21 @@ def announce_record(pm: pluggy.PluginManager, record_file: Path, run_dir: Path) 
         return
     record = json.loads(Path(record_file).read_text(encoding="utf-8"))
     for impl in impls:
-        caller = pm.subset_hook_caller("benchbone_record_written", [i.plugin for i in impls if i is not impl])
         try:
-            caller(record=record, run_dir=Path(run_dir))
+            call_one(pm, "benchbone_record_written", impl, record=record, run_dir=Path(run_dir))
         except Exception as exc:  # noqa: BLE001 - a logger may fail in any way; the record is already safe
             warnings.warn(f"plugin {impl.plugin_name} failed in benchbone_record_written for cell "
                           f"{record.get('cell_id')}: {type(exc).__name__}: {exc}; the record {record_file} is kept")
 
 
-def warn_load_problems(pm: PluginManager) -> None:
-    """One warning line per plugin that failed to load (after every registration hook ran)."""
+KIND_HOOKS = {many: (one, f"benchbone_register_{many}") for one, many in KINDS.items()}
+
+
+def warn_load_problems(pm: PluginManager, kinds: Iterable[str] = tuple(KINDS.values())) -> None:
+    """One warning line per plugin that failed to load, once the registration hooks of ``kinds`` (those the
+    command needs) ran: a plugin that failed to import might have offered any kind, so every command names it."""
     registries = pm.registries()
-    for kind in KIND_HOOKS:
+    for kind in kinds:
         registries.kind(kind)
     for name, problem in sorted(pm.problems.items()):
         warnings.warn(f"plugin {name} failed to load: {problem}; see `benchbone plugins`")
@@ -182,8 +226,8 @@ def _check_hook_names(pm: PluginManager) -> None:
 def _register(pm: PluginManager, plugin: object, name: str, version: str) -> None:
     if pm.has_plugin(name):
         raise PluginLoadError(f"two plugins are named {name!r}; rename one of them")
-    pm.register(plugin, name=name)
     pm.versions[name] = version
+    pm.register(plugin, name=name)
 
 
 def load_entrypoint_plugins(pm: PluginManager, *, strict: bool) -> None:
@@ -229,11 +273,11 @@ def _import_explicit(spec: str) -> object:
         raise PluginLoadError(f"plugin {spec!r} failed to import: {type(exc).__name__}: {exc}") from exc
 
 
-KIND_HOOKS = {many: (one, f"benchbone_register_{many}") for one, many in KINDS.items()}
 
 
 class Registries:
-    """The four name spaces, each filled on first use by calling every plugin's registration hook.
+    """The four name spaces, each filled on first use by calling every plugin's registration hook through
+    pluggy, one plugin at a time: a plugin's names are added only when its whole call succeeded.
 
     Lazy per kind: ``benchbone list strategies`` never runs (or imports) the backbone plugins' code.
     """
@@ -242,11 +286,6 @@ class Registries:
         self._pm = pm
         self._filled: dict[str, Registry] = {}
         self._loading_problems = dict(pm.problems)  # plugins that failed to import: any kind may miss their names
-        self.problems: dict[str, str] = {}  # of the kind being filled
-
-    @classmethod
-    def collect(cls, pm: PluginManager) -> "Registries":
-        return cls(pm)
 
     def kind(self, kind: str) -> Registry:
         """The registry for 'backbones', 'datasets', 'strategies' or 'metrics'."""
@@ -255,12 +294,12 @@ class Registries:
         if kind not in self._filled:
             singular, hook_name = KIND_HOOKS[kind]
             registry = Registry(singular)
-            self.problems = {}
+            problems: dict[str, list[str]] = {}
             for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
-                self._collect_one(self._pm, impl, hook_name, registry)
-            self._pm.problems.update(self.problems)
+                self._collect_one(impl, hook_name, registry, problems)
+            self._pm.problems.update({plugin: "; ".join(lines) for plugin, lines in problems.items()})
             # an unknown name may be one that a broken plugin would have offered: its errors say so
-            registry.load_problems = {**self._loading_problems, **self.problems}
+            registry.load_problems = {**self._loading_problems, **{p: "; ".join(v) for p, v in problems.items()}}
             self._filled[kind] = registry
         return self._filled[kind]
 
@@ -269,24 +308,30 @@ class Registries:
     strategies = property(lambda self: self.kind("strategies"))
     metrics = property(lambda self: self.kind("metrics"))
 
-    def _collect_one(self, pm: PluginManager, impl, hook_name: str, registry: Registry) -> None:
+    def _collect_one(self, impl: pluggy.HookImpl, hook_name: str, registry: Registry,
+                     problems: dict[str, list[str]]) -> None:
         """Call one plugin's hook; apply its registrations only if the whole call succeeded."""
-        staged: list = []
+        plugin, installed = impl.plugin_name, self._pm.entrypoint_names
+        registrar = REGISTRARS[registry.kind](plugin)
         try:
-            impl.function(**{arg: lambda *a, **k: staged.append((a, k)) for arg in impl.argnames})
+            call_one(self._pm, hook_name, impl, register=registrar)
         except Exception as exc:
-            message = f"{impl.plugin_name} failed in {hook_name}: {type(exc).__name__}: {exc}"
-            if impl.plugin_name not in pm.entrypoint_names:  # built-ins and -p plugins fail loudly
+            message = f"{plugin} failed in {hook_name}: {type(exc).__name__}: {exc}"
+            if plugin not in installed:  # built-ins and -p plugins fail loudly
                 raise PluginLoadError(f"plugin {message}") from exc
-            self.problems[impl.plugin_name] = message
+            problems.setdefault(plugin, []).append(message)
             return
-        register = make_registrar(registry, impl.plugin_name)
-        for args, kwargs in staged:
-            try:
-                register(*args, **kwargs)
-            except UsageError as exc:  # a name taken by another plugin, or an invalid one
-                if impl.plugin_name not in pm.entrypoint_names:
-                    raise
-                self.problems[impl.plugin_name] = "; ".join(  # only this name is left out
-                    filter(None, [self.problems.get(impl.plugin_name), f"{exc} (left out)"]))
 
+        def refused(exc: UsageError) -> None:  # a name taken by another plugin, or an invalid one
+            if plugin not in installed:
+                raise exc
+            owners = getattr(exc, "plugins", ())
+            if len(owners) == 2 and owners[0] in installed:  # two installed plugins: neither order is meaningful
+                why = f"{exc.name!r} is registered by both plugin {owners[0]!r} and plugin {plugin!r}"
+                registry.block(exc.name, f"{why}; uninstall one or block it with --no-plugin NAME")
+                for owner in owners:
+                    problems.setdefault(owner, []).append(f"{registry.kind} name {why} (left out of both)")
+                return
+            problems.setdefault(plugin, []).append(f"{exc} (left out)")
+
+        registrar.commit(registry, refused)

@@ -1,4 +1,5 @@
-"""One generic registry for backbones, datasets, strategies and metrics, filled through the hooks."""
+"""One generic registry for backbones, datasets, strategies and metrics, and the typed ``register`` callbacks
+(plugin API 1.1) that the registration hooks hand to each plugin."""
 from __future__ import annotations
 
 import fnmatch
@@ -27,6 +28,9 @@ class Entry(Generic[T]):
     obj: T
     plugin: str
     meta: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)  # settable parameters and their defaults (strategies, datasets)
+    types: dict = field(default_factory=dict)  # parameter -> type, where the default (None) does not say it
+    check: Callable[[dict], None] | None = None  # raises UsageError for parameter values out of range
 
 
 class Registry(Generic[T]):
@@ -38,8 +42,10 @@ class Registry(Generic[T]):
         self._aliases: dict[str, str] = {}
         self._derived: dict[str, Entry[T]] = {}
         self.load_problems: dict[str, str] = {}  # plugin -> why it failed to load, for unknown-name errors
+        self.blocked: dict[str, str] = {}  # name -> why no plugin has it (two installed plugins claim it)
 
-    def add(self, name: str, obj: T, *, plugin: str, **meta: Any) -> None:
+    def add(self, name: str, obj: T, *, plugin: str, params: dict | None = None, types: dict | None = None,
+            check: Callable[[dict], None] | None = None, **meta: Any) -> None:
         if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
             raise UsageError(
                 f"plugin {plugin!r} registered an invalid {self.kind} name {name!r}: use letters, digits and . _ - / +"
@@ -47,20 +53,35 @@ class Registry(Generic[T]):
         aliases = tuple(meta.pop("aliases", ()))
         if meta.get("prefix") and not name.endswith((":", "/")):
             raise UsageError(f"plugin {plugin!r} registered prefix {self.kind} {name!r}: a prefix name ends with ':' or '/'")
+        entry = Entry(name, obj, plugin, dict(meta, aliases=aliases), dict(params or {}), dict(types or {}), check)
         for key in (name, *aliases):
+            if key in self.blocked:
+                raise DuplicateNameError(self.blocked[key], key, ())
             owner = self._entries.get(key) or self._entries.get(self._aliases.get(key, ""))
             if owner is not None:
-                if owner.obj is obj and owner.name == name:
-                    return  # the same object registered twice is harmless
+                if owner == entry:
+                    return  # the same registration twice is harmless
+                if owner.obj is obj and owner.name == name and owner.plugin == plugin:
+                    raise DuplicateNameError(
+                        f"plugin {plugin!r} registered {self.kind} {name!r} twice with different settings "
+                        f"({_differences(owner, entry)}); register it once", key, (plugin,))
                 raise DuplicateNameError(
                     f"{self.kind} name {key!r} is registered by both plugin {owner.plugin!r} and plugin {plugin!r}; "
-                    f"uninstall one or block it with --no-plugin NAME"
-                )
-        self._entries[name] = Entry(name, obj, plugin, dict(meta, aliases=aliases))
+                    f"uninstall one or block it with --no-plugin NAME", key, (owner.plugin, plugin))
+        self._entries[name] = entry
         for alias in aliases:
             self._aliases[alias] = name
 
+    def block(self, key: str, why: str) -> None:
+        """Leave ``key`` (a name or an alias) to no plugin: asking for it says ``why``."""
+        entry = self._entries.pop(key, None)
+        for alias in entry.meta["aliases"] if entry else (key,):
+            self._aliases.pop(alias, None)
+        self.blocked[key] = why
+
     def _owner(self, key: str) -> Entry[T] | None:
+        if key in self.blocked:
+            raise UsageError(f"{self.kind} {key!r} is not available: {self.blocked[key]}")
         if key in self._entries:
             if self._entries[key].meta.get("prefix"):
                 raise UsageError(f"{self.kind} {key!r} needs a value after the {'colon' if key.endswith(':') else 'slash'}, "
@@ -85,7 +106,8 @@ class Registry(Generic[T]):
                 return None
             entry = self._entries[max(slashed, key=len)]
             value = key[len(entry.name):]
-        self._derived[key] = Entry(key, entry.obj(value), entry.plugin, dict(entry.meta, prefix=False))
+        self._derived[key] = Entry(key, entry.obj(value), entry.plugin, dict(entry.meta, prefix=False),
+                                   entry.params, entry.types, entry.check)
         return self._derived[key]
 
     def __contains__(self, name: str) -> bool:
@@ -135,13 +157,102 @@ class Registry(Generic[T]):
         return out
 
 
-def make_registrar(registry: Registry, plugin: str) -> Callable[..., None]:
-    """The ``register`` callback handed to one plugin's registration hook."""
+def _differences(old: Entry, new: Entry) -> str:
+    fields = ("meta", "params", "types", "check")
+    return ", ".join(f"{f} {getattr(old, f)!r} then {getattr(new, f)!r}" for f in fields if getattr(old, f) != getattr(new, f))
 
-    def register(name: str, obj: Any, **meta: Any) -> None:
+
+class Registrar:
+    """The ``register`` callback handed to one plugin's registration hook.
+
+    What the plugin registers is kept until its hook returns, then added at once (``commit``): a plugin whose
+    hook raises registers nothing. Registration metadata are keyword-only; subclasses declare them per kind.
+    """
+
+    kind = ""
+
+    def __init__(self, plugin: str):
+        self.plugin = plugin
+        self.staged: list[tuple[str, Any, dict]] = []
+
+    def __repr__(self) -> str:  # what BENCHBONE_TRACE_PLUGINS shows of each call
+        return f"<register {self.kind} for plugin {self.plugin!r}>"
+
+    def _stage(self, name: str, obj: Any, aliases: Iterable[str] = (), description: str | None = None,
+               **settings: Any) -> None:
         if not callable(obj):
-            raise UsageError(f"plugin {plugin!r} registered {registry.kind} {name!r} with a non-callable {obj!r}")
-        registry.add(name, obj, plugin=plugin, **meta)
+            raise UsageError(f"plugin {self.plugin!r} registered {self.kind} {name!r} with a non-callable {obj!r}")
+        aliases = (aliases,) if isinstance(aliases, str) else tuple(aliases)
+        if not all(isinstance(a, str) for a in aliases) or not isinstance(description, (str, type(None))):
+            raise UsageError(f"plugin {self.plugin!r} registered {self.kind} {name!r}: aliases must be names and "
+                             "description a string")
+        meta = {k: v for k, v in settings.items() if v is not None}  # unset stays absent: meta.get(key) is None
+        self.staged.append((name, obj, dict(meta, aliases=aliases, **({"description": description} if description else {}))))
 
-    register.__name__ = f"register_{registry.kind}"
-    return register
+    def commit(self, registry: Registry, on_error: Callable[[UsageError], None]) -> None:
+        """Add every staged registration; a refused one (a taken or invalid name) goes to ``on_error``."""
+        for name, obj, meta in self.staged:
+            try:
+                registry.add(name, obj, plugin=self.plugin, **meta)
+            except UsageError as exc:
+                on_error(exc)
+
+
+def _param_settings(kind: str, name: str, params: Any, types: Any, check: Any) -> dict:
+    """Declared parameters, checked: a dict of defaults, a dict of types for some of them, a callable check."""
+    if not isinstance(params or {}, dict) or not isinstance(types or {}, dict) or not set(types or {}) <= set(params or {}):
+        raise UsageError(f"{kind} {name!r}: params must be a dict of defaults and types a dict naming some of them")
+    if check is not None and not callable(check):
+        raise UsageError(f"{kind} {name!r}: check must be a function of the parameters")
+    return {"params": dict(params or {}), "types": dict(types or {}), "check": check}
+
+
+class BackboneRegistrar(Registrar):
+    kind = "backbone"
+
+    def __call__(self, name: str, build: Callable[..., Any], *, aliases: Iterable[str] = (),
+                 description: str | None = None, pretrained: bool = True,
+                 layers: Callable[[], list[str]] | None = None, prefix: bool = False) -> None:
+        """``build(pretrained: bool[, layer=NAME]) -> Backbone``; ``layers()`` lists the blocks it can be cut at."""
+        self._stage(name, build, aliases, description, pretrained=bool(pretrained), layers=layers, prefix=prefix)
+
+
+class DatasetRegistrar(Registrar):
+    kind = "dataset"
+
+    def __call__(self, name: str, build: Callable[..., Any], *, aliases: Iterable[str] = (),
+                 description: str | None = None, augment: dict | bool | None = None, params: dict | None = None,
+                 types: dict | None = None, prefix: bool = False) -> None:
+        """``build(data_dir, download, **params) -> DatasetSplits``; ``augment``: its label-preserving transforms."""
+        self._stage(name, build, aliases, description, augment=augment, prefix=prefix,
+                    **_param_settings("dataset", name, params, types, None))
+
+
+class StrategyRegistrar(Registrar):
+    kind = "strategy"
+
+    def __call__(self, name: str, fn: Callable[..., Any], /, *, params: dict | None = None,
+                 types: dict | None = None, check: Callable[[dict], None] | None = None,
+                 aliases: Iterable[str] = (), description: str | None = None, **v1_params: Any) -> None:
+        """``fn(backbone, data, ctx) -> Predictions``; ``params`` its settable parameters and their defaults,
+        ``types`` the type of those whose default is None, ``check(params)`` run on each cell's parameters when
+        the grid is expanded. v1: ``register(name, fn, **params)`` with ``fn.check_params``."""
+        if v1_params and params is not None:
+            raise UsageError(f"strategy {name!r}: give its parameters as params={{...}} or (v1) as keywords, not both")
+        self._stage(name, fn, aliases, description, **_param_settings(
+            "strategy", name, v1_params if params is None else params, types, check or getattr(fn, "check_params", None)))
+
+
+class MetricRegistrar(Registrar):
+    kind = "metric"
+
+    def __call__(self, name: str, fn: Callable[..., float], *, higher_is_better: bool = True, percent: bool = False,
+                 default: bool = True, per_item: Callable[..., Any] | None = None, resample: bool = False,
+                 needs_scores: bool = False, aliases: Iterable[str] = (), description: str | None = None) -> None:
+        """``fn(y_true, y_pred, y_score) -> float``; ``per_item``/``resample`` say how the paired tests recompute it."""
+        self._stage(name, fn, aliases, description, higher_is_better=bool(higher_is_better), percent=bool(percent),
+                    default=bool(default), per_item=per_item, resample=bool(resample) or None,
+                    needs_scores=bool(needs_scores) or None)
+
+
+REGISTRARS = {r.kind: r for r in (BackboneRegistrar, DatasetRegistrar, StrategyRegistrar, MetricRegistrar)}

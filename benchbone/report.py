@@ -15,7 +15,10 @@ from typing import Iterable
 
 import pandas as pd
 
-from benchbone import leaderboard
+import numpy as np
+
+from benchbone import formatting, leaderboard
+from benchbone.formatting import delta_text, interval_text, metric_text, missing, tie_label
 from benchbone.records import check_output_file, read_records, write_atomic
 
 # columns the leaderboard may carry: (column, header, higher is better, or None for text)
@@ -31,32 +34,19 @@ def _esc(value) -> str:
     return html.escape("" if value is None else str(value))
 
 
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
-
-
 def _num(value, fmt: str = ".3g") -> str:
-    return "-" if _missing(value) else format(float(value), fmt)
+    return "-" if missing(value) else format(float(value), fmt)
 
 
 def _tied(row: pd.Series) -> bool:
     """The leaderboard's ``tied`` flag (absent before it computes ties)."""
     value = row.get("tied")
-    return not _missing(value) and bool(value)
-
-
-def _fmt(value, std, percent: bool) -> str:
-    """``85.00 ± 7.07`` for a metric mean and its std; ``-`` when missing."""
-    if _missing(value):
-        return "-"
-    scale, digits = (100.0, 2) if percent else (1.0, 4)
-    text = f"{value * scale:.{digits}f}"
-    return text if _missing(std) else f"{text} ± {std * scale:.{digits}f}"
+    return not missing(value) and bool(value)
 
 
 def _sort_value(value) -> str:
     """What the table sorts a number by: its full value, or empty (sorted last) when missing."""
-    return "" if _missing(value) else repr(float(value))
+    return "" if missing(value) else repr(float(value))
 
 
 def _row_key(dataset, strategy, backbone, params: str) -> str:
@@ -97,19 +87,18 @@ def _columns(board: pd.DataFrame) -> list[tuple[str, str, str, str]]:
 def _td(board: pd.DataFrame, row: pd.Series, col: str, kind: str) -> str:
     value = row.get(col)
     if kind == "metric":
-        text = _esc(_fmt(value, row.get(f"{col}_std"), board.attrs["percent"][col]))
+        text = _esc(metric_text(value, row.get(f"{col}_std"), board.attrs["percent"][col]))
         low, high = row.get(f"{col}_ci_low"), row.get(f"{col}_ci_high")
-        if not _missing(low) and not _missing(high):
-            scale, digits = (100.0, 2) if board.attrs["percent"][col] else (1.0, 4)
+        if not missing(low) and not missing(high):
             text += (f' <span class="ci" title="confidence interval">'
-                     f'[{low * scale:.{digits}f}, {high * scale:.{digits}f}]</span>')
+                     f'{interval_text(low, high, board.attrs["percent"][col])}</span>')
         return f'<td class="n" data-v="{_sort_value(value)}">{text}</td>'
     if kind == "delta":
-        shown = leaderboard.delta_text(value, row.get("vs_leader_ci_low"), row.get("vs_leader_ci_high"),
+        shown = delta_text(value, row.get("vs_leader_ci_low"), row.get("vs_leader_ci_high"),
                                        board.attrs["percent"][board.attrs["sort_by"]])
         return f'<td class="n" data-v="{_sort_value(value)}">{_esc(shown)}</td>'
     if col == "rank":
-        label = leaderboard.tie_label(row, board.attrs.get("sort_by"))
+        label = tie_label(row, board.attrs.get("sort_by"))
         badge = (f' <span class="tie" title="{_esc(row.get("note") or "not significantly different from the leader")}">'
                  f'{"≈ leader" if label == "tied" else _esc(label)}</span>' if label in ("tied", "not comparable") else "")
         return f'<td class="n" data-v="{int(value)}">{int(value)}{badge}</td>'
@@ -118,11 +107,11 @@ def _td(board: pd.DataFrame, row: pd.Series, col: str, kind: str) -> str:
         text = "ok" if value == "ok" else f"{value}: {error}"
         return f'<td class="status" data-v="{_esc(value)}" title="{_esc(error)}">{_esc(text)}</td>'
     if kind == "num":
-        shown = "-" if _missing(value) else (str(int(value)) if col in ("num_features", "seeds") else _num(value))
+        shown = "-" if missing(value) else (str(int(value)) if col in ("num_features", "seeds") else _num(value))
         return f'<td class="n" data-v="{_sort_value(value)}">{shown}</td>'
     if col == "params_shown":
         return f'<td class="params" data-v="{_esc(value)}" title="{_esc(row["params"])}">{_esc(value)}</td>'
-    return f'<td data-v="{_esc(value if not _missing(value) else "")}">{_esc("-" if _missing(value) else value)}</td>'
+    return f'<td data-v="{_esc(value if not missing(value) else "")}">{_esc("-" if missing(value) else value)}</td>'
 
 
 def _shown_params(board: pd.DataFrame) -> list[str]:
@@ -175,14 +164,10 @@ def _filters(board: pd.DataFrame) -> str:
 # ---------------------------------------------------------------- the plots
 
 def pareto_front(points: list[tuple[float, float]], x_higher_is_better: bool) -> list[int]:
-    """Indices of the points that no other point beats: higher y and better x (lower, or higher)."""
-
-    def beats(a, b) -> bool:
-        better_x = a[0] >= b[0] if x_higher_is_better else a[0] <= b[0]
-        return better_x and a[1] >= b[1] and a != b
-
-    front = [i for i, p in enumerate(points) if not any(beats(q, p) for q in points)]
-    return sorted(front, key=lambda i: points[i][0])
+    """Indices of the points on the Pareto front (``formatting.pareto_front``'s rule, the PNG plots' too), by x."""
+    on_front = formatting.pareto_front([x for x, _ in points], [y for _, y in points],
+                                       cost_lower_is_better=not x_higher_is_better)
+    return sorted(np.flatnonzero(on_front).tolist(), key=lambda i: points[i][0])
 
 
 def _scatter(points: list[tuple[float, float, str]], xlabel: str, ylabel: str, x_higher: bool) -> str:
@@ -275,7 +260,7 @@ def _pivot(board: pd.DataFrame) -> str:
                 cells.append("<td>-</td>")
                 continue
             r = hit.iloc[0]
-            text = "failed" if r["status"] == "failed" else _fmt(r[metric], r.get(f"{metric}_std"),
+            text = "failed" if r["status"] == "failed" else metric_text(r[metric], r.get(f"{metric}_std"),
                                                                   board.attrs["percent"][metric])
             cls = ' class="n best"' if leaders.get(key) == backbone and r["status"] != "failed" else ' class="n"'
             cells.append(f"<td{cls}>{_esc(text)}</td>")
@@ -351,7 +336,7 @@ def _per_class(path: Path) -> list[dict]:
 
 
 def _clean(value):
-    return None if _missing(value) else value
+    return None if missing(value) else value
 
 
 def cell_views(records: list[dict], run_dirs: list[Path]) -> list[dict]:
@@ -373,18 +358,12 @@ def cell_views(records: list[dict], run_dirs: list[Path]) -> list[dict]:
 
 
 def _provenance(records: list[dict], run_dirs: list[Path]) -> str:
-    def unique(values: Iterable) -> list:
-        return sorted({v for v in values if v})
-
-    commands = unique(r.get("command") for r in records)
-    machines = unique(f"{r.get('device')} on {r.get('machine')} ({r.get('host')})" for r in records if r.get("device"))
-    started = unique(r.get("started_at") for r in records)
-    finished = unique(r.get("finished_at") for r in records)
-    versions = unique(", ".join(f"{k} {v}" for k, v in (r.get("versions") or {}).items()) for r in records)
-    plugins = unique(f"{p['name']} {p.get('version', '')}" for r in records for p in (r.get("plugins") or {}).values())
-    items = [("run directories", [str(d) for d in run_dirs]), ("commands", commands), ("machines", machines),
+    facts = formatting.provenance(records)
+    started, finished = facts["started"], facts["finished"]
+    items = [("run directories", [str(d) for d in run_dirs]), ("commands", facts["commands"]),
+             ("machines", [f"{device} on {machine} ({host})" for device, machine, host in facts["machines"]]),
              ("date", [f"{(started or finished)[0]} to {finished[-1]}"] if finished else []),
-             ("versions", versions), ("plugins", plugins)]
+             ("versions", facts["versions"]), ("plugins", facts["plugins"])]
     parts = ["<dl>"]
     for name, values in items:
         shown = "".join(f"<code>{_esc(v)}</code><br>" for v in values) or "-"

@@ -2,7 +2,7 @@
 
 Within one dataset x strategy (a *comparison group*) every row scored the same test items, so two rows
 are compared on paired data: the paired bootstrap of the difference in the ranking metric (its interval
-and a p-value), McNemar's exact test for top1, and Holm's correction across the comparisons of a group.
+and a p-value), McNemar's exact test for metrics with 0/1 values per item (top1, top5), and Holm's correction across the comparisons of a group.
 With several seeds the bootstrap resamples seeds and test items together (see ``Resampler``). Across
 datasets (per strategy) the rows are ranked per dataset, and the Friedman test with the Nemenyi post-hoc
 test and a critical-difference diagram (Demšar, JMLR 2006) say which backbones differ.
@@ -45,7 +45,7 @@ def describe(alpha: float, ci_method: str) -> str:
             f"bootstrap of the difference in the ranking metric over the same test items ({RESAMPLES:,} "
             f"resamples of seeds and items; {RESAMPLES_RECOMPUTED:,} for metrics recomputed on each resample; "
             f"{ci_method} interval at {1 - alpha:.0%}); McNemar's exact test "
-            "(top1, one seed) beside it; not comparable: no predictions, other test items or other seeds "
+            "(0/1 metrics such as top1, one seed) beside it; not comparable: no predictions, other test items or other seeds "
             "than the leader's, or the only row of its dataset x strategy.")
 
 
@@ -264,9 +264,19 @@ class Group:
     labels: list[str]
     points: list[float]
     reps: list[np.ndarray]
-    correct: list[np.ndarray | None]  # per row, top1 correctness [n] when it has one seed
+    correct: list[np.ndarray | None]  # per row, 0/1 per-item values [n] (top1, top5) when it has one seed
     excluded: dict[str, str] = field(default_factory=dict)  # label -> why not comparable
     resamples: int = 0
+
+
+def binary_items(form: MetricForm, items: Items) -> np.ndarray | None:
+    """A one-seed row's per-item values of the metric when each is 0 or 1 (right or wrong: top1, top5), which
+    McNemar's test pairs; None for other metrics and several seeds."""
+    if form.per_item is None or len(items.seeds) != 1:
+        return None
+    values = np.asarray(form.per_item(items.y_true, items.y_pred[0],
+                                      None if items.y_score is None else items.y_score[0]), dtype=np.float64)
+    return values.astype(bool) if np.isin(values, (0.0, 1.0)).all() else None
 
 
 def comparison_group(rows: pd.DataFrame, records: Iterable[dict], run_dirs: Sequence[Path], metric: str,
@@ -307,7 +317,7 @@ def comparison_group(rows: pd.DataFrame, records: Iterable[dict], run_dirs: Sequ
     resampler = Resampler(len(loaded[0][1].y_true), len(loaded[0][1].seeds), resamples)
     group.points, reps = resampler.replicates([items for _, items in loaded], form)
     group.labels, group.reps = [label for label, _ in loaded], list(reps)
-    group.correct = [items.y_pred[0] == items.y_true if len(items.seeds) == 1 else None for _, items in loaded]
+    group.correct = [binary_items(form, items) for _, items in loaded]
     group.resamples = resamples
     return group
 
@@ -318,7 +328,7 @@ def versus_leader(group: Group, alpha: float, ci_method: str) -> dict[str, dict]
     for i in range(1, len(group.labels)):
         d = bootstrap_difference(group.points[i], group.reps[i], group.points[0], group.reps[0], alpha, ci_method)
         mc = (mcnemar_exact(group.correct[i], group.correct[0])
-              if group.metric == "top1" and group.correct[i] is not None and group.correct[0] is not None else np.nan)
+              if group.correct[i] is not None and group.correct[0] is not None else np.nan)
         out[group.labels[i]] = {"diff": d.diff, "diff_ci_low": d.ci_low, "diff_ci_high": d.ci_high, "p": d.p,
                                 "mcnemar_p": mc}
     adjusted = holm([v["p"] for v in out.values()])
@@ -334,8 +344,8 @@ def pairwise(group: Group, alpha: float, ci_method: str) -> pd.DataFrame:
     for i in range(len(group.labels)):
         for j in range(i + 1, len(group.labels)):
             d = bootstrap_difference(group.points[i], group.reps[i], group.points[j], group.reps[j], alpha, ci_method)
-            mc = (mcnemar_exact(group.correct[i], group.correct[j]) if group.metric == "top1"
-                  and group.correct[i] is not None and group.correct[j] is not None else np.nan)
+            mc = (mcnemar_exact(group.correct[i], group.correct[j])
+                  if group.correct[i] is not None and group.correct[j] is not None else np.nan)
             rows.append({"a": group.labels[i], "b": group.labels[j], "metric": group.metric, "diff": d.diff,
                          "ci_low": d.ci_low, "ci_high": d.ci_high, "p": d.p, "mcnemar_p": mc})
     frame = pd.DataFrame(rows, columns=["a", "b", "metric", "diff", "ci_low", "ci_high", "p", "mcnemar_p"])

@@ -11,7 +11,7 @@ import pickle
 from pathlib import Path
 
 from benchbone import DatasetSplits, ImageTensorDataset, OfflineError, UsageError, hookimpl
-from benchbone.folders import data_root, load_split_folders
+from benchbone.helpers import data_root, load_split_folders
 
 OFFICIAL = {
     "cifar10": {

@@ -32,6 +32,7 @@ and every rank's final-weights digest go into the record. Only rank 0 writes che
 from __future__ import annotations
 
 from benchbone import Predictions, UsageError, hookimpl
+from benchbone.helpers import atomic_path, state_digest
 
 DEFAULTS = dict(epochs=8, sweep="small", lr=None, head_lr=None, head_init="probe", patience=3, batch_size=32, weight_decay=0.05,
                 optimizer="adamw", layer_decay=1.0, batchnorm="frozen", warmup_epochs=0.5, label_smoothing=0.1,
@@ -131,28 +132,12 @@ def freeze_batchnorm(model) -> None:
             m.eval()
 
 
-def weights_digest(model) -> str:
-    """sha256 of a model's parameters and buffers, in state-dict order."""
-    import hashlib
-
-    import torch
-
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def save_atomic(state: dict, path) -> None:
-    """``torch.save`` to a temporary file, then rename: a crash leaves the previous checkpoint whole."""
-    import os
-
+    """``torch.save`` through ``atomic_path``: a crash leaves the previous checkpoint whole."""
     import torch
 
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path, device) -> dict | None:
@@ -326,14 +311,12 @@ def _finetune(backbone, ctx, world: int) -> Predictions:
                     lr_effective=chosen["lr"] * scale, head_lr_effective=chosen["head_lr"] * scale)
     if world > 1:
         digests = [None] * world
-        dist.all_gather_object(digests, weights_digest(model))
+        dist.all_gather_object(digests, state_digest(model))
         ctx.info["weights_digest_per_rank"] = digests
     return Predictions(y_true=ctx.labels("test"), y_pred=scores.argmax(1), y_score=scores)
 
 
 @hookimpl
 def benchbone_register_strategies(register):
-    register("finetune", finetune, **DEFAULTS)
-
-
-finetune.check_params = check_params  # called with every cell's parameters before the first cell runs
+    register("finetune", finetune, params=DEFAULTS, types={"lr": float, "head_lr": float}, check=check_params,
+             description="fine-tune the whole network, learning rate chosen on the validation split")

@@ -63,7 +63,5 @@ def head_sgd(backbone, data, ctx) -> Predictions:
 
 @hookimpl
 def benchbone_register_strategies(register):
-    register("head-sgd", head_sgd, **DEFAULTS)
-
-
-head_sgd.check_params = check_params  # called with every cell's parameters before the first cell runs
+    register("head-sgd", head_sgd, params=DEFAULTS, check=check_params,
+             description="a linear head trained by SGD on a frozen backbone")

@@ -72,7 +72,7 @@ def load_dataset_dict(value: str, data_dir: Path | None, download: bool):
             raise UsageError(f"hf:{value}: {path} holds one unnamed split; save a DatasetDict with train and test "
                              "splits (DatasetDict(train=..., test=...).save_to_disk(PATH))")
         return loaded, {"source": source, "path": str(path.absolute())}
-    from benchbone.weights import is_offline
+    from benchbone.helpers import is_offline
 
     offline = not download or is_offline(HUB_HOST)
     try:

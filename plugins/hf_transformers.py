@@ -42,7 +42,7 @@ def locate(repo: str, pretrained: bool) -> tuple[str, bool, str]:
     config, processor = hub_cached(repo, ["config.json"]), hub_cached(repo, ["preprocessor_config.json"])
     if config and processor and (not pretrained or hub_cached(repo, WEIGHT_FILES)):
         return repo, True, f"{repo}@{Path(config).parent.name}"  # the snapshot folder is the commit
-    from benchbone.weights import is_offline
+    from benchbone.helpers import is_offline
 
     if is_offline(HUB_HOST):
         hf_home = os.environ.get("HF_HOME", "~/.cache/huggingface")

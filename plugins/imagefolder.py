@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchbone import DatasetSplits, UsageError, hookimpl
-from benchbone.folders import ImageFiles, load_split_folders, scan_class_folders
+from benchbone.helpers import ImageFiles, load_split_folders, scan_class_folders
 
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0  # the test split is fixed, so every run and seed scores the same test images

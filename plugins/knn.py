@@ -52,7 +52,5 @@ def knn(backbone, data, ctx) -> Predictions:
 
 @hookimpl
 def benchbone_register_strategies(register):
-    register("knn", knn, **DEFAULTS)
-
-
-knn.check_params = check_params  # called with every cell's parameters before the first cell runs
+    register("knn", knn, params=DEFAULTS, check=check_params,
+             description="weighted k-nearest neighbours on cosine similarity of frozen features")

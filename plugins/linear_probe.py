@@ -142,7 +142,5 @@ def fit_probe(Xtr, ytr, Xva, yva, p: dict, ctx) -> tuple:
 
 @hookimpl
 def benchbone_register_strategies(register):
-    register("linear-probe", linear_probe, **DEFAULTS)
-
-
-linear_probe.check_params = check_params  # called with every cell's parameters before the first cell runs
+    register("linear-probe", linear_probe, params=DEFAULTS, types={"C": float, "shots": int}, check=check_params,
+             description="logistic regression on frozen features, C chosen on the validation split")

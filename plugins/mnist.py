@@ -9,7 +9,7 @@ import gzip
 from pathlib import Path
 
 from benchbone import DatasetSplits, ImageTensorDataset, OfflineError, UsageError, hookimpl
-from benchbone.folders import data_root
+from benchbone.helpers import data_root
 
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
@@ -120,9 +120,14 @@ def _builder(name: str):
 AUGMENT = {"hflip": False, "translate": 0.1}
 
 
+DESCRIPTIONS = {
+    "mnist": "MNIST, 28x28 grey digits, 10 classes (idx files)",
+    "fashion-mnist": "Fashion-MNIST, 28x28 grey, 10 classes (idx files; finds the Debian package dataset-fashion-mnist)",
+}
+
+
 @hookimpl
 def benchbone_register_datasets(register):
-    register("mnist", _builder("mnist"), augment=AUGMENT,
-             description="MNIST, 28x28 grey digits, 10 classes (idx files)")
-    register("fashion-mnist", _builder("fashion-mnist"), aliases=("fashion_mnist",), augment=AUGMENT,
-             description="Fashion-MNIST, 28x28 grey, 10 classes (idx files; finds the Debian package dataset-fashion-mnist)")
+    for name, description in DESCRIPTIONS.items():
+        register(name, _builder(name), aliases=(name.replace("-", "_"),) if "-" in name else (), augment=AUGMENT,
+                 description=description)

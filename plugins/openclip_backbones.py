@@ -58,7 +58,7 @@ def tag_weights(arch: str, tag: str) -> tuple[str | None, dict]:
 def create(value: str, pretrained: bool):
     """The open_clip model behind ``openclip/VALUE`` and a weights tag for the record."""
     open_clip = _open_clip()
-    from benchbone.weights import is_offline
+    from benchbone.helpers import is_offline
 
     name = f"openclip/{value}"
     if value.startswith(HUB_PREFIX):

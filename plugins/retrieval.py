@@ -66,7 +66,8 @@ def measured_by_retrieval(y_true, y_pred, y_score) -> float:
 
 @hookimpl
 def benchbone_register_strategies(register):
-    register("retrieval", retrieval, **DEFAULTS)
+    register("retrieval", retrieval, params=DEFAULTS,
+             description="nearest train images of each test image: recall@k and mAP")
 
 
 @hookimpl

@@ -112,7 +112,7 @@ def at_layer(backbone: Backbone, model, layer: str) -> Backbone:
 def build(name: str, pretrained: bool, layer: str | None = None) -> Backbone:
     import timm
 
-    from benchbone.weights import is_offline, offline_error
+    from benchbone.helpers import is_offline, offline_error
 
     overlay = {}
     if pretrained:
@@ -130,7 +130,7 @@ def build_hub(repo: str, pretrained: bool) -> Backbone:
     """A model from a Hugging Face repo holding a timm config.json (and weights)."""
     import timm
 
-    from benchbone.weights import is_offline, offline_error
+    from benchbone.helpers import is_offline, offline_error
 
     config = hub_cached(repo, ["config.json"])
     weights = hub_cached(repo, HUB_FILES)

@@ -123,7 +123,7 @@ def at_layer(backbone: Backbone, model, layer: str) -> Backbone:
 def build(arch: str, tag: str, pretrained: bool, layer: str | None = None) -> Backbone:
     import torchvision
 
-    from benchbone.weights import is_offline, offline_error
+    from benchbone.helpers import is_offline, offline_error
 
     weights = torchvision.models.get_model_weights(arch)[tag]
     if pretrained:

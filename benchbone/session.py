@@ -1,0 +1,142 @@
+"""One run's shared state: plugins, device, caches of built datasets and backbones, checks of the splits."""
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchbone.api import Backbone, DatasetSplits
+from benchbone.errors import PluginError, UsageError
+from benchbone.grid import Cell
+from benchbone.plugins import PluginManager
+from benchbone.records import remove_stale_tmp
+
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "benchbone"
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Session:
+    """Shared state of one run: plugins, device, caches of built datasets, backbones and features."""
+
+    def __init__(
+        self,
+        pm: PluginManager,
+        *,
+        device: str | None = None,
+        cache_dir: str | Path | None = None,
+        download: bool = True,
+        quiet: bool = False,
+        command: str | None = None,
+    ):
+        from benchbone.features import FeatureStore
+
+        self.pm = pm
+        self.device = pm.hook.benchbone_pick_device(requested=device)
+        cache = cache_dir if cache_dir is not None else os.environ.get("BENCHBONE_CACHE_DIR", DEFAULT_CACHE)
+        self.store = FeatureStore(Path(cache) if str(cache) else None)
+        for folder in ("features", "images") if self.store.root else ():
+            remove_stale_tmp(self.store.root / folder)  # what killed writers left
+        self.download = download
+        self.quiet = quiet
+        self.command = command  # the command line that started the run, written into every record
+        self._datasets: dict[tuple, DatasetSplits] = {}
+        self._images: dict[tuple, Any] = {}
+        self._backbone: tuple[tuple, Backbone] | None = None
+        self.backbone_digest: str | None = None  # of the last built backbone's parameters and buffers
+        self._features: dict = {}
+        self._efficiency: dict[tuple, dict] = {}
+
+    @property
+    def registries(self):
+        """The plugin manager's registries now (they follow plugins registered after the session began)."""
+        return self.pm.registries()
+
+    def progress(self, iterable, desc: str, total: int | None = None):
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, desc=desc, total=total, disable=self.quiet, leave=False, file=sys.stderr)
+
+    def dataset(self, name: str, data_dir: str | None, params: tuple = ()) -> DatasetSplits:
+        """Build a dataset once per run; bad or missing data raise UsageError before any cell runs.
+
+        ``params`` are the dataset's declared parameters (``register(..., params={...})``) after ``--set``."""
+        from benchbone.data import Augmentation
+
+        key = (name, data_dir, params)
+        if key not in self._datasets:
+            entry = self.registries.datasets.get(name)
+            data = entry.obj(data_dir=Path(data_dir) if data_dir else None, download=self.download, **dict(params))
+            if not isinstance(data, DatasetSplits):
+                raise PluginError(f"dataset {name!r} (plugin {entry.plugin}) returned {type(data).__name__}, not DatasetSplits")
+            check_splits(name, data)
+            Augmentation.declared_by(name, entry.meta.get("augment"))  # a bad declaration fails before any cell
+            self._datasets[key] = data
+        return self._datasets[key]
+
+    def images(self, dataset: str, data_dir: str | None, source: str, params: tuple = ()):
+        from benchbone.data import LoadedImages
+
+        key = (dataset, data_dir, source, params)
+        if key not in self._images:
+            self._images[key] = LoadedImages(getattr(self.dataset(dataset, data_dir, params), source), self.store.root)
+        return self._images[key]
+
+    def backbone(self, cell: Cell) -> Backbone:
+        """Build a backbone, keeping the last one for the next cells that share it."""
+        key = (cell.backbone, cell.pretrained, None if cell.pretrained else cell.seed, cell.weights_sha256, cell.layer)
+        if self._backbone is None or self._backbone[0] != key:
+            self._backbone = None
+            entry = self.registries.backbones.get(cell.backbone)
+            seed_everything(cell.seed)
+            backbone = entry.obj(pretrained=cell.pretrained and not cell.weights, **({"layer": cell.layer} if cell.layer else {}))
+            if not isinstance(backbone, Backbone):
+                raise PluginError(f"backbone {cell.backbone!r} (plugin {entry.plugin}) returned "
+                                  f"{type(backbone).__name__}, not Backbone")
+            if cell.weights:
+                from benchbone.weights import CLASSIFIER_PREFIXES, load_backbone_weights, load_state_dict_file
+
+                classifier = backbone.info.get("classifier") or CLASSIFIER_PREFIXES
+                load_backbone_weights(backbone.model, load_state_dict_file(cell.weights), classifier)
+                backbone.weights = f"file:{Path(cell.weights).name}@sha256:{cell.weights_sha256}"
+            backbone.model.eval()
+            from benchbone.features import state_digest
+
+            self.backbone_digest = state_digest(backbone.model)  # keys its features: changed weights, new features
+            self._backbone = (key, backbone)
+        return self._backbone[1]
+
+    def efficiency(self, backbone: Backbone, size: tuple[int, int]) -> dict:
+        """Parameters, GMACs at ``size`` and feature dimension, measured once per backbone and size."""
+        from benchbone.efficiency import describe
+
+        key = (self._backbone[0] if self._backbone else id(backbone), tuple(size))
+        if key not in self._efficiency:  # on the run's device, where the model goes next anyway
+            self._efficiency[key] = describe(backbone.model.to(self.device), size, backbone.num_features)
+        return self._efficiency[key]
+
+
+def check_splits(name: str, data: DatasetSplits) -> None:
+    """A dataset needs at least two classes and non-empty train and test splits."""
+    if len(data.classes) < 2:
+        raise UsageError(f"dataset {name!r} has {len(data.classes)} class(es); classification needs at least two")
+    for split in ("train", "test"):
+        if getattr(data, split) is None or len(getattr(data, split)) == 0:
+            raise UsageError(f"dataset {name!r} has an empty {split} split; check its data directory")
+    if data.val is not None and len(data.val) == 0:
+        raise UsageError(f"dataset {name!r} has an empty val split; remove it or add images")
+    from benchbone.data import as_uint8_chw
+
+    for split in ("train", "val", "test"):  # the first image of each split decodes (a cheap look before any cell)
+        if getattr(data, split) is not None:
+            as_uint8_chw(getattr(data, split)[0][0])

@@ -1,0 +1,49 @@
+"""The public plugin API: plugins/ imports nothing else of benchbone, and the public names exist."""
+import ast
+from pathlib import Path
+
+import pytest
+
+import benchbone
+import benchbone.helpers
+import benchbone.testing
+
+PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
+PUBLIC = {"benchbone": set(benchbone.__all__), "benchbone.helpers": set(benchbone.helpers.__all__),
+          "benchbone.testing": set(benchbone.testing.__all__)}
+
+
+def non_public_imports(source: str) -> list[str]:
+    """``module.name`` for each benchbone name that ``source`` imports outside the public API."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "benchbone":
+            allowed = PUBLIC.get(node.module, set())
+            found += [f"{node.module}.{a.name}" for a in node.names if a.name not in allowed]
+        elif isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.split(".")[0] == "benchbone" and a.name not in PUBLIC]
+    return found
+
+
+@pytest.mark.parametrize("path", sorted(PLUGINS.glob("*.py")), ids=lambda p: p.name)
+def test_built_in_plugins_import_only_the_public_api(path):
+    assert non_public_imports(path.read_text()) == []
+
+
+def test_the_check_finds_private_imports():
+    source = "from benchbone import hookimpl, Context\nfrom benchbone.grid import Cell\nimport benchbone.weights\n" \
+             "def f():\n    from benchbone.helpers import atomic_path, _private\n"
+    assert non_public_imports(source) == ["benchbone.grid.Cell", "benchbone.weights", "benchbone.helpers._private"]
+
+
+def test_every_public_name_exists_and_context_is_exported():
+    for module, names in PUBLIC.items():
+        for name in names:
+            assert getattr(__import__(module, fromlist=["x"]), name) is not None, f"{module}.{name}"
+    from benchbone import Context
+    from benchbone.context import Context as Defined
+
+    assert Context is Defined
+    for attribute in ("device", "seed", "params", "classes", "backbone", "preprocess", "workdir", "info",
+                      "extraction", "augmentation", "corruption", "features(split)", "batches(split"):
+        assert attribute in Context.__doc__, attribute
