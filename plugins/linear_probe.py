@@ -45,6 +45,14 @@ def check_params(p: dict) -> None:
         raise UsageError(f"linear-probe: shots={shots!r} must be a positive whole number of images per class")
 
 
+def check_train_labels(p: dict, counts: dict[str, int]) -> None:
+    """``shots`` fits in the smallest class of the training split (``counts``: images per class name)."""
+    smallest = min(counts, key=counts.get)
+    if p["shots"] is not None and counts[smallest] < p["shots"]:
+        raise UsageError(f"linear-probe: shots={p['shots']} but class {smallest!r} has only {counts[smallest]} "
+                         f"training images (after the validation carve); ask for at most {counts[smallest]}")
+
+
 def sample_shots(y, shots: int, num_classes: int, generator):
     """Sorted row indices of ``shots`` random rows per class of ``y``."""
     import torch
@@ -146,3 +154,4 @@ def benchbone_register_strategies(register):
 
 
 linear_probe.check_params = check_params  # called with every cell's parameters before the first cell runs
+linear_probe.check_train_labels = check_train_labels  # and this with its training split's class sizes
