@@ -200,6 +200,7 @@ def test_a_corruption_run_has_one_record_per_condition_and_caches_each(cli, tmp_
     assert sorted({r["dataset"] for r in records}) == ["test/blobs", "test/blobs/contrast-1", "test/blobs/contrast-5",
                                                       "test/blobs/gaussian_noise-1", "test/blobs/gaussian_noise-5"]
     assert len(records) == 10 and all(r["status"] == "ok" for r in records)
+    assert "Across datasets" not in (tmp_path / "run" / "leaderboard.md").read_text()  # conditions are no datasets
     corrupted = [r for r in records if "corruption" in r]
     assert {(r["corruption"]["name"], r["corruption"]["severity"], r["corruption"]["seed"]) for r in corrupted} == {
         (n, s, 0) for n in ("contrast", "gaussian_noise") for s in (1, 5)}
