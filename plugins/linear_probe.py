@@ -49,8 +49,9 @@ def check_train_labels(p: dict, counts: dict[str, int]) -> None:
     """``shots`` fits in the smallest class of the training split (``counts``: images per class name)."""
     smallest = min(counts, key=counts.get)
     if p["shots"] is not None and counts[smallest] < p["shots"]:
-        raise UsageError(f"linear-probe: shots={p['shots']} but class {smallest!r} has only {counts[smallest]} "
-                         f"training images (after the validation carve); ask for at most {counts[smallest]}")
+        raise UsageError(f"linear-probe: shots={p['shots']} but class {list(counts).index(smallest)} has only "
+                         f"{counts[smallest]} training images ({smallest!r}, after the validation carve); ask for "
+                         f"at most {counts[smallest]}")
 
 
 def sample_shots(y, shots: int, num_classes: int, generator):

@@ -172,8 +172,8 @@ ERRORS = [
     Case("set-precision", ["--set", "precision=fp8"], "--set precision='fp8': use one of auto, fp32, bf16, fp16"),
     # sizes the splits cannot give, checked before the first cell
     Case("shots-above-smallest-class", ["--set", "shots=1000"],
-         "linear-probe: shots=1000 but class 'class0' has only 21 training images (after the validation carve); "
-         "ask for at most 21"),
+         "linear-probe: shots=1000 but class 0 has only 21 training images ('class0', after the validation "
+         "carve); ask for at most 21"),
     Case("train-size-above-split", ["--set", "train_size=100000"],
          "--set train_size=100000: the train split has only 86 images after the validation carve"),
     Case("val-size-above-split", ["--set", "val_size=96"],

@@ -54,7 +54,7 @@ def test_fraction_is_per_class():
     ({"train_per_class": 2.5}, r"train_per_class=2.5: give a whole number"),
     ({"train_fraction": 1.5}, r"train_fraction=1.5: give a fraction in \(0, 1\]"),
     ({"train_size": 2.5}, r"train_size=2.5: give a whole number of images >= 1"),
-    ({"val_size": 40, "linear-probe.shots": 20}, r"shots=20 but class 'class\d' has only \d+ training images"),
+    ({"val_size": 40, "linear-probe.shots": 20}, r"shots=20 but class \d has only \d+ training images \('class\d'"),
 ])
 def test_bad_subset_parameters_fail_before_any_cell(run_tiny_benchmark, tmp_path, overrides, pattern):
     with pytest.raises(UsageError, match=pattern):
