@@ -121,12 +121,52 @@ def work_dir(run_dir: Path, cell: Cell) -> Path:
     return Path(run_dir) / "work" / cell.id
 
 
+def split_views(cell: Cell, data: DatasetSplits) -> dict:
+    """The rows of each split that ``cell`` uses: the validation carve (``val_fraction``, or exactly
+    ``val_size`` images), the training subset (``train_per_class``, ``train_fraction`` or exactly
+    ``train_size``) and the test subset (``test_per_class``). Impossible sizes raise UsageError."""
+    from benchbone.data import carve_validation, exact_subset, subsample, whole
+
+    options = dict(cell.options)
+    val_size, train_size = options.get("val_size"), options.get("train_size")
+    views = {"train": whole("train", data.train), "test": whole("test", data.test)}
+    if data.val is None:
+        views["train"], views["val"] = carve_validation(views["train"], val_size or options["val_fraction"],
+                                                        cell.seed, "val_size" if val_size else "val_fraction")
+    else:
+        views["val"] = whole("val", data.val)
+        if val_size:
+            views["val"] = exact_subset(views["val"], val_size, cell.seed, "val_size")
+    views["train"] = subsample(views["train"], per_class=options["train_per_class"],
+                               fraction=options["train_fraction"], seed=cell.seed)
+    if train_size:
+        views["train"] = exact_subset(views["train"], train_size, cell.seed, "train_size")
+    views["test"] = subsample(views["test"], per_class=options.get("test_per_class"), fraction=None, seed=0,
+                              option="test_per_class")  # seed 0: every seed and backbone scores the same images
+    return views
+
+
+def check_cells_against_data(cells: list[Cell], session: Session) -> None:
+    """Before the first cell: every cell's splits can be drawn, and what its strategy asks of the training
+    labels (``fn.check_train_labels(params, {class name: images})``, e.g. linear-probe's shots) holds."""
+    drawn: dict[tuple, dict] = {}
+    for cell in cells:
+        key = (cell.dataset, cell.data_dir, cell.dataset_params, cell.seed, cell.options)
+        if key not in drawn:
+            data = session.dataset(cell.dataset, cell.data_dir, cell.dataset_params)
+            labels = split_views(cell, data)["train"].labels
+            drawn[key] = {name: int((labels == k).sum()) for k, name in enumerate(data.classes)}
+        check = getattr(session.registries.strategies.get(cell.strategy).obj, "check_train_labels", None)
+        if callable(check):
+            check(dict(cell.params), drawn[key])
+
+
 def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
     """Run one cell and return its record (status "ok"); plugin failures propagate to the caller."""
     from benchbone.context import Context
     from benchbone.corruptions import Corruption
     from benchbone.features import ExtractionSettings
-    from benchbone.data import Augmentation, Preprocess, carve_validation, subsample, whole
+    from benchbone.data import Augmentation, Preprocess
 
     registries = session.registries
     options = dict(cell.options)
@@ -140,15 +180,7 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
     backbone = session.backbone(cell)
     timings["build_s"] = time.perf_counter() - t
 
-    views = {"train": whole("train", data.train), "test": whole("test", data.test)}
-    if data.val is None:
-        views["train"], views["val"] = carve_validation(views["train"], options["val_fraction"], cell.seed)
-    else:
-        views["val"] = whole("val", data.val)
-    views["train"] = subsample(views["train"], per_class=options["train_per_class"],
-                               fraction=options["train_fraction"], seed=cell.seed)
-    views["test"] = subsample(views["test"], per_class=options.get("test_per_class"), fraction=None, seed=0,
-                              option="test_per_class")  # seed 0: every seed and backbone scores the same images
+    views = split_views(cell, data)
     strategy = registries.strategies.get(cell.strategy)
     preprocess = Preprocess.for_backbone(backbone, options["image_size"])
     efficiency = session.efficiency(backbone, preprocess.size)
@@ -204,6 +236,7 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
                  "num_classes": len(data.classes), "val_carved": data.val is None,
                  "train_per_class": options["train_per_class"], "train_fraction": options["train_fraction"],
                  "test_per_class": options.get("test_per_class"),
+                 **{name: options[name] for name in ("train_size", "val_size") if options.get(name)},
                  "indices_digest": {split: view.digest() for split, view in views.items()},
                  "plugin_info": dict(data.info)},
         "strategy_info": {**ctx.info, **predictions.info},

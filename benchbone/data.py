@@ -76,24 +76,42 @@ def whole(source: str, dataset: Any) -> SplitView:
     return SplitView(source, dataset, np.arange(len(labels)), labels)
 
 
-def carve_validation(view: SplitView, fraction: float, seed: int) -> tuple[SplitView, SplitView]:
-    """A seeded, stratified validation split carved out of ``view``."""
+def carve_validation(view: SplitView, size: float | int, seed: int, option: str = "val_fraction"
+                     ) -> tuple[SplitView, SplitView]:
+    """A seeded validation split carved out of ``view``: ``size`` a fraction of it (float) or a number of images
+    (int), stratified by class where every class has two images and both parts can hold every class."""
     from sklearn.model_selection import train_test_split
 
-    if not 0 < fraction < 1:
-        raise UsageError(f"val_fraction must lie between 0 and 1, not {fraction}; use e.g. --set val_fraction=0.1")
+    if isinstance(size, float) and not 0 < size < 1:
+        raise UsageError(f"val_fraction must lie between 0 and 1, not {size}; use e.g. --set val_fraction=0.1")
+    if isinstance(size, int) and not 0 < size < len(view):
+        raise UsageError(f"--set {option}={size}: the {view.source} split has {len(view)} images, and a "
+                         f"validation carve needs fewer; ask for at most {len(view) - 1}")
     classes, counts = np.unique(view.labels, return_counts=True)
-    n_val = math.ceil(fraction * len(view))
-    stratify = view.labels if counts.min() >= 2 and n_val >= len(classes) else None
+    n_val = size if isinstance(size, int) else math.ceil(size * len(view))
+    stratify = view.labels if counts.min() >= 2 and min(n_val, len(view) - n_val) >= len(classes) else None
     train_pos, val_pos = train_test_split(
-        np.arange(len(view)), test_size=fraction, random_state=seed, stratify=stratify
+        np.arange(len(view)), test_size=size, random_state=seed, stratify=stratify
     )
-    train_pos, val_pos = np.sort(train_pos), np.sort(val_pos)
+    return _rows(view, train_pos), _rows(view, val_pos)
 
-    def pick(pos: np.ndarray) -> SplitView:
-        return SplitView(view.source, view.dataset, view.indices[pos], view.labels[pos])
 
-    return pick(train_pos), pick(val_pos)
+def _rows(view: SplitView, pos: np.ndarray) -> SplitView:
+    pos = np.sort(pos)
+    return SplitView(view.source, view.dataset, view.indices[pos], view.labels[pos])
+
+
+def exact_subset(view: SplitView, size: int, seed: int, option: str) -> SplitView:
+    """Exactly ``size`` images of ``view``, seeded, stratified by class as ``carve_validation`` is (VTAB-1k's
+    800 training and 200 validation images: ``--set train_size=800 val_size=200``)."""
+    if size > len(view):
+        raise UsageError(f"--set {option}={size}: the {view.source} split has only {len(view)} images"
+                         f"{' after the validation carve' if option == 'train_size' else ''}; ask for at most "
+                         f"{len(view)}")
+    if size == len(view):
+        return view
+    _, kept = carve_validation(view, size, seed, option)
+    return kept
 
 
 def subsample(view: SplitView, *, per_class: int | None, fraction: float | None, seed: int,

@@ -18,10 +18,13 @@ RANDOM_SUFFIX = "@random"
 # Parameters of the harness itself, settable with --set like a strategy's.
 HARNESS_DEFAULTS: dict[str, Any] = {"val_fraction": 0.1, "image_size": None, "batch_size": 64,
                                     "train_per_class": None, "train_fraction": None, "test_per_class": None,
+                                    "train_size": None, "val_size": None,  # exact split sizes (VTAB-1k: 800, 200)
                                     "precision": "auto", "channels_last": None, "compile": False}  # None: automatic
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# Harness parameters that do not change a cell's result, so stay out of its id.
+# Harness parameters that do not change a cell's result, so stay out of its id; and those added later, which
+# stay out of it while unset, so that the cells of earlier runs keep their ids.
 _NOT_IN_ID = {"batch_size"}
+_IN_ID_WHEN_SET = {"train_size", "val_size"}
 # Where a run goes and what it may fetch: suite keys a flag overrides (--device, --out, --no-download), with their types.
 RUN_SETTINGS: dict[str, type] = {"device": str, "out": str, "download": bool}
 SUITE_KEYS = {"backbones", "datasets", "strategies", "metrics", "seeds", "set", "data_dir", *RUN_SETTINGS,
@@ -102,7 +105,8 @@ class Cell:
         defining = {
             "backbone": self.backbone, "pretrained": self.pretrained, "dataset": self.dataset,
             "strategy": self.strategy, "seed": self.seed, "params": dict(self.params),
-            "options": {k: v for k, v in self.options if k not in _NOT_IN_ID}, "data_dir": self.data_dir,
+            "options": {k: v for k, v in self.options
+                        if k not in _NOT_IN_ID and not (k in _IN_ID_WHEN_SET and v is None)}, "data_dir": self.data_dir,
         }
         if self.weights_sha256:
             defining["weights_sha256"] = self.weights_sha256
@@ -419,6 +423,13 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
     if fraction is not None and (not isinstance(fraction, (int, float)) or isinstance(fraction, bool)
                                  or not 0 < fraction <= 1):
         raise UsageError(f"--set train_fraction={fraction!r}: give a fraction in (0, 1], e.g. 0.1")
+    for name in ("train_size", "val_size"):
+        size = harness[name]
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+            raise UsageError(f"--set {name}={size!r}: give a whole number of images >= 1, e.g. {name}="
+                             f"{800 if name == 'train_size' else 200}")
+    if harness["train_size"] is not None and (per_class is not None or fraction is not None):
+        raise UsageError("--set train_size excludes train_per_class and train_fraction; give one of them")
     options = tuple(sorted(harness.items()))
     unused = sorted(set(weights) - {b for b, pretrained in backbones if pretrained})
     if unused:

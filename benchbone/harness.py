@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 
 from benchbone.artefacts import NAMES, why_failed
-from benchbone.cell import feature_timings  # noqa: F401 (its v1 import path)
+from benchbone.cell import check_cells_against_data, feature_timings  # feature_timings: its v1 import path
 from benchbone.errors import UsageError
 from benchbone.plugins import PluginManager, warn_load_problems
 from benchbone.records import check_run_dir
@@ -61,6 +61,7 @@ def run_grid(
     session = Session(pm, device=device, cache_dir=cache_dir, download=download, quiet=quiet, command=command)
     for key in {(c.dataset, c.data_dir, c.dataset_params) for c in cells}:  # bad data fails here, before anything is written
         session.dataset(*key)
+    check_cells_against_data(cells, session)  # and sizes or shots the splits cannot give
     for cell in {(c.backbone, c.weights): c for c in cells if c.weights}.values():
         session.backbone(cell)  # and so do weights files that do not fit their backbone
     say = (lambda msg: print(msg, file=sys.stderr)) if echo and not quiet else (lambda msg: None)

@@ -127,7 +127,8 @@ def build(records: Iterable[dict], sort_by: str | None = None, *, run_dirs: Iter
     board["test"] = statistics.TEST_NAME
     board["alpha"], board["ci_method"], board["correction"] = alpha, ci_method, statistics.CORRECTION
     board.attrs.update(metrics=metrics, directions=directions, percent=percent, sort_by=sort_by, alpha=alpha,
-                       ci_method=ci_method)
+                       ci_method=ci_method,
+                       corrupted=sorted({r["dataset"] for r in records if r.get("corruption")}))  # test conditions
     return board
 
 
@@ -211,11 +212,15 @@ def markdown_page(board: pd.DataFrame, records: list[dict], title: str = "benchb
 
 
 def rankings(board: pd.DataFrame) -> list[statistics.Ranking]:
-    """Per strategy scored on several datasets: mean ranks, Friedman and Nemenyi in the ranking metric."""
+    """Per strategy scored on several datasets: mean ranks, Friedman and Nemenyi in the ranking metric.
+
+    Corrupted test conditions (``cifar10/fog-3``) are not datasets: they are left out, as
+    ``leaderboard --robustness`` summarises them."""
     metric = board.attrs.get("sort_by")
     if metric is None or board.empty:
         return []
-    return statistics.across_datasets(board, metric, board.attrs["directions"][metric],
+    clean = board[~board["dataset"].isin(board.attrs.get("corrupted", []))]
+    return statistics.across_datasets(clean, metric, board.attrs["directions"][metric],
                                       board.attrs.get("alpha", statistics.ALPHA))
 
 

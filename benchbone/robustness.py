@@ -9,6 +9,7 @@ import json
 
 import pandas as pd
 
+from benchbone.corruptions import STANDARD
 from benchbone.errors import UsageError
 
 KEYS = ["dataset", "strategy", "params"]
@@ -37,7 +38,7 @@ def table(records: list[dict], baseline: str, metric: str = "top1") -> pd.DataFr
     the paper reports them), and the corruption error CE of each corruption.
 
     Errors are 1 - ``metric``. CE of corruption c = sum over severities of the row's errors / the baseline's;
-    mCE = mean CE over corruptions; relative CE uses each error minus the row's clean error. A UsageError
+    mCE = mean CE over the standard corruptions (over all of the row's when it has none of them); relative CE uses each error minus the row's clean error. A UsageError
     names what is missing: no corrupted records, an unknown baseline, or conditions the baseline lacks.
     """
     data = conditions(records, metric)
@@ -76,8 +77,9 @@ def table(records: list[dict], baseline: str, metric: str = "top1") -> pd.DataFr
                 base_rel = base_sum - len(errors) * (1 - base_clean.iloc[0]) if len(base_clean) else float("nan")
                 rel = errors.sum() - len(errors) * (1 - row["clean"])
                 relative[name] = rel / base_rel if base_rel and base_rel > 0 else float("nan")
-            row["mCE"] = 100 * pd.Series(ce).mean(skipna=False)  # undefined where the baseline made no error
-            row["relative_mCE"] = 100 * pd.Series(relative).mean(skipna=False)
+            counted = [n for n in ce if n in STANDARD] or list(ce)  # the paper's: extras get a CE, not a vote
+            row["mCE"] = 100 * pd.Series(ce)[counted].mean(skipna=False)  # undefined where the baseline made no error
+            row["relative_mCE"] = 100 * pd.Series(relative)[counted].mean(skipna=False)
             row.update({f"CE {name}": 100 * value for name, value in ce.items()})
             out.append(row)
     if not out:

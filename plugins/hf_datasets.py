@@ -187,6 +187,9 @@ def read_hf(value: str, data_dir: Path | None, download: bool, image_column: str
         if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
             raise UsageError(f"hf:{value}: split {name} has labels outside 0..{len(classes) - 1} "
                              f"(e.g. {int(labels.min())}, unlabelled rows); keep labelled rows only")
+        # datasets has no public accessor for a table's fingerprint; ``_fingerprint`` is the hash datasets itself
+        # keys its caches with (of the files read and every transform since), stable across sessions for
+        # save_to_disk folders, parquet files and the HF cache. Hashing the rows here would decode every image.
         digest = hashlib.sha256(f"{table._fingerprint}\0{image_column}\0{label_column}\0{classes}".encode())
         return HFSplit(table, image_column, labels.tolist(), digest.hexdigest())
 

@@ -45,6 +45,15 @@ def check_params(p: dict) -> None:
         raise UsageError(f"linear-probe: shots={shots!r} must be a positive whole number of images per class")
 
 
+def check_train_labels(p: dict, counts: dict[str, int]) -> None:
+    """``shots`` fits in the smallest class of the training split (``counts``: images per class name)."""
+    smallest = min(counts, key=counts.get)
+    if p["shots"] is not None and counts[smallest] < p["shots"]:
+        raise UsageError(f"linear-probe: shots={p['shots']} but class {list(counts).index(smallest)} has only "
+                         f"{counts[smallest]} training images ({smallest!r}, after the validation carve); ask for "
+                         f"at most {counts[smallest]}")
+
+
 def sample_shots(y, shots: int, num_classes: int, generator):
     """Sorted row indices of ``shots`` random rows per class of ``y``."""
     import torch
@@ -144,3 +153,6 @@ def fit_probe(Xtr, ytr, Xva, yva, p: dict, ctx) -> tuple:
 def benchbone_register_strategies(register):
     register("linear-probe", linear_probe, params=DEFAULTS, types={"C": float, "shots": int}, check=check_params,
              description="logistic regression on frozen features, C chosen on the validation split")
+
+
+linear_probe.check_train_labels = check_train_labels  # called with its training split's class sizes before the first cell

@@ -101,6 +101,22 @@ def setup_files(tmp: Path, monkeypatch) -> None:
     (tmp / "plugin_fails.py").write_text("import benchbone_no_such_module\n")
 
 
+def hf_dataset_without_labels(tmp: Path, monkeypatch) -> None:
+    """A ``save_to_disk`` dataset whose only other column holds floats, not class labels."""
+    import datasets
+    import numpy as np
+
+    grey = np.zeros((4, 4), np.uint8)
+    features = datasets.Features({"img": datasets.Image(), "y": datasets.Value("float32")})
+    datasets.disable_progress_bars()  # on stderr, which the case reads
+    try:
+        datasets.DatasetDict({split: datasets.Dataset.from_dict({"img": [grey, grey], "y": [0.5, 1.5]},
+                                                                features=features)
+                              for split in ("train", "test")}).save_to_disk(tmp / "hf-unlabelled")
+    finally:
+        datasets.enable_progress_bars()
+
+
 @dataclass
 class Case:
     id: str
@@ -154,6 +170,28 @@ ERRORS = [
     Case("set-val-fraction", ["--set", "val_fraction=1.5"], "--set val_fraction=1.5: give a fraction between 0 and 1"),
     Case("set-image-size", ["--set", "image_size=4"], "--set image_size=4: give a whole number of pixels >= 8"),
     Case("set-precision", ["--set", "precision=fp8"], "--set precision='fp8': use one of auto, fp32, bf16, fp16"),
+    # sizes the splits cannot give, checked before the first cell
+    Case("shots-above-smallest-class", ["--set", "shots=1000"],
+         "linear-probe: shots=1000 but class 0 has only 21 training images ('class0', after the validation "
+         "carve); ask for at most 21"),
+    Case("train-size-above-split", ["--set", "train_size=100000"],
+         "--set train_size=100000: the train split has only 86 images after the validation carve"),
+    Case("val-size-above-split", ["--set", "val_size=96"],
+         "--set val_size=96: the train split has 96 images, and a validation carve needs fewer; ask for at most 95"),
+    Case("train-size-zero", ["--set", "train_size=0"], "--set train_size=0: give a whole number of images >= 1"),
+    Case("train-size-and-per-class", ["--set", "train_size=10", "--set", "train_per_class=2"],
+         "--set train_size excludes train_per_class and train_fraction"),
+    # test conditions, layers and Hugging Face columns
+    Case("corruption-unknown", ["--set", "corruption=gausian_noise"],
+         "--set corruption=gausian_noise: unknown corruption (did you mean gaussian_noise?)"),
+    Case("corruption-severity", ["--set", "corruption=fog", "--set", "severity=6"],
+         "--set severity=6: severities are whole numbers 1 to 5"),
+    Case("layer-unknown", ["-b", "efficientnet_lite0", "-s", "knn", "--set", "layer=blocks.3"],
+         "--set layer=blocks.3: backbone 'efficientnet_lite0' has no layer 'blocks.3'; its layers: blocks.0, "
+         "blocks.1, blocks.2, blocks.4, blocks.6"),
+    Case("hf-no-label-column", ["-d", "hf:{tmp}/hf-unlabelled", "-s", "knn"],
+         "no label column (columns: img (Image), y (Value)); pass --set label_column=NAME",
+         before=hf_dataset_without_labels),
     # data
     Case("data-missing", ["-d", "imagefolder:{tmp}/missing"], "imagefolder: {tmp}/missing does not exist"),
     Case("data-empty", ["-d", "imagefolder:{tmp}/empty"], "{tmp}/empty is empty"),

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchbone.corruptions import CORRUPTIONS, EXTRA, STANDARD, Corruption, corrupt_array, parse
+from benchbone import corruptions
+from benchbone.corruptions import CORRUPTIONS, EXTRA, STANDARD, STREAMS, Corruption, corrupt_array, parse
 from benchbone.errors import UsageError
 from benchbone import robustness
 
@@ -27,12 +28,22 @@ def distance(name: str, severity: int, image: np.ndarray, draws: int = 4) -> flo
                                  - image).mean() for k in range(draws)]))
 
 
-def test_fourteen_standard_corruptions_frost_left_out():
-    assert len(STANDARD) == 14 and "frost" not in CORRUPTIONS
-    assert set(CORRUPTIONS) == set(STANDARD) | set(EXTRA)
+needs_frost = pytest.mark.skipif(not corruptions.frost_available(), reason="pip install 'benchbone[frost]'")
 
 
-@pytest.mark.parametrize("name", STANDARD + EXTRA)
+def with_frost_marked(names) -> list:
+    return [pytest.param(n, marks=needs_frost) if n == "frost" else n for n in names]
+
+
+def test_fifteen_standard_corruptions_and_four_extra_with_fixed_random_streams():
+    assert len(STANDARD) == 15 and STANDARD[8] == "frost" and EXTRA == ("speckle_noise", "gaussian_blur", "spatter",
+                                                                        "saturate")
+    assert set(CORRUPTIONS) == set(STANDARD) | set(EXTRA) == set(STREAMS) and len(STREAMS) == 19
+    # the stream numbers of the 16 corruptions published before frost, spatter and saturate stay as they were
+    assert STREAMS.index("fog") == 8 and STREAMS.index("gaussian_blur") == 15
+
+
+@pytest.mark.parametrize("name", with_frost_marked(STANDARD + EXTRA))
 def test_each_corruption_keeps_shape_and_dtype_is_seeded_and_changes_the_image(name):
     image = torch.from_numpy(smooth_image(24)[:, :20].copy()).permute(2, 0, 1)  # not square: 24 x 20
     out = Corruption(name, 5, seed=3)(image, 17)
@@ -45,7 +56,12 @@ def test_each_corruption_keeps_shape_and_dtype_is_seeded_and_changes_the_image(n
 
 # Pixel distance grows with severity for these; glass blur and elastic transform trade one kind of damage for
 # another across severities (as in the paper's parameters), and JPEG's quality steps are too close at 32 px.
-MONOTONE = [n for n in STANDARD + EXTRA if n not in ("glass_blur", "elastic_transform", "jpeg_compression")]
+# Frost dims the image as its layer weighs more, which cancel on bright pixels: its damage grows on black ones;
+# spatter is water at 1-3 and mud at 4-5, saturate desaturates at 1-2 and saturates at 3-5: each grows within.
+MONOTONE = [n for n in STANDARD + EXTRA if n not in ("glass_blur", "elastic_transform", "jpeg_compression", "frost",
+                                                     "spatter", "saturate")]
+MONOTONE_WITHIN = [("spatter", (1, 2, 3)), ("spatter", (4, 5)), ("saturate", (1, 2)), ("saturate", (3, 4, 5)),
+                   pytest.param("frost", (1, 2, 3, 4, 5), marks=needs_frost)]
 
 
 @pytest.mark.parametrize("name", MONOTONE)
@@ -53,6 +69,13 @@ def test_degradation_grows_with_severity(name):
     image = smooth_image()
     steps = [distance(name, s, image) for s in (1, 2, 3, 4, 5)]
     assert steps == sorted(steps) and steps[4] > steps[0], steps
+
+
+@pytest.mark.parametrize("name, severities", MONOTONE_WITHIN)
+def test_degradation_grows_within_each_kind_of_damage(name, severities):
+    image = np.zeros_like(smooth_image()) if name == "frost" else smooth_image()
+    steps = [distance(name, s, image) for s in severities]
+    assert steps == sorted(steps) and steps[-1] > steps[0], steps
 
 
 def test_random_corruptions_draw_per_image_and_seed():
@@ -77,6 +100,17 @@ def test_brightness_matches_matplotlib_hsv_round_trip():
         hsv = rgb_to_hsv(x)
         hsv[..., 2] = np.clip(hsv[..., 2] + c, 0, 1)
         np.testing.assert_allclose(CORRUPTIONS["brightness"](x, severity, None), hsv_to_rgb(hsv), atol=1e-12)
+
+
+def test_saturate_matches_matplotlib_hsv_round_trip():
+    from matplotlib.colors import hsv_to_rgb, rgb_to_hsv
+
+    x = np.random.default_rng(1).random((16, 16, 3))
+    x[0, 0], x[0, 1] = 0, 0.5  # black and grey: saturation 0, hue 0 (a shift turns grey red)
+    for severity, (scale, shift) in zip((1, 3, 5), ((0.3, 0), (1.5, 0), (2.5, 0.2))):
+        hsv = rgb_to_hsv(x)
+        hsv[..., 1] = np.clip(hsv[..., 1] * scale + shift, 0, 1)
+        np.testing.assert_allclose(CORRUPTIONS["saturate"](x, severity, None), hsv_to_rgb(hsv), atol=1e-12)
 
 
 def test_contrast_known_value():
@@ -118,17 +152,17 @@ def test_fog_height_map_spans_zero_to_one():
     assert grid.shape == (32, 32) and grid.min() == 0 and grid.max() == 1
 
 
+@needs_frost
 def test_parse_conditions():
     assert parse(None, None, 0) == [None]
     conditions = parse(["contrast", "all"], "2..3", 5)
-    assert conditions[0] is None and len(conditions) == 1 + 14 * 2
+    assert conditions[0] is None and len(conditions) == 1 + 15 * 2
     assert conditions[1] == Corruption("contrast", 2, 5) and conditions[2] == Corruption("contrast", 3, 5)
     assert parse("speckle_noise", 4, 0) == [None, Corruption("speckle_noise", 4, 0)]
 
 
 @pytest.mark.parametrize("sets, message", [
     (["corruption=gausian_noise"], "--set corruption=gausian_noise: unknown corruption (did you mean gaussian_noise?)"),
-    (["corruption=frost"], "--set corruption=frost: not available here"),
     (["corruption=all", "severity=6"], "--set severity=6: severities are whole numbers 1 to 5"),
     (["corruption=all", "severity=0,1"], "--set severity=0: severities are whole numbers 1 to 5"),
     (["severity=3"], "--set severity=3: give --set corruption=NAME[,NAME] or all as well"),
@@ -166,6 +200,7 @@ def test_a_corruption_run_has_one_record_per_condition_and_caches_each(cli, tmp_
     assert sorted({r["dataset"] for r in records}) == ["test/blobs", "test/blobs/contrast-1", "test/blobs/contrast-5",
                                                       "test/blobs/gaussian_noise-1", "test/blobs/gaussian_noise-5"]
     assert len(records) == 10 and all(r["status"] == "ok" for r in records)
+    assert "Across datasets" not in (tmp_path / "run" / "leaderboard.md").read_text()  # conditions are no datasets
     corrupted = [r for r in records if "corruption" in r]
     assert {(r["corruption"]["name"], r["corruption"]["severity"], r["corruption"]["seed"]) for r in corrupted} == {
         (n, s, 0) for n in ("contrast", "gaussian_noise") for s in (1, 5)}
@@ -212,3 +247,114 @@ def test_mce_and_relative_mce_follow_hendrycks_definitions():
     assert rows.loc["base", "mCE"] == pytest.approx(100) and rows.loc["base", "relative_mCE"] == pytest.approx(100)
     with pytest.raises(UsageError, match="the baseline has no record of c at severity 1"):
         robustness.table([*records, record("model", 0.5, "c", 1)], "base")
+
+
+# --- frost and spatter: their OpenCV steps against OpenCV itself (opencv-python comes with benchbone[frost]) ----
+
+FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
+
+
+def frost_file(name: str) -> str:
+    import importlib.metadata
+
+    return str(importlib.metadata.distribution("imagecorruptions").locate_file(f"imagecorruptions/frost/{name}"))
+
+
+@needs_frost
+@pytest.mark.parametrize("severity, keep, amount", [(1, 1, 0.2), (3, 0.9, 0.4), (5, 0.75, 0.45)])
+def test_frost_is_the_papers_blend_of_an_opencv_resized_photograph(severity, keep, amount):
+    cv2 = pytest.importorskip("cv2")
+    image = smooth_image()
+    for draw in range(3):
+        rng = np.random.default_rng([draw, severity])
+        index = int(rng.integers(5))  # the paper draws from the first five photographs
+        photo = cv2.resize(cv2.imread(frost_file(FROST_FILES[index])), (0, 0), fx=0.2, fy=0.2)[..., ::-1]
+        top, left = int(rng.integers(0, photo.shape[0] - 32)), int(rng.integers(0, photo.shape[1] - 32))
+        expected = np.clip(keep * image + amount * photo[top:top + 32, left:left + 32].astype(float), 0, 255)
+        out = corrupt_array(image, "frost", severity, np.random.default_rng([draw, severity]))
+        assert np.abs(out.astype(float) - expected).max() <= 0.5 + 1e-9
+
+
+@needs_frost
+def test_frost_photographs_decode_as_opencv_reads_them_and_scale_as_its_resize():
+    cv2 = pytest.importorskip("cv2")
+    from benchbone.corruptions import _frost_layer, frost_photographs
+
+    for index, name in enumerate(FROST_FILES):
+        bgr = cv2.imread(frost_file(name))
+        assert np.array_equal(frost_photographs()[index], bgr[..., ::-1])
+        for factor in (0.2, 0.7):  # 0.2: exact (every fifth pixel); otherwise OpenCV's fixed-point rounding
+            resized = cv2.resize(bgr, (0, 0), fx=factor, fy=factor)[..., ::-1].astype(float)
+            assert np.abs(_frost_layer(index, factor) - resized).max() <= (0 if factor == 0.2 else 1)
+
+
+def test_frost_without_the_extra_names_it_and_all_skips_frost(monkeypatch, cli, tmp_path):
+    import importlib.metadata
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    corruptions.frost_photographs.cache_clear()
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    result = cli(*RUN, "--set", "corruption=frost", "--out", tmp_path / "run")
+    assert result.code == 2 and not (tmp_path / "run").exists()
+    assert result.err.strip().splitlines() == [
+        "benchbone: error: --set corruption=frost needs the paper's frost photographs: pip install "
+        "'benchbone[frost]' (the imagecorruptions distribution ships them)"]
+    with pytest.warns(UserWarning, match=r"corruption=all: frost skipped, the other 14 run \(pip install "):
+        conditions = parse("all", 1, 0)
+    assert [c.name for c in conditions[1:]] == [n for n in STANDARD if n != "frost"]
+    monkeypatch.undo()
+    corruptions.frost_photographs.cache_clear()
+
+
+def spatter_layer(severity: int, seed: int) -> np.ndarray:
+    """The uint8 liquid layer spatter draws (severities 1-3), as its first steps compute it."""
+    from scipy import ndimage
+
+    loc, scale, sigma, threshold = [(0.62, 0.1, 0.7, 0.7), (0.65, 0.1, 0.8, 0.7), (0.65, 0.3, 1, 0.69)][severity - 1]
+    liquid = ndimage.gaussian_filter(np.random.default_rng(seed).normal(size=(32, 32), loc=loc, scale=scale),
+                                     sigma, mode="nearest")
+    liquid[liquid < threshold] = 0
+    return (np.clip(liquid, 0, 1) * 255).astype(np.uint8)
+
+
+def test_spatter_opencv_steps_match_opencv():
+    cv2 = pytest.importorskip("cv2")
+    from benchbone.corruptions import _box3, _canny, _distance_to_edges, _equalize_hist
+
+    edged = 0
+    for seed in range(40):
+        layer = spatter_layer(1 + seed % 3, seed)
+        edges = cv2.Canny(layer, 50, 150)
+        assert np.array_equal(_canny(layer, 50, 150), edges > 0)
+        edged += edges.any()
+        distance = cv2.threshold(cv2.distanceTransform(255 - edges, cv2.DIST_L2, 5), 20, 20, cv2.THRESH_TRUNC)[1]
+        np.testing.assert_allclose(_distance_to_edges(edges > 0, 20), distance, atol=1e-5)
+        np.testing.assert_allclose(_box3(distance), cv2.blur(distance, (3, 3)), atol=1e-5)
+        grey = (np.random.default_rng(seed).random((32, 32)) ** 2 * (60 + 4 * seed)).astype(np.uint8)
+        assert np.array_equal(_equalize_hist(grey), cv2.equalizeHist(grey))
+    assert edged > 20  # the comparisons saw real edges
+
+
+def test_spatter_water_only_brightens_and_mud_blends_towards_brown():
+    image = smooth_image().astype(float) / 255
+    for severity in (1, 2, 3):
+        out = CORRUPTIONS["spatter"](image, severity, np.random.default_rng(severity))
+        assert (out >= image - 1e-12).all() and (out > image).any()
+    mud = np.array([63, 42, 20]) / 255
+    out = CORRUPTIONS["spatter"](image, 5, np.random.default_rng(5))
+    channel = np.abs(mud - image).argmax(-1)[..., None]  # where the share is well defined
+    share = np.take_along_axis((out - image) / np.where(mud == image, 1, mud - image), channel, -1)
+    np.testing.assert_allclose(out, image * (1 - share) + mud * share, atol=1e-9)  # one weight for every channel
+    assert (share > 0.8).sum() > 20 and ((share == 0) | (share >= 0.8 - 1e-9)).all()  # blobs weigh >= 0.8
+
+
+def test_mce_counts_the_standard_corruptions_and_extras_only_get_their_ce():
+    errors = {"base": {"clean": 0.1, ("fog", 1): 0.4, ("spatter", 1): 0.4},
+              "model": {"clean": 0.1, ("fog", 1): 0.2, ("spatter", 1): 0.8}}
+    records = [record(b, 1 - e) if k == "clean" else record(b, 1 - e, *k)
+               for b, table in errors.items() for k, e in table.items()]
+    model = robustness.table(records, "base").set_index("backbone").loc["model"]
+    assert model["CE fog"] == pytest.approx(50) and model["CE spatter"] == pytest.approx(200)
+    assert model["mCE"] == pytest.approx(50) and model["corrupted"] == pytest.approx(0.5)  # accuracy: both

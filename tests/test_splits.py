@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from benchbone import UsageError
-from benchbone.data import SplitView, carve_validation, subsample
+from benchbone.data import SplitView, carve_validation, exact_subset, subsample
 
 PROBE = {"linear-probe.C": 1.0, "linear-probe.max_iter": 50}  # one quick fit
 
@@ -53,6 +53,8 @@ def test_fraction_is_per_class():
     ({"train_per_class": 0}, r"train_per_class=0: give a whole number"),
     ({"train_per_class": 2.5}, r"train_per_class=2.5: give a whole number"),
     ({"train_fraction": 1.5}, r"train_fraction=1.5: give a fraction in \(0, 1\]"),
+    ({"train_size": 2.5}, r"train_size=2.5: give a whole number of images >= 1"),
+    ({"val_size": 40, "linear-probe.shots": 20}, r"shots=20 but class \d has only \d+ training images \('class\d'"),
 ])
 def test_bad_subset_parameters_fail_before_any_cell(run_tiny_benchmark, tmp_path, overrides, pattern):
     with pytest.raises(UsageError, match=pattern):
@@ -71,3 +73,33 @@ def test_record_holds_the_split_used(run_tiny_benchmark, tmp_path):
     assert half["data"]["train"] == 44 and half["data"]["train_fraction"] == 0.5
     assert half["data"]["indices_digest"]["val"] == few["data"]["indices_digest"]["val"]
     assert half["cell_id"] != few["cell_id"]
+
+
+def test_exact_sizes_are_exact_stratified_disjoint_and_seeded():
+    big = view((2500, 1500, 1000))
+    rest, val = carve_validation(big, 200, seed=0, option="val_size")
+    train = exact_subset(rest, 800, seed=0, option="train_size")
+    assert (len(train), len(val)) == (800, 200) and not set(train.indices) & set(val.indices)
+    assert np.bincount(val.labels).tolist() == [100, 60, 40] and np.bincount(train.labels).tolist() == [400, 240, 160]
+    assert exact_subset(rest, 800, seed=0, option="train_size").digest() == train.digest()
+    assert exact_subset(rest, 800, seed=1, option="train_size").digest() != train.digest()
+    assert exact_subset(rest, len(rest), seed=0, option="train_size") is rest
+    lopsided = view((30, 1))  # a class of one image: no stratification, still exact
+    assert len(exact_subset(lopsided, 7, seed=0, option="train_size")) == 7
+
+
+def test_vtab_style_sizes_choose_c_on_val_and_refit_on_both(run_tiny_benchmark, tmp_path):
+    from benchbone.grid import Cell
+
+    run_tiny_benchmark(overrides={"train_size": 40, "val_size": 16, "linear-probe.c_steps": 3})
+    record, = (json.loads(p.read_text()) for p in (tmp_path / "run" / "records").glob("*.json"))
+    assert (record["data"]["train"], record["data"]["val"]) == (40, 16)
+    assert record["data"]["train_size"] == 40 and record["data"]["val_size"] == 16
+    info = record["strategy_info"]
+    assert len(info["sweep"]) == 3 and info["refit"] == "train+val" and info["fit_rows"] == 56
+    # unset, the new options leave a cell's id as it was before they existed
+    cell = Cell.from_json(record["cell"])
+    plain = dict(cell.options, train_size=None, val_size=None)
+    older = {k: v for k, v in plain.items() if k not in ("train_size", "val_size")}
+    assert (Cell(**{**cell.to_json(), "options": tuple(sorted(plain.items()))}).id
+            == Cell(**{**cell.to_json(), "options": tuple(sorted(older.items()))}).id)
