@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="DIR", help="run directory (default: benchbone-runs/<suite name or 'default'>)")
     run.add_argument("--data-dir", metavar="DIR", help="where the datasets' files are")
     run.add_argument("--cache-dir", metavar="DIR", help="feature cache (default: $BENCHBONE_CACHE_DIR or ~/.cache/benchbone)")
+    run.add_argument("--no-cache", action="store_true",
+                     help="neither read nor write the feature and decoded-image caches (features in memory)")
     run.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: picked automatically)")
     run.add_argument("--no-download", action="store_true", help="never download data")
     run.add_argument("--sort-by", metavar="METRIC", help="rank by this metric (default: the first)")
@@ -216,13 +218,15 @@ def cmd_run(args) -> int:
         name = Path(args.suite).stem.strip(".") or "default"  # "...toml" must not name benchbone-runs/..
     if args.seeds < 1:
         raise UsageError(f"--seeds must be at least 1, not {args.seeds}")
+    if args.no_cache and args.cache_dir:
+        raise UsageError("--no-cache runs without a cache: pass it or --cache-dir, not both")
     from benchbone.harness import run_grid
     from benchbone.plugins import log_targets
 
     board = run_grid(
         spec, out=Path(args.out) if args.out else Path("benchbone-runs") / name,
         pm=_manager(args, log_to=log_targets(args.log_to)),
-        device=args.device, cache_dir=args.cache_dir, download=not args.no_download, quiet=args.quiet,
+        device=args.device, cache_dir="" if args.no_cache else args.cache_dir, download=not args.no_download, quiet=args.quiet,
         fail_fast=args.fail_fast, sort_by=args.sort_by, command=_command_line(args.argv),
         executor=args.executor, executor_options=_executor_options(args),
         **dict(zip(("alpha", "ci_method"), _statistics_options(args))),

@@ -154,6 +154,10 @@ class RowsFile:
         return self.memory.result()
 
 
+class _NotKept(Exception):
+    """Carries an entry computed in memory out of the block that would otherwise publish its rows file."""
+
+
 class FeatureStore:
     """A content-addressed directory of cache entries, safe for concurrent writers (write, then rename).
 
@@ -321,18 +325,21 @@ class FeatureStore:
     def _compute(self, key: str, description: dict, compute: Callable, shape: tuple[int, int], name: str) -> dict:
         """Compute an entry, its rows streamed to a temporary file that is renamed into place, then its header."""
         size = int(np.prod(shape)) * 4
-        with contextlib.ExitStack() as stack:
-            rows = self._rows_sink(stack, key, shape, size)
-            tensors = compute(rows)  # a plugin's error propagates; the stack removes the temporary file
-            described = rows.finish()
-            if described is None:  # no cache, or the disk refused a write: the rows are in memory, nothing is kept
-                return {**tensors, name: rows.result()}
-            mapped = torch.from_numpy(np.load(rows.path, mmap_mode="c"))  # stays readable if the file goes
-            try:
-                stack.close()  # fsync, then rename into place
-            except OSError as exc:
-                self._cannot_write(exc, size)
-                return {**tensors, name: mapped}
+        try:
+            with contextlib.ExitStack() as stack:
+                rows = self._rows_sink(stack, key, shape, size)
+                tensors = compute(rows)  # a plugin's error propagates; the stack removes the temporary file
+                described = rows.finish()
+                if described is None:  # no cache, or the disk refused a write: the rows are in memory
+                    raise _NotKept({**tensors, name: rows.result()})  # and the temporary file goes
+                mapped = torch.from_numpy(np.load(rows.path, mmap_mode="c"))  # stays readable if the file goes
+                try:
+                    stack.close()  # fsync, then rename into place
+                except OSError as exc:
+                    self._cannot_write(exc, size)
+                    return {**tensors, name: mapped}
+        except _NotKept as computed:
+            return computed.args[0]
         rows_path = self.rows_path(key)
         if not self.save(key, tensors, description, {**described, "name": name}):
             rows_path.unlink(missing_ok=True)  # no header, no entry: nothing half-written is left
