@@ -1,0 +1,96 @@
+"""A cached index of registered names, so that ``benchbone list backbones`` needs neither torch nor timm.
+
+Filling the backbone registry imports torchvision and timm and lists thousands of models (seconds).
+The index keeps what ``benchbone list`` prints, per kind, in ``<cache>/index/<kind>.json``, together
+with a stamp of everything the names depend on: the versions of benchbone, torch, torchvision and timm,
+every loaded plugin's name and version, and the size and mtime of each plugin's module file (so an
+edited plugin, an installed or removed one, a blocked one or a ``-p`` file all rebuild it). A file
+whose stamp differs, whose digest does not match its content, or that cannot be read is rebuilt, never
+trusted. Without a cache directory (``BENCHBONE_CACHE_DIR=``) nothing is kept.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+INDEX_VERSION = 1
+DEPENDS_ON = ("benchbone", "torch", "torchvision", "timm")
+
+
+def cache_root() -> Path | None:
+    """The run's default cache directory (``BENCHBONE_CACHE_DIR``, else ``~/.cache/benchbone``); None when empty."""
+    root = os.environ.get("BENCHBONE_CACHE_DIR")
+    if root is None:
+        root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "benchbone"
+    return Path(root) if str(root) else None
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _module_file(plugin: object) -> str | None:
+    """The source file of a plugin module (also a ``-p`` file, which is not in sys.modules) or of an object's class."""
+    module = plugin if isinstance(plugin, type(sys)) else sys.modules.get(type(plugin).__module__)
+    return getattr(module, "__file__", None)
+
+
+def stamp(pm, kind: str) -> dict:
+    """What the names of ``kind`` depend on: versions, plugins and their module files (size, mtime)."""
+    files = {}
+    for name, plugin in pm.list_name_plugin():
+        path = _module_file(plugin)
+        with contextlib.suppress(OSError, TypeError):
+            st = os.stat(path)
+            files[name] = [path, st.st_size, st.st_mtime_ns]
+    return {"index": INDEX_VERSION, "kind": kind, "python": sys.version, "executable": sys.executable,
+            "versions": {dist: _version(dist) for dist in DEPENDS_ON},
+            "plugins": dict(sorted(pm.versions.items())), "files": dict(sorted(files.items()))}
+
+
+def _digest(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _read(path: Path, expected: dict) -> list[dict] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        body = {k: data[k] for k in ("stamp", "rows")}
+        if data["digest"] != _digest(body) or body["stamp"] != expected:
+            return None
+        rows = body["rows"]
+        if not all(isinstance(r["name"], str) and isinstance(r["line"], str) for r in rows):
+            return None
+        return rows
+    except (OSError, ValueError, KeyError, TypeError):  # absent, truncated, edited: rebuilt, not trusted
+        return None
+
+
+def rows(pm, kind: str, line: Callable) -> list[dict]:
+    """``{"name", "aliases", "line"}`` of every registered name of ``kind`` in listing order, from the index
+    when it is current, else from the registry (``line(entry)`` is what ``benchbone list`` prints) and kept."""
+    root = cache_root()
+    expected = stamp(pm, kind)
+    path = root / "index" / f"{kind}.json" if root else None
+    found = _read(path, expected) if path else None
+    if found is not None:
+        return found
+    registry = pm.registries().kind(kind)
+    made = [{"name": e.name, "aliases": list(e.meta.get("aliases", ())), "line": line(e)} for e in registry]
+    if path and not registry.load_problems:  # a plugin that failed is tried again next time
+        from benchbone.records import atomic_path
+
+        body = {"stamp": expected, "rows": made}
+        with contextlib.suppress(OSError):  # a cache that cannot be written: listed all the same
+            with atomic_path(path) as tmp:
+                tmp.write_text(json.dumps({**body, "digest": _digest(body)}), encoding="utf-8")
+    return made
