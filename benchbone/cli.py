@@ -174,7 +174,7 @@ def cmd_list(args) -> int:
 
     from benchbone.names_index import rows
 
-    listed = [row for row in rows(_manager(args), args.kind, lambda entry: _list_line(entry, args.kind))
+    listed = [row for row in rows(_manager(args), args.kind)
               if args.pattern is None  # aliases too: `benchbone list backbones resnet50`
               or any(fnmatch.fnmatchcase(n, args.pattern) for n in (row["name"], *row["aliases"]))]
     if args.pattern and not listed:
@@ -182,24 +182,6 @@ def cmd_list(args) -> int:
     for row in listed:
         print(row["line"])
     return 0
-
-
-def _list_line(entry, kind: str) -> str:
-    """What `benchbone list KIND` prints of one entry: its name, plugin and details."""
-    name = entry.name + ("VALUE" if entry.meta.get("prefix") else "")
-    extra = []
-    if entry.meta.get("aliases"):
-        extra.append("alias " + ", ".join(entry.meta["aliases"]))
-    if kind == "strategies":
-        extra.append(", ".join(f"{k}={v!r}" for k, v in entry.meta.items() if k not in ("aliases", "description")))
-    if kind == "metrics":
-        extra.append("higher is better" if entry.meta.get("higher_is_better", True) else "lower is better")
-        extra.append("paired tests: " + ("per item" if entry.meta.get("per_item") else
-                                         "recomputed per resample" if entry.meta.get("resample") else "none"))
-    if entry.meta.get("description"):
-        extra.append(entry.meta["description"])
-    detail = "; ".join(e for e in extra if e)
-    return f"{name:<40} [{entry.plugin}]" + (f"  {detail}" if detail else "")
 
 
 def cmd_plugins(args) -> int:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from scipy import ndimage
 
 from benchbone.errors import UsageError
 
@@ -54,6 +53,7 @@ def speckle_noise(x: Image, severity: int, rng: np.random.Generator) -> Image:
 
 def _blur(x: Image, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> Image:
     """scikit-image's ``gaussian`` on each channel."""
+    from scipy import ndimage  # here, not at import: a run without corruptions never loads scipy.ndimage
     return ndimage.gaussian_filter(x, sigma=(sigma, sigma, 0), mode=mode, truncate=truncate)
 
 
@@ -77,6 +77,7 @@ def glass_blur(x: Image, severity: int, rng: np.random.Generator) -> Image:
 
 def _disk(radius: float, alias_blur: float) -> np.ndarray:
     """The paper's anti-aliased disk kernel (OpenCV's 3x3 GaussianBlur of a binary disk, sum 1)."""
+    from scipy import ndimage
     half = 8 if radius <= 8 else math.ceil(radius)
     taps = 3 if radius <= 8 else 5
     grid = np.arange(-half, half + 1)
@@ -89,6 +90,7 @@ def _disk(radius: float, alias_blur: float) -> np.ndarray:
 
 
 def defocus_blur(x: Image, severity: int, rng: np.random.Generator) -> Image:
+    from scipy import ndimage
     radius, alias_blur = [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)][severity - 1]
     kernel = _disk(radius, alias_blur)
     out = np.stack([ndimage.convolve(x[..., ch], kernel, mode="mirror") for ch in range(x.shape[2])], axis=-1)
@@ -120,6 +122,7 @@ def motion_blur(x: Image, severity: int, rng: np.random.Generator) -> Image:
 
 def _clipped_zoom(x: np.ndarray, factor: float) -> np.ndarray:
     """The centre of ``x`` magnified by ``factor`` (linear), cropped back to its size."""
+    from scipy import ndimage
     h, w = x.shape[:2]
     ch, cw = math.ceil(h / factor), math.ceil(w / factor)
     top, left = (h - ch) // 2, (w - cw) // 2
@@ -207,6 +210,7 @@ def contrast(x: Image, severity: int, rng: np.random.Generator) -> Image:
 
 def elastic_transform(x: Image, severity: int, rng: np.random.Generator) -> Image:
     """A random affine warp of three points, then a smoothed random displacement field (sizes relative to 32 px)."""
+    from scipy import ndimage
     h, w = x.shape[:2]
     side = min(h, w)  # the paper: fractions of IMSIZE = 32
     alpha, sigma, shift = [(0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05),

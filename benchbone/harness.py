@@ -474,7 +474,10 @@ def run_spec(spec: dict) -> dict:
     """
     from benchbone.plugins import get_plugin_manager
 
+    from benchbone.names_index import narrow
+
     pm = get_plugin_manager(**spec["plugins"])
+    narrow(pm, "backbones", [spec["cell"]["backbone"]])  # only the plugin of this cell's backbone
     session = Session(pm, device=spec["device"], cache_dir=spec["cache_dir"], download=spec["download"], quiet=True,
                       command=spec["command"])
     if session.device == "cuda" and "LOCAL_RANK" in os.environ:
@@ -510,7 +513,7 @@ def run_grid(
     leaderboard (CSV, markdown, JSON) is written to ``out`` from the records of this grid.
     """
     from benchbone import executors, leaderboard
-    from benchbone.grid import expand
+    from benchbone.grid import expand, split_backbone
     from benchbone.plugins import get_plugin_manager
     from benchbone.records import write_atomic
     from benchbone.report import page as report_page
@@ -518,6 +521,9 @@ def run_grid(
 
     check_options(alpha, ci_method)  # before any cell runs
     pm = pm or get_plugin_manager()
+    from benchbone.names_index import narrow
+
+    narrow(pm, "backbones", [split_backbone(b)[0] for b in [*spec.backbones, *spec.weights]])  # only their plugins
     warn_load_problems(pm)
     cells = expand(spec, pm.registries())
     runner = executors.get(executor, executor_options or {})

@@ -17,7 +17,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Callable
 
 INDEX_VERSION = 1
 DEPENDS_ON = ("benchbone", "torch", "torchvision", "timm")
@@ -75,18 +74,40 @@ def _read(path: Path, expected: dict) -> list[dict] | None:
         return None
 
 
-def rows(pm, kind: str, line: Callable) -> list[dict]:
-    """``{"name", "aliases", "line"}`` of every registered name of ``kind`` in listing order, from the index
-    when it is current, else from the registry (``line(entry)`` is what ``benchbone list`` prints) and kept."""
+def line(entry, kind: str) -> str:
+    """What `benchbone list KIND` prints of one entry: its name, plugin and details."""
+    name = entry.name + ("VALUE" if entry.meta.get("prefix") else "")
+    extra = []
+    if entry.meta.get("aliases"):
+        extra.append("alias " + ", ".join(entry.meta["aliases"]))
+    if kind == "strategies":
+        extra.append(", ".join(f"{k}={v!r}" for k, v in entry.meta.items() if k not in ("aliases", "description")))
+    if kind == "metrics":
+        extra.append("higher is better" if entry.meta.get("higher_is_better", True) else "lower is better")
+        extra.append("paired tests: " + ("per item" if entry.meta.get("per_item") else
+                                         "recomputed per resample" if entry.meta.get("resample") else "none"))
+    if entry.meta.get("description"):
+        extra.append(entry.meta["description"])
+    detail = "; ".join(e for e in extra if e)
+    return f"{name:<40} [{entry.plugin}]" + (f"  {detail}" if detail else "")
+
+
+def _path(kind: str) -> Path | None:
     root = cache_root()
-    expected = stamp(pm, kind)
-    path = root / "index" / f"{kind}.json" if root else None
+    return root / "index" / f"{kind}.json" if root else None
+
+
+def rows(pm, kind: str) -> list[dict]:
+    """``{"name", "aliases", "plugin", "prefix", "line"}`` of every registered name of ``kind`` in listing order,
+    from the index when it is current, else from the registry (then kept)."""
+    path, expected = _path(kind), stamp(pm, kind)
     found = _read(path, expected) if path else None
     if found is not None:
         return found
     registry = pm.registries().kind(kind)
-    made = [{"name": e.name, "aliases": list(e.meta.get("aliases", ())), "line": line(e)} for e in registry]
-    if path and not registry.load_problems:  # a plugin that failed is tried again next time
+    made = [{"name": e.name, "aliases": list(e.meta.get("aliases", ())), "plugin": e.plugin,
+             "prefix": bool(e.meta.get("prefix")), "line": line(e, kind)} for e in registry]
+    if path and not registry.load_problems and not pm.registries().narrowed.get(kind):  # a failed plugin: next time
         from benchbone.records import atomic_path
 
         body = {"stamp": expected, "rows": made}
@@ -94,3 +115,27 @@ def rows(pm, kind: str, line: Callable) -> list[dict]:
             with atomic_path(path) as tmp:
                 tmp.write_text(json.dumps({**body, "digest": _digest(body)}), encoding="utf-8")
     return made
+
+
+def narrow(pm, kind: str, requested: list[str]) -> None:
+    """Fill ``kind``'s registry from only the plugins that own the ``requested`` names and patterns, where the
+    index (current, else built now) says which: a run of one backbone then imports neither torchvision
+    nor timm unless that backbone comes from them. A name the index does not know exactly (a prefix
+    name such as ``hf/ORG/NAME``, a misspelling) leaves the registry whole, with its did-you-mean errors."""
+    if not requested or pm.registries().filled(kind):
+        return
+    import fnmatch
+
+    from benchbone.registry import PATTERN_CHARS
+
+    known = rows(pm, kind)
+    owners = set()
+    for name in requested:
+        if PATTERN_CHARS & set(name):
+            found = [r for r in known if not r["prefix"] and fnmatch.fnmatchcase(r["name"], name)]
+        else:
+            found = [r for r in known if not r["prefix"] and name in (r["name"], *r["aliases"])]
+        if not found:
+            return
+        owners.update(r["plugin"] for r in found)
+    pm.registries().narrowed[kind] = owners

@@ -243,6 +243,10 @@ class Registries:
         self._filled: dict[str, Registry] = {}
         self._loading_problems = dict(pm.problems)  # plugins that failed to import: any kind may miss their names
         self.problems: dict[str, str] = {}  # of the kind being filled
+        self.narrowed: dict[str, set[str]] = {}  # kind -> the only plugins to fill it from (benchbone.names_index.narrow)
+
+    def filled(self, kind: str) -> bool:
+        return kind in self._filled
 
     @classmethod
     def collect(cls, pm: PluginManager) -> "Registries":
@@ -257,7 +261,8 @@ class Registries:
             registry = Registry(singular)
             self.problems = {}
             for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
-                self._collect_one(self._pm, impl, hook_name, registry)
+                if kind not in self.narrowed or impl.plugin_name in self.narrowed[kind]:
+                    self._collect_one(self._pm, impl, hook_name, registry)
             self._pm.problems.update(self.problems)
             # an unknown name may be one that a broken plugin would have offered: its errors say so
             registry.load_problems = {**self._loading_problems, **self.problems}
