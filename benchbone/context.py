@@ -140,9 +140,8 @@ class Context:
                                   **self.settings.describe(),
                                   **({"batch_size": self._last_stats["batch_size"]} if extracted else {})}
         if len(view) == len(target) and np.array_equal(view.indices, target.indices):  # the whole entry
-            stored = feature_key(description)
-            features = self._store.reopen(stored) if stored in self._store.mapped else tensors["features"].clone()
-            return features, tensors["labels"].clone()
+            features = self._store.reopen(feature_key(description))
+            return (tensors["features"].clone() if features is None else features), tensors["labels"].clone()
         index = torch.as_tensor(np.searchsorted(target.indices, view.indices))
         return tensors["features"][index], tensors["labels"][index]
 

@@ -238,9 +238,14 @@ class FeatureStore:
         self.mapped.add(key)
         return torch.from_numpy(array)
 
-    def reopen(self, key: str) -> torch.Tensor:
-        """A fresh private memory map of ``key``'s rows (checked on load): what one strategy may write into."""
-        return torch.from_numpy(np.load(self.rows_path(key), mmap_mode="c"))
+    def reopen(self, key: str) -> torch.Tensor | None:
+        """A fresh private memory map of ``key``'s rows, what one strategy may write into; None unless the file
+        is still the one this process checked (another run may have replaced or removed it since)."""
+        path = self.rows_path(key)
+        with contextlib.suppress(OSError, ValueError):
+            if key in self.mapped and _identity(path) in _CHECKED:
+                return torch.from_numpy(np.load(path, mmap_mode="c"))
+        return None
 
     def _cannot_write(self, exc: OSError, size: int | None = None) -> None:
         """Report once that the cache directory cannot be written, and stop writing to it."""

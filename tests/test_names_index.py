@@ -99,3 +99,30 @@ def test_without_a_cache_directory_nothing_is_kept(tmp_path, monkeypatch, listed
     monkeypatch.chdir(tmp_path)
     assert listed()[1] and listed()[1]
     assert list(tmp_path.iterdir()) == []
+
+
+RUN = """
+import sys
+from benchbone.cli import main
+code = main(["run", "-p", "benchbone.testing", "-b", {backbone!r}, "-d", "test/blobs", "-s", "knn", "-q", "--out", {out!r}])
+print(code, *(name for name in ("torchvision", "timm") if name in sys.modules))
+"""
+
+
+@pytest.mark.slow
+def test_a_run_with_a_current_index_fills_only_its_backbones_plugins(tmp_path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "BENCHBONE_CACHE_DIR": str(tmp_path / "cache"), "BENCHBONE_LOAD_PLUGINS": ""}
+
+    def run(backbone: str, out: str) -> list[str]:
+        result = subprocess.run([sys.executable, "-c", RUN.format(backbone=backbone, out=str(tmp_path / out))],
+                                capture_output=True, text=True, env=env, timeout=300)
+        return result.stdout.split()
+
+    assert run("test/tiny-cnn", "a") == ["0", "torchvision", "timm"]  # no index yet: every plugin's names
+    assert (tmp_path / "cache" / "index" / "backbones.json").exists()
+    assert run("test/tiny-cnn", "b") == ["0"]  # only the tiny plugin registered its backbones
+    assert run("test/tiny-*", "c") == ["0"]  # patterns too
+    assert run("test/tiny-cn", "d")[0] == "2"  # a misspelling: the whole registry, for its did-you-mean
