@@ -241,9 +241,11 @@ class FeatureStore:
     def reopen(self, key: str) -> torch.Tensor | None:
         """A fresh private memory map of ``key``'s rows, what one strategy may write into; None unless the file
         is still the one this process checked (another run may have replaced or removed it since)."""
+        if key not in self.mapped:
+            return None
         path = self.rows_path(key)
         with contextlib.suppress(OSError, ValueError):
-            if key in self.mapped and _identity(path) in _CHECKED:
+            if _identity(path) in _CHECKED:
                 return torch.from_numpy(np.load(path, mmap_mode="c"))
         return None
 

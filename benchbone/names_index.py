@@ -97,9 +97,9 @@ def _path(kind: str) -> Path | None:
     return root / "index" / f"{kind}.json" if root else None
 
 
-def rows(pm, kind: str) -> list[dict]:
+def rows(pm, kind: str, keep: bool = True) -> list[dict]:
     """``{"name", "aliases", "plugin", "prefix", "line"}`` of every registered name of ``kind`` in listing order,
-    from the index when it is current, else from the registry (then kept)."""
+    from the index when it is current, else from the registry (then kept, unless ``keep`` is false)."""
     path, expected = _path(kind), stamp(pm, kind)
     found = _read(path, expected) if path else None
     if found is not None:
@@ -107,7 +107,7 @@ def rows(pm, kind: str) -> list[dict]:
     registry = pm.registries().kind(kind)
     made = [{"name": e.name, "aliases": list(e.meta.get("aliases", ())), "plugin": e.plugin,
              "prefix": bool(e.meta.get("prefix")), "line": line(e, kind)} for e in registry]
-    if path and not registry.load_problems and not pm.registries().narrowed.get(kind):  # a failed plugin: next time
+    if keep and path and not registry.load_problems and not pm.registries().narrowed.get(kind):  # failed: next time
         from benchbone.records import atomic_path
 
         body = {"stamp": expected, "rows": made}
@@ -117,18 +117,19 @@ def rows(pm, kind: str) -> list[dict]:
     return made
 
 
-def narrow(pm, kind: str, requested: list[str]) -> None:
+def narrow(pm, kind: str, requested: list[str], keep: bool = True) -> None:
     """Fill ``kind``'s registry from only the plugins that own the ``requested`` names and patterns, where the
     index (current, else built now) says which: a run of one backbone then imports neither torchvision
     nor timm unless that backbone comes from them. A name the index does not know exactly (a prefix
-    name such as ``hf/ORG/NAME``, a misspelling) leaves the registry whole, with its did-you-mean errors."""
+    name such as ``hf/ORG/NAME``, a misspelling) leaves the registry whole, with its did-you-mean errors.
+    ``keep=False`` (a run with ``--no-cache``) reads a current index but writes none."""
     if not requested or pm.registries().filled(kind):
         return
     import fnmatch
 
     from benchbone.registry import PATTERN_CHARS
 
-    known = rows(pm, kind)
+    known = rows(pm, kind, keep)
     owners = set()
     for name in requested:
         if PATTERN_CHARS & set(name):

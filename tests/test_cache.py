@@ -263,3 +263,22 @@ def test_shard_spec_of_a_run_without_cache_keeps_it_off(tmp_path, cli):
     (spec,) = (tmp_path / "r" / "specs").glob("*.json")
     assert json.loads(spec.read_text())["cache_dir"] == ""
 
+
+
+def test_a_backbones_efficiency_is_measured_once_per_cache(run_tiny_benchmark, tmp_path, monkeypatch):
+    import benchbone.efficiency
+
+    first = run_tiny_benchmark(strategies=["knn"], out=tmp_path / "a")
+    assert len(list((tmp_path / "cache" / "efficiency").glob("*.json"))) == 1
+
+    def measured_again(*args):
+        raise AssertionError("GMACs counted again although the cache holds them")
+
+    monkeypatch.setattr(benchbone.efficiency, "describe", measured_again)
+    again = run_tiny_benchmark(strategies=["knn"], out=tmp_path / "b")
+    assert list(again.status) == ["ok"]
+    assert (again[["params_m", "gmacs"]].to_dict() == first[["params_m", "gmacs"]].to_dict())
+    (path,) = (tmp_path / "cache" / "efficiency").glob("*.json")
+    path.write_text("{damaged")  # measured again, not trusted
+    monkeypatch.undo()
+    assert list(run_tiny_benchmark(strategies=["knn"], out=tmp_path / "c").status) == ["ok"]
