@@ -503,7 +503,7 @@ def run_spec(spec: dict) -> dict:
     from benchbone.names_index import narrow
 
     pm = get_plugin_manager(**spec["plugins"])
-    narrow(pm, "backbones", [spec["cell"]["backbone"]], keep=spec["cache_dir"] != "")  # only this backbone's plugin
+    narrow(pm, "backbones", [spec["cell"]["backbone"]])  # only the plugin of this cell's backbone
     session = Session(pm, device=spec["device"], cache_dir=spec["cache_dir"], download=spec["download"], quiet=True,
                       command=spec["command"])
     if session.device == "cuda" and "LOCAL_RANK" in os.environ:
@@ -547,10 +547,10 @@ def run_grid(
 
     check_options(alpha, ci_method)  # before any cell runs
     pm = pm or get_plugin_manager()
-    from benchbone.names_index import narrow
+    from benchbone import names_index
 
-    narrow(pm, "backbones", [split_backbone(b)[0] for b in [*spec.backbones, *spec.weights]],  # only their plugins
-           keep=cache_dir != "")  # --no-cache writes nothing into the cache directory
+    asked = [split_backbone(b)[0] for b in [*spec.backbones, *spec.weights]]
+    names_index.narrow(pm, "backbones", asked)  # fill the registry from only the plugins of these backbones
     warn_load_problems(pm)
     cells = expand(spec, pm.registries())
     runner = executors.get(executor, executor_options or {})
@@ -564,6 +564,8 @@ def run_grid(
         session.dataset(*key)
     for cell in {(c.backbone, c.weights): c for c in cells if c.weights}.values():
         session.backbone(cell)  # and so do weights files that do not fit their backbone
+    if session.store.root is not None:  # the input is sound: keep the name index for the next run (not --no-cache)
+        names_index.rows(pm, "backbones")
     say = (lambda msg: print(msg, file=sys.stderr)) if echo and not quiet else (lambda msg: None)
 
     def warn(msg: str) -> None:  # shown even with -q (one line through the CLI): something asked for is missing

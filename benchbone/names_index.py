@@ -117,19 +117,23 @@ def rows(pm, kind: str, keep: bool = True) -> list[dict]:
     return made
 
 
-def narrow(pm, kind: str, requested: list[str], keep: bool = True) -> None:
+def narrow(pm, kind: str, requested: list[str]) -> None:
     """Fill ``kind``'s registry from only the plugins that own the ``requested`` names and patterns, where the
-    index (current, else built now) says which: a run of one backbone then imports neither torchvision
-    nor timm unless that backbone comes from them. A name the index does not know exactly (a prefix
-    name such as ``hf/ORG/NAME``, a misspelling) leaves the registry whole, with its did-you-mean errors.
-    ``keep=False`` (a run with ``--no-cache``) reads a current index but writes none."""
+    index (when current) says which: a run of one backbone then imports neither torchvision nor timm
+    unless that backbone comes from them. A name the index does not know exactly (a prefix name such as
+    ``hf/ORG/NAME``, a misspelling) leaves the registry whole, with its did-you-mean errors. Writes
+    nothing: a run that fails on bad input leaves no file (the run writes the index once its input is
+    checked, with ``rows``)."""
     if not requested or pm.registries().filled(kind):
         return
     import fnmatch
 
     from benchbone.registry import PATTERN_CHARS
 
-    known = rows(pm, kind, keep)
+    path = _path(kind)
+    known = _read(path, stamp(pm, kind)) if path else None
+    if known is None:
+        return
     owners = set()
     for name in requested:
         if PATTERN_CHARS & set(name):

@@ -119,7 +119,7 @@ def test_a_run_with_a_current_index_fills_only_its_backbones_plugins(tmp_path):
     def run(backbone: str, out: str) -> list[str]:
         result = subprocess.run([sys.executable, "-c", RUN.format(backbone=backbone, out=str(tmp_path / out))],
                                 capture_output=True, text=True, env=env, timeout=300)
-        return result.stdout.split()
+        return result.stdout.splitlines()[-1].split()  # after the leaderboard table
 
     assert run("test/tiny-cnn", "a") == ["0", "torchvision", "timm"]  # no index yet: every plugin's names
     assert (tmp_path / "cache" / "index" / "backbones.json").exists()
