@@ -498,9 +498,8 @@ def run_spec(spec: dict) -> dict:
 
     What ``benchbone run-cell SPEC.json`` and every executor's worker call: the same path as a local run.
     """
-    from benchbone.plugins import get_plugin_manager
-
     from benchbone.names_index import narrow
+    from benchbone.plugins import get_plugin_manager
 
     pm = get_plugin_manager(**spec["plugins"])
     narrow(pm, "backbones", [spec["cell"]["backbone"]])  # only the plugin of this cell's backbone
@@ -538,7 +537,7 @@ def run_grid(
     ``executor`` is "local" (this process), "submitit", "ray" or "specs" (see ``benchbone.executors``). The
     leaderboard (CSV, markdown, JSON) is written to ``out`` from the records of this grid.
     """
-    from benchbone import executors, leaderboard
+    from benchbone import executors, leaderboard, names_index
     from benchbone.grid import expand, split_backbone
     from benchbone.plugins import get_plugin_manager
     from benchbone.records import write_atomic
@@ -547,8 +546,6 @@ def run_grid(
 
     check_options(alpha, ci_method)  # before any cell runs
     pm = pm or get_plugin_manager()
-    from benchbone import names_index
-
     asked = [split_backbone(b)[0] for b in [*spec.backbones, *spec.weights]]
     names_index.narrow(pm, "backbones", asked)  # fill the registry from only the plugins of these backbones
     warn_load_problems(pm)
