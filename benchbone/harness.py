@@ -502,7 +502,7 @@ def run_spec(spec: dict) -> dict:
     from benchbone.plugins import get_plugin_manager
 
     pm = get_plugin_manager(**spec["plugins"])
-    narrow(pm, "backbones", [spec["cell"]["backbone"]])  # only the plugin of this cell's backbone
+    narrow(pm, "backbones", [spec["cell"]["backbone"]], spec["cache_dir"] or None)  # only this backbone's plugin
     session = Session(pm, device=spec["device"], cache_dir=spec["cache_dir"], download=spec["download"], quiet=True,
                       command=spec["command"])
     if session.device == "cuda" and "LOCAL_RANK" in os.environ:
@@ -547,7 +547,8 @@ def run_grid(
     check_options(alpha, ci_method)  # before any cell runs
     pm = pm or get_plugin_manager()
     asked = [split_backbone(b)[0] for b in [*spec.backbones, *spec.weights]]
-    names_index.narrow(pm, "backbones", asked)  # fill the registry from only the plugins of these backbones
+    index_root = names_index.DEFAULT if cache_dir is None else cache_dir or None  # the run's cache directory
+    names_index.narrow(pm, "backbones", asked, index_root)  # fill the registry from only these backbones' plugins
     warn_load_problems(pm)
     cells = expand(spec, pm.registries())
     runner = executors.get(executor, executor_options or {})
@@ -562,7 +563,7 @@ def run_grid(
     for cell in {(c.backbone, c.weights): c for c in cells if c.weights}.values():
         session.backbone(cell)  # and so do weights files that do not fit their backbone
     if session.store.root is not None:  # the input is sound: keep the name index for the next run (not --no-cache)
-        names_index.rows(pm, "backbones")
+        names_index.rows(pm, "backbones", root=session.store.root)
     say = (lambda msg: print(msg, file=sys.stderr)) if echo and not quiet else (lambda msg: None)
 
     def warn(msg: str) -> None:  # shown even with -q (one line through the CLI): something asked for is missing

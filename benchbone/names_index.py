@@ -23,7 +23,7 @@ DEPENDS_ON = ("benchbone", "torch", "torchvision", "timm")
 
 
 def cache_root() -> Path | None:
-    """The run's default cache directory (``BENCHBONE_CACHE_DIR``, else ``~/.cache/benchbone``); None when empty."""
+    """The default cache directory (``BENCHBONE_CACHE_DIR``, else ``~/.cache/benchbone``); None when empty."""
     root = os.environ.get("BENCHBONE_CACHE_DIR")
     if root is None:
         root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "benchbone"
@@ -92,15 +92,19 @@ def line(entry, kind: str) -> str:
     return f"{name:<40} [{entry.plugin}]" + (f"  {detail}" if detail else "")
 
 
-def _path(kind: str) -> Path | None:
-    root = cache_root()
-    return root / "index" / f"{kind}.json" if root else None
+DEFAULT = object()  # the default cache directory (``cache_root()``)
 
 
-def rows(pm, kind: str, keep: bool = True) -> list[dict]:
+def _path(kind: str, root) -> Path | None:
+    root = cache_root() if root is DEFAULT else root
+    return Path(root) / "index" / f"{kind}.json" if root else None
+
+
+def rows(pm, kind: str, keep: bool = True, root=DEFAULT) -> list[dict]:
     """``{"name", "aliases", "plugin", "prefix", "line"}`` of every registered name of ``kind`` in listing order,
-    from the index when it is current, else from the registry (then kept, unless ``keep`` is false)."""
-    path, expected = _path(kind), stamp(pm, kind)
+    from the index in ``root`` (a cache directory; None: none) when it is current, else from the registry
+    (then kept there, unless ``keep`` is false)."""
+    path, expected = _path(kind, root), stamp(pm, kind)
     found = _read(path, expected) if path else None
     if found is not None:
         return found
@@ -117,7 +121,7 @@ def rows(pm, kind: str, keep: bool = True) -> list[dict]:
     return made
 
 
-def narrow(pm, kind: str, requested: list[str]) -> None:
+def narrow(pm, kind: str, requested: list[str], root=DEFAULT) -> None:
     """Fill ``kind``'s registry from only the plugins that own the ``requested`` names and patterns, where the
     index (when current) says which: a run of one backbone then imports neither torchvision nor timm
     unless that backbone comes from them. A name the index does not know exactly (a prefix name such as
@@ -130,7 +134,7 @@ def narrow(pm, kind: str, requested: list[str]) -> None:
 
     from benchbone.registry import PATTERN_CHARS
 
-    path = _path(kind)
+    path = _path(kind, root)
     known = _read(path, stamp(pm, kind)) if path else None
     if known is None:
         return
