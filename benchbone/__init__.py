@@ -69,6 +69,7 @@ def run(
     data_dir: str | Path | None = None,
     device: str | None = None,
     cache_dir: str | Path | None = None,
+    cache: bool = True,
     download: bool | None = None,
     plugins: Iterable[str] = (),
     sort_by: str | None = None,
@@ -85,7 +86,7 @@ def run(
     ``weights`` maps backbone names to local state-dict files, as ``--weights NAME=PATH`` does.
     ``executor`` and ``executor_options`` (``{"slurm_partition": "gpu", "gpus_per_cell": 1}``) as the
     ``--executor`` flags do; see docs/scale-out.md. ``log_to=["mlflow:runs.db"]`` as ``--log-to`` does
-    (default: ``BENCHBONE_LOG_TO``).
+    (default: ``BENCHBONE_LOG_TO``). ``cache=False`` runs without the feature and decode caches, as ``--no-cache`` does.
     """
     from benchbone.grid import GridSpec, load_suite, parse_weights
     from benchbone.harness import run_grid
@@ -101,7 +102,7 @@ def run(
     pm = get_plugin_manager(extra=_names("plugins", plugins), log_to=log_targets(_names("log_to", log_to)))
     settings = spec.settings
     return run_grid(spec, out=Path(out or settings.get("out") or "benchbone-runs/default"), pm=pm,
-                    device=device or settings.get("device"), cache_dir=cache_dir,
+                    device=device or settings.get("device"), cache_dir=cache_dir if cache else "",
                     download=settings.get("download", True) if download is None else download, quiet=quiet, sort_by=sort_by,
                     command=f"benchbone.run({spec!r})", echo=not quiet, executor=executor,
                     executor_options=executor_options)

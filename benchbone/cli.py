@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run directory (default: the suite's out, else benchbone-runs/<suite name or 'default'>)")
     run.add_argument("--data-dir", metavar="DIR", help="where the datasets' files are")
     run.add_argument("--cache-dir", metavar="DIR", help="feature cache (default: $BENCHBONE_CACHE_DIR or ~/.cache/benchbone)")
+    run.add_argument("--no-cache", action="store_true",
+                     help="neither read nor write the feature and decoded-image caches (features in memory)")
     run.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the suite's, else picked automatically)")
     run.add_argument("--no-download", action="store_true", help="never download data (a suite may say download = false)")
     run.add_argument("--sort-by", metavar="METRIC", help="rank by this metric (default: the first)")
@@ -163,25 +165,21 @@ def _manager(args, log_to=(), needs: tuple[str, ...] = ()):
 
 
 def cmd_list(args) -> int:
-    registry = _manager(args, needs=(args.kind,)).registries().kind(args.kind)
-    entries = registry.matching(args.pattern)  # aliases too: `benchbone list backbones resnet50`
-    if args.pattern and not entries:
+    import fnmatch
+
+    from benchbone.names_index import rows
+    from benchbone.plugins import say_load_problems
+
+    pm = _manager(args)
+    found = rows(pm, args.kind)  # from the index, or a filled registry: either way every failure is known now
+    say_load_problems(pm)
+    listed = [row for row in found
+              if args.pattern is None  # aliases too: `benchbone list backbones resnet50`
+              or any(fnmatch.fnmatchcase(n, args.pattern) for n in (row["name"], *row["aliases"]))]
+    if args.pattern and not listed:
         raise UsageError(f"no {args.kind} match {args.pattern!r}; try `benchbone list {args.kind}`")
-    for entry in entries:
-        name = entry.name + ("VALUE" if entry.meta.get("prefix") else "")
-        extra = []
-        if entry.meta.get("aliases"):
-            extra.append("alias " + ", ".join(entry.meta["aliases"]))
-        if args.kind == "strategies":
-            extra.append(", ".join(f"{k}={v!r}" for k, v in entry.params.items()))
-        if args.kind == "metrics":
-            extra.append("higher is better" if entry.meta.get("higher_is_better", True) else "lower is better")
-            extra.append("paired tests: " + ("per item" if entry.meta.get("per_item") else
-                                             "recomputed per resample" if entry.meta.get("resample") else "none"))
-        if entry.meta.get("description"):
-            extra.append(entry.meta["description"])
-        detail = "; ".join(e for e in extra if e)
-        print(f"{name:<40} [{entry.plugin}]" + (f"  {detail}" if detail else ""))
+    for row in listed:
+        print(row["line"])
     return 0
 
 
@@ -211,13 +209,15 @@ def cmd_run(args) -> int:
         name = Path(args.suite).stem.strip(".") or "default"  # "...toml" must not name benchbone-runs/..
     if spec.seed_count < 1:
         raise UsageError(f"--seeds must be at least 1, not {spec.seeds}")
+    if args.no_cache and args.cache_dir:
+        raise UsageError("--no-cache runs without a cache: pass it or --cache-dir, not both")
     from benchbone.harness import run_grid
     from benchbone.plugins import log_targets
 
     board = run_grid(
         spec, out=Path(args.out or spec.settings.get("out") or Path("benchbone-runs") / name),
         pm=_manager(args, log_to=log_targets(args.log_to)), device=args.device or spec.settings.get("device"),
-        cache_dir=args.cache_dir, download=not args.no_download and spec.settings.get("download", True), quiet=args.quiet,
+        cache_dir="" if args.no_cache else args.cache_dir, download=not args.no_download and spec.settings.get("download", True), quiet=args.quiet,
         fail_fast=args.fail_fast, sort_by=args.sort_by, command=_command_line(args.argv),
         executor=args.executor, executor_options=_executor_options(args),
         **dict(zip(("alpha", "ci_method"), _statistics_options(args))),

@@ -11,7 +11,7 @@ from benchbone.api import Backbone
 from benchbone.corruptions import Corruption
 from benchbone.data import Augmentation, LoadedImages, Preprocess, SplitView, iterate_batches
 from benchbone.errors import UsageError
-from benchbone.features import ExtractionSettings, FeatureStore, extract
+from benchbone.features import ExtractionSettings, FeatureStore, extract, feature_key
 
 SPLITS = ("train", "val", "test")
 
@@ -121,6 +121,9 @@ class Context:
 
         Extracted once and shared by every strategy, seed and run: for the whole source split, or only for
         the rows this cell reads of it when they are under half of it (e.g. with ``train_per_class``).
+        When the split is all of its cache entry (a test split, a dataset's own val split), ``X`` is a
+        private copy-on-write memory map of the cache file, so it need not fit in memory; other splits
+        (a carved train split) are gathered from it into memory. Writing into ``X`` never changes the cache.
         """
         from benchbone.data import whole
 
@@ -140,33 +143,38 @@ class Context:
         key = repr(sorted(description.items()))
         extracted = []
 
-        def compute() -> dict[str, torch.Tensor]:
+        def compute(rows) -> dict[str, torch.Tensor]:
             extracted.append(True)
-            return self._extract(target)
+            return self._extract(target, rows)
 
         if key not in self._memory:
-            while len(self._memory) >= 4:  # a few source splits in memory; the rest stay on disk
+            while len(self._memory) >= 4:  # a few source splits in memory or mapped; the rest stay on disk
                 self._memory.pop(next(iter(self._memory)))
-            self._memory[key] = self._store.get_or_compute(description, compute)
+            self._memory[key] = self._store.get_or_compute(description, compute,
+                                                           (len(target), self.backbone.num_features))
         tensors = self._memory[key]
         self.extraction[split] = {"source": view.source, "images": int(tensors["labels"].numel()),
                                   "cached": not extracted,
                                   "seconds": float(tensors["seconds"][0]) if "seconds" in tensors else None,
                                   **self.settings.describe(),
                                   **({"batch_size": self._last_stats["batch_size"]} if extracted else {})}
+        if len(view) == len(target) and np.array_equal(view.indices, target.indices):  # the whole entry
+            features = self._store.reopen(feature_key(description))
+            return (tensors["features"].clone() if features is None else features), tensors["labels"].clone()
         index = torch.as_tensor(np.searchsorted(target.indices, view.indices))
         return tensors["features"][index], tensors["labels"][index]
 
-    def _extract(self, view: SplitView) -> dict[str, torch.Tensor]:
-        """Features of ``view``'s rows, with the seconds their extraction took (kept in the cache)."""
+    def _extract(self, view: SplitView, rows) -> dict[str, torch.Tensor]:
+        """Features of ``view``'s rows written to ``rows`` in order (see ``benchbone.features.RowsFile``), and the
+        labels and the seconds their extraction took (kept in the cache)."""
         model = self.backbone.model.to(self.device)
         batches = iterate_batches(self._images(view.source), view, self.preprocess,
                                   batch_size=self.batch_size, device=self.device, corrupt=self._corrupt(view.source))
         total_batches = -(-len(view) // self.batch_size)
-        feats, stats = extract(model, batches, self.backbone.num_features, len(view), self.settings,
-                               lambda it, desc: self._progress(it, desc=f"features {view.source}", total=total_batches))
+        _, stats = extract(model, batches, self.backbone.num_features, len(view), self.settings,
+                           lambda it, desc: self._progress(it, desc=f"features {view.source}", total=total_batches), rows)
         self._last_stats = stats
-        return {"features": feats, "labels": torch.as_tensor(view.labels),
+        return {"labels": torch.as_tensor(view.labels),
                 "seconds": torch.tensor([stats["seconds"]], dtype=torch.float64)}
 
     def batches(

@@ -19,11 +19,22 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from scipy import ndimage
 
 from benchbone.errors import UsageError
 
 Image = np.ndarray  # float [H, W, 3] in [0, 1]
+class _Ndimage:
+    """scipy.ndimage, imported on first use: a run without corruptions never loads it."""
+
+    def __getattr__(self, name: str):
+        from scipy import ndimage
+
+        return getattr(ndimage, name)
+
+
+ndimage = _Ndimage()
+
+
 SEVERITIES = (1, 2, 3, 4, 5)
 
 

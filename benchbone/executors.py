@@ -65,7 +65,7 @@ def write_spec(cell: Cell, session, run_dir: Path, device: str | None, resources
     spec = {
         "cell": cell.to_json(), "run_dir": str(Path(run_dir).resolve()), "plugins": dict(session.pm.load_args),
         "plugin_versions": session.pm.plugin_versions(),
-        "device": device, "cache_dir": str(root.resolve()) if root else None, "download": session.download,
+        "device": device, "cache_dir": str(root.resolve()) if root else "", "download": session.download,
         "command": session.command, "resources": resources,
     }
     path = spec_path(run_dir, cell)

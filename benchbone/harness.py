@@ -41,8 +41,8 @@ def run_grid(
     ``executor`` is "local" (this process), "submitit", "ray" or "specs" (see ``benchbone.executors``). The
     leaderboard (CSV, markdown, JSON) is written to ``out`` from the records of this grid.
     """
-    from benchbone import executors, leaderboard
-    from benchbone.grid import expand
+    from benchbone import executors, leaderboard, names_index
+    from benchbone.grid import expand, split_backbone
     from benchbone.plugins import get_plugin_manager
     from benchbone.records import write_atomic
     from benchbone.report import page as report_page
@@ -50,6 +50,9 @@ def run_grid(
 
     check_options(alpha, ci_method)  # before any cell runs
     pm = pm or get_plugin_manager()
+    asked = [split_backbone(b)[0] for b in [*spec.backbones, *spec.weights]]
+    index_root = names_index.DEFAULT if cache_dir is None else cache_dir or None  # the run's cache directory
+    names_index.narrow(pm, "backbones", asked, index_root)  # fill the registry from only these backbones' plugins
     warn_load_problems(pm)
     cells = expand(spec, pm.registries())
     runner = executors.get(executor, executor_options or {})
@@ -64,6 +67,8 @@ def run_grid(
     check_cells_against_data(cells, session)  # and sizes or shots the splits cannot give
     for cell in {(c.backbone, c.weights): c for c in cells if c.weights}.values():
         session.backbone(cell)  # and so do weights files that do not fit their backbone
+    if session.store.root is not None:  # the input is sound: keep the name index for the next run (not --no-cache)
+        names_index.rows(pm, "backbones", root=session.store.root)
     say = (lambda msg: print(msg, file=sys.stderr)) if echo and not quiet else (lambda msg: None)
 
     def warn(msg: str) -> None:  # shown even with -q (one line through the CLI): something asked for is missing

@@ -204,6 +204,11 @@ def warn_load_problems(pm: PluginManager, kinds: Iterable[str] = tuple(KINDS.val
     registries = pm.registries()
     for kind in kinds:
         registries.kind(kind)
+    say_load_problems(pm)
+
+
+def say_load_problems(pm: PluginManager) -> None:
+    """One warning line per plugin that failed so far (to import, or in a registration hook that ran)."""
     for name, problem in sorted(pm.problems.items()):
         warnings.warn(f"plugin {name} failed to load: {problem}; see `benchbone plugins`")
 
@@ -286,6 +291,10 @@ class Registries:
         self._pm = pm
         self._filled: dict[str, Registry] = {}
         self._loading_problems = dict(pm.problems)  # plugins that failed to import: any kind may miss their names
+        self.narrowed: dict[str, set[str]] = {}  # kind -> the only plugins to fill it from (benchbone.names_index.narrow)
+
+    def filled(self, kind: str) -> bool:
+        return kind in self._filled
 
     def kind(self, kind: str) -> Registry:
         """The registry for 'backbones', 'datasets', 'strategies' or 'metrics'."""
@@ -296,7 +305,8 @@ class Registries:
             registry = Registry(singular)
             problems: dict[str, list[str]] = {}
             for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
-                self._collect_one(impl, hook_name, registry, problems)
+                if kind not in self.narrowed or impl.plugin_name in self.narrowed[kind]:
+                    self._collect_one(impl, hook_name, registry, problems)
             self._pm.problems.update({plugin: "; ".join(lines) for plugin, lines in problems.items()})
             # an unknown name may be one that a broken plugin would have offered: its errors say so
             registry.load_problems = {**self._loading_problems, **{p: "; ".join(v) for p, v in problems.items()}}

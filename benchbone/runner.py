@@ -90,10 +90,12 @@ def run_spec(spec: dict) -> dict:
 
     What ``benchbone run-cell SPEC.json`` and every executor's worker call: the same path as a local run.
     """
+    from benchbone.names_index import narrow
     from benchbone.plugins import get_plugin_manager
 
     pm = get_plugin_manager(**spec["plugins"])
     check_plugin_versions(spec.get("plugin_versions", {}), pm.plugin_versions())
+    narrow(pm, "backbones", [spec["cell"]["backbone"]], spec["cache_dir"] or None)  # only this backbone's plugin
     session = Session(pm, device=spec["device"], cache_dir=spec["cache_dir"], download=spec["download"], quiet=True,
                       command=spec["command"])
     if session.device == "cuda" and "LOCAL_RANK" in os.environ:

@@ -45,7 +45,7 @@ class Session:
         self.device = pm.hook.benchbone_pick_device(requested=device)
         cache = cache_dir if cache_dir is not None else os.environ.get("BENCHBONE_CACHE_DIR", DEFAULT_CACHE)
         self.store = FeatureStore(Path(cache) if str(cache) else None)
-        for folder in ("features", "images") if self.store.root else ():
+        for folder in ("features", "images", "efficiency") if self.store.root else ():
             remove_stale_tmp(self.store.root / folder)  # what killed writers left
         self.download = download
         self.quiet = quiet
@@ -122,8 +122,37 @@ class Session:
 
         key = (self._backbone[0] if self._backbone else id(backbone), tuple(size))
         if key not in self._efficiency:  # on the run's device, where the model goes next anyway
-            self._efficiency[key] = describe(backbone.model.to(self.device), size, backbone.num_features)
+            kept = self._kept_efficiency(backbone, size)
+            if kept is None:
+                kept = describe(backbone.model.to(self.device), size, backbone.num_features)
+                self._kept_efficiency(backbone, size, kept)
+            self._efficiency[key] = kept
         return self._efficiency[key]
+
+    def _kept_efficiency(self, backbone: Backbone, size: tuple[int, int], measured: dict | None = None) -> dict | None:
+        """Read (or with ``measured``, keep) a backbone's efficiency in the cache, keyed as its features are (the
+        digest of its state): counting GMACs imports torch's tracing machinery, a second or more at start."""
+        import contextlib
+        import hashlib
+        import json
+
+        from benchbone.provenance import versions
+
+        if self.store.root is None or self.backbone_digest is None:
+            return None
+        described = json.dumps({"state_sha256": self.backbone_digest, "size": list(size),
+                                "num_features": backbone.num_features, "torch": versions().get("torch")}, sort_keys=True)
+        path = self.store.root / "efficiency" / f"{hashlib.sha256(described.encode()).hexdigest()[:32]}.json"
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # absent or damaged: measured again
+            if measured is None:
+                kept = json.loads(path.read_text(encoding="utf-8"))
+                return dict(kept["efficiency"]) if kept["key"] == described else None
+            if self.store.writable:
+                from benchbone.records import atomic_path
+
+                with atomic_path(path) as tmp:
+                    tmp.write_text(json.dumps({"key": described, "efficiency": measured}), encoding="utf-8")
+        return None
 
 
 def check_splits(name: str, data: DatasetSplits) -> None:

@@ -82,10 +82,12 @@ def real_digits(image_size: int, cache_dir: Path) -> dict:
     files = {}
     from safetensors import safe_open
 
+    from benchbone.features import FeatureStore
+
     for path in (cache_dir / "features").glob("*.safetensors"):
         with safe_open(str(path), framework="pt") as f:
             description = json.loads(f.metadata()["description"])
-            files[description["split"]] = {k: f.get_tensor(k) for k in f.keys()}
+            files[description["split"]] = FeatureStore(cache_dir).load(path.stem)  # features: the .npy beside it
     data = build_digits(None, False)
     tr, va = carve_validation(whole("train", data.train), 0.1, 0)
     pick = lambda source, rows: (files[source]["features"][rows], files[source]["labels"][rows])  # noqa: E731

@@ -32,7 +32,9 @@ run "3a'. The same with both cores, each library threading its own way (one run 
     "python benchmarks/bench_probe.py --threads 2 --repeat 1"
 run "3b. linear-probe cell vs head-sgd cell, same backbone and data" \
     "python benchmarks/bench_head_sgd.py --image-size 64"
-run "4. CLI start-up against python -c pass (target under 0.5 s, no torch import)" \
+run "4. CLI start-up against python -c pass (target under 0.5 s, no torch import; list backbones from its name index under 1 s)" \
     "python benchmarks/bench_startup.py --runs 7"
+run "5. Instant reruns: a warm cell's wall time against its strategy time plus Python start (target <= 1.5x)" \
+    "python benchmarks/bench_rerun.py --runs 3"
 mv "$tmp" "$out"
 echo "wrote $out"
