@@ -105,12 +105,14 @@ def fit_key(tensors, p: dict, num_classes: int, device: str) -> str:
     import hashlib
     import json
 
+    import torch
+
     h = hashlib.sha256(json.dumps([p, num_classes, device], sort_keys=True, default=str).encode())
     for tensor in tensors:
         h.update(str((tensor.dtype, tuple(tensor.shape))).encode())
         rows = tensor.reshape(len(tensor), -1)
         for start, stop in row_chunks(len(rows), rows.shape[1], rows.element_size()):
-            h.update(rows[start:stop].contiguous().numpy())
+            h.update(rows[start:stop].contiguous().view(torch.uint8).numpy())
     return h.hexdigest()
 
 
