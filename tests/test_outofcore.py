@@ -72,13 +72,14 @@ def test_chunked_objective_matches_the_in_memory_one_on_memmapped_float16(splits
     assert torch.allclose(chunked.scores(X, x), in_memory.scores(X, x), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_probe_on_memmapped_features_in_chunks_matches_the_in_memory_probe(splits, monkeypatch):
-    params = dict(DEFAULTS, c_steps=7, c_max=1e2)
+    params = dict(DEFAULTS, c_steps=4, c_max=10.0)
     in_memory = FeatureContext(splits, 4, params)
     expected = linear_probe(None, None, in_memory)
     benchbone_plugins.linear_probe._FITTED.clear()
     monkeypatch.setattr(benchbone_plugins.linear_probe, "fits_in_memory", lambda nbytes, device: False)
-    monkeypatch.setattr(benchbone_plugins.chunks, "CHUNK_BYTES", 64 * 24 * 4)  # 64-row chunks
+    monkeypatch.setattr(benchbone_plugins.chunks, "CHUNK_BYTES", 256 * 24 * 4)  # 256-row chunks
     chunked = FeatureContext(splits, 4, params)
     got = linear_probe(None, None, chunked)
     assert chunked.info["features"].startswith("read in row chunks") and in_memory.info["features"] == "in memory"
@@ -105,6 +106,7 @@ def test_knn_goes_out_of_core_when_the_bank_does_not_fit(splits, monkeypatch):
     assert torch.allclose(knn_scores(Xtr, ytr, Xte, 4, 5, 0.1), whole, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_weak_c_points_float32_cannot_resolve_are_flagged_and_match_sklearn():
     """At the weak end of a float32 sweep, fits stop within one iteration on the objective rule: float32 holds
     no further progress. Each such point is recorded as not resolved, a warning names it, and its
