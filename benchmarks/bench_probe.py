@@ -134,12 +134,13 @@ def least_times(repeat: int, *runs):
 
 def run_case(name: str, splits: dict, params: dict, repeat: int = 1, threads: int = 1, device: str = "cpu") -> dict:
     """One row of the table: the probe's sweep and scikit-learn's over ``params``' strengths, side by side."""
-    from benchbone_plugins.linear_probe import linear_probe, sweep_values
+    from benchbone_plugins.linear_probe import _FITTED, linear_probe, sweep_values
 
     Cs = sweep_values(params)
     ctx = FeatureContext(splits, int(splits["train"][1].max()) + 1, params, device)
 
     def probe():
+        _FITTED.clear()  # a fit, not the reuse of the same rows' probe from the previous run
         pred = linear_probe(None, None, ctx)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
