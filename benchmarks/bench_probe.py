@@ -8,17 +8,22 @@ scratch, as one calls it; the probe warm-starts along the sweep. Each side's tim
 ``--repeat`` runs, the two sides taking turns: the usual guards against a noisy machine.
 
     python benchmarks/bench_probe.py [--threads 1 [2 ...]] [--repeat 3] [--image-size 64] [--cache-dir DIR]
+                                     [--cifar10-dir DIR] [--cifar10-image-size 32] [--no-cifar10]
 
 One thread each is the like-for-like comparison; with more, each library uses them its own way
 (torch intra-op threads; scikit-learn's OpenMP loss and the BLAS under numpy).
 
-Cases: synthetic 50,000 x 64 features (CIFAR-10-sized, 10 classes) and real efficientnet_lite0 features
-of scikit-learn digits (extracted once through benchbone and read back from its feature cache).
+Cases: synthetic 50,000 x 64 features (CIFAR-10-sized, 10 classes), real efficientnet_lite0 features of
+scikit-learn digits, and real efficientnet_lite0 features of all of CIFAR-10 (the JPEG copy: 45,000 train +
+5,000 val carved by the harness, 10,000 test; 1,280 features), each extracted through benchbone's CLI into
+the feature cache (``--cache-dir``, reused when warm) and read back through ``ctx.features``. scikit-learn
+on 45,000 x 1,280 takes minutes a strength, so that case sweeps 7 values 1e-4..1e2 (max_iter as the
+others) and each side runs once whatever ``--repeat`` says; one bench run then stays within ~15 minutes
+on one quiet core. Extraction of 60,000 CIFAR-10 images at 32 px (their own size) costs a few minutes.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -65,34 +70,21 @@ def synthetic(n_train=50_000, n_test=10_000, dim=64, classes=10, seed=0) -> dict
     return {"train": as_t(X[train], y[train]), "val": as_t(X[val], y[val]), "test": as_t(Xte, yte)}
 
 
-def real_digits(image_size: int, cache_dir: Path) -> dict:
-    """efficientnet_lite0 features of digits through benchbone's feature cache, val carved as the harness does.
+def extract(backbone: str, dataset: str, image_size: int, cache_dir: Path, data_dir: str | None = None) -> dict:
+    """``{split: (X, y)}`` of ``backbone`` on ``dataset`` through benchbone's CLI and feature cache, val carved
+    as the harness does. The CLI runs in a child process, so that the network's thread pools and memory do
+    not linger in the process that times the fits; the features come back through the ``export-features``
+    strategy of benchmarks/export_features.py, whatever the cache's file format."""
+    from export_features import read_exported
 
-    The features are extracted by the CLI in a child process, so that the network's thread pools and
-    memory do not linger in the process that times the fits.
-    """
-    from benchbone_plugins.digits import build_digits
-
-    from benchbone.data import carve_validation, whole
-
+    folder = cache_dir / "exported" / f"{backbone}-{dataset}-{image_size}px"
     subprocess.run([sys.executable, "-c", "from benchbone.cli import main; main()", "run",
-                    "--backbone", "efficientnet_lite0", "--dataset", "digits", "--strategy", "knn",
-                    "--set", f"image_size={image_size}", "--cache-dir", str(cache_dir), "--out", str(cache_dir / "run"),
-                    "-q"], check=True, stdout=subprocess.DEVNULL)
-    files = {}
-    from safetensors import safe_open
-
-    from benchbone.features import FeatureStore
-
-    for path in (cache_dir / "features").glob("*.safetensors"):
-        with safe_open(str(path), framework="pt") as f:
-            description = json.loads(f.metadata()["description"])
-            files[description["split"]] = FeatureStore(cache_dir).load(path.stem)  # features: the .npy beside it
-    data = build_digits(None, False)
-    tr, va = carve_validation(whole("train", data.train), 0.1, 0)
-    pick = lambda source, rows: (files[source]["features"][rows], files[source]["labels"][rows])  # noqa: E731
-    return {"train": pick("train", tr.indices), "val": pick("train", va.indices),
-            "test": pick("test", np.arange(len(files["test"]["labels"])))}
+                    "--plugin", str(Path(__file__).with_name("export_features.py")), "--backbone", backbone,
+                    "--dataset", dataset, "--strategy", "export-features", "--set", f"image_size={image_size}",
+                    "--set", f"export-features.to={folder}", "--cache-dir", str(cache_dir),
+                    "--out", str(cache_dir / "run"), "-q", *(["--data-dir", data_dir] if data_dir else [])],
+                   check=True, stdout=subprocess.DEVNULL)
+    return read_exported(folder)
 
 
 def sklearn_sweep(splits: dict, Cs: list[float], max_iter: int, tol: float) -> dict:
@@ -141,12 +133,14 @@ def least_times(repeat: int, *runs):
 
 
 def run_case(name: str, splits: dict, params: dict, repeat: int = 1, threads: int = 1, device: str = "cpu") -> dict:
-    from benchbone_plugins.linear_probe import linear_probe, sweep_values
+    """One row of the table: the probe's sweep and scikit-learn's over ``params``' strengths, side by side."""
+    from benchbone_plugins.linear_probe import _FITTED, linear_probe, sweep_values
 
     Cs = sweep_values(params)
     ctx = FeatureContext(splits, int(splits["train"][1].max()) + 1, params, device)
 
     def probe():
+        _FITTED.clear()  # a fit, not the reuse of the same rows' probe from the previous run
         pred = linear_probe(None, None, ctx)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
@@ -180,24 +174,35 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=None, help="benchbone cache (default: a temporary one)")
     parser.add_argument("--device", default="cpu", help="where the probe fits (scikit-learn runs on the CPU)")
     parser.add_argument("--synthetic-rows", type=int, default=50_000, help="training rows of the synthetic case")
-    parser.add_argument("--no-real", action="store_true", help="skip the real efficientnet_lite0 digits case")
+    parser.add_argument("--no-real", action="store_true", help="skip the real-feature cases (digits and CIFAR-10)")
+    parser.add_argument("--no-cifar10", action="store_true", help="skip the real CIFAR-10 case")
+    parser.add_argument("--cifar10-dir", default=str(Path(__file__).resolve().parents[1] / "../shared/data/cifar10-jpeg"),
+                        help="CIFAR-10 class folders (default: the shared JPEG copy)")
+    parser.add_argument("--cifar10-image-size", type=int, default=32, help="input size for the CIFAR-10 features")
     args = parser.parse_args()
     params = dict(DEFAULTS)
+    large = dict(params, c_max=1e2, c_steps=7)
     print(f"{machine_line()}, torch {torch.__version__}")
-    print(f"# C sweep: {params['c_steps']} values {params['c_min']:g}..{params['c_max']:g}, "
+    print(f"# C sweep: {params['c_steps']} values {params['c_min']:g}..{params['c_max']:g} (CIFAR-10: "
+          f"{large['c_steps']} values {large['c_min']:g}..{large['c_max']:g}, one run each), "
           f"tol={params['tol']}, max_iter={params['max_iter']}; + 1 refit on train+val; "
           f"least of {args.repeat} runs each, taking turns")
     with tempfile.TemporaryDirectory() as tmp:
-        cases = {"synthetic Gaussians": synthetic(args.synthetic_rows, args.synthetic_rows // 5)}
+        cache_dir = args.cache_dir or Path(tmp)
+        cases = {"synthetic Gaussians": (synthetic(args.synthetic_rows, args.synthetic_rows // 5), params, args.repeat)}
         if not args.no_real:
-            cases[f"efficientnet_lite0 @ {args.image_size}px, digits"] = real_digits(args.image_size,
-                                                                                   args.cache_dir or Path(tmp))
+            cases[f"efficientnet_lite0 @ {args.image_size}px, digits"] = (
+                extract("efficientnet_lite0", "digits", args.image_size, cache_dir), params, args.repeat)
+        if not (args.no_real or args.no_cifar10):
+            cases[f"efficientnet_lite0 @ {args.cifar10_image_size}px, CIFAR-10 (JPEG copy)"] = (
+                extract("efficientnet_lite0", "cifar10", args.cifar10_image_size, cache_dir, args.cifar10_dir), large, 1)
     rows = []
     for threads in args.threads:
         torch.set_num_threads(threads)
         with threadpool_limits(threads):
             run_case("warm-up", synthetic(200, 50, 8, 3), params, device=args.device)  # first-use costs out of the timings
-            rows += [run_case(name, splits, params, args.repeat, threads, args.device) for name, splits in cases.items()]
+            rows += [run_case(name, splits, case_params, repeat, threads, args.device)
+                     for name, (splits, case_params, repeat) in cases.items()]
     head = ["case", "train x dim", "threads", "device", "fits", "probe_iters", "sklearn_iters", "probe_s", "sklearn_s",
             "ratio", "probe_C", "sklearn_C", "probe_test", "sklearn_test"]
     if any("cuml_s" in row for row in rows):

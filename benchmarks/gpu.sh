@@ -33,7 +33,7 @@ if [ $tiny = 1 ]; then  # small enough for a CPU test of the flow
 else
     extract="--images 4096 --batch-size 256 --image-size 224 --repeats 3"
     loader="--images 10000 --batch-size 256 --image-size 224 --model-batches 8"
-    probe="--synthetic-rows 500000 --repeat 3 --image-size 224"
+    probe="--synthetic-rows 500000 --repeat 3 --image-size 224 --no-cifar10"
 fi
 cores=$(nproc)
 threads=$([ $tiny = 1 ] && echo 1 || echo "$cores")

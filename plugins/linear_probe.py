@@ -6,7 +6,9 @@ on test. The objective is scikit-learn's, ``C * sum(cross-entropy) + ||W||^2 / 2
 minimised full-batch by the L-BFGS of ``benchbone_plugins.logistic`` with scikit-learn's stopping rules, in
 float32 by default (``dtype=float64`` on request), warm-started from strong to weak regularisation.
 Features are standardised with the statistics of the rows the probe is fitted on. Each sweep point
-records its iterations and which rule stopped it.
+records its iterations, which rule stopped it, its largest gradient entry and whether it is ``resolved``:
+a point that float32 stopped within one iteration with the gradient above tol is not, and a warning names it.
+Features too large for a working copy in memory (or on the device) are read where they are, in row chunks.
 
 ``shots=K`` is the K-shot probe: K images per class drawn with the cell's seed from the train split.
 The validation split stays as carved (it only chooses C), and the probe is not refitted on train + val,
@@ -15,7 +17,8 @@ so the final probe has seen K labelled images per class.
 from __future__ import annotations
 
 from benchbone import Predictions, UsageError, hookimpl
-from benchbone_plugins.logistic import LogisticObjective, minimise, pack, unpack
+from benchbone_plugins.chunks import fits_in_memory, row_chunks
+from benchbone_plugins.logistic import ChunkedLogisticObjective, LogisticObjective, minimise, pack
 
 # Half-decade steps over 1e-4..1e4: fine enough that the chosen C sits within ~0.25 decade of the best.
 DEFAULTS = dict(C=None, c_min=1e-4, c_max=1e4, c_steps=17, max_iter=1000, tol=1e-6, standardize=True, shots=None,
@@ -68,19 +71,36 @@ def sample_shots(y, shots: int, num_classes: int, generator):
 
 
 def choose_c(objective, Xva, yva, p: dict, progress) -> tuple[list[dict], tuple]:
-    """Fit ``objective`` at each strength of the sweep, warm-started; return every point's record and
-    ``(C, val_top1, fit)`` of the best on ``(Xva, yva)`` (ties keep the stronger regularisation)."""
-    Zva = objective.features(Xva)
-    sweep, start, scale, best = [], pack(objective), None, None
+    """Fit ``objective`` at each strength of the sweep, warm-started from the last point with the last step's
+    scale; return every point's record and ``(C, val_top1, fit)`` of the best on ``(Xva, yva)`` (ties keep
+    the stronger regularisation). Curvature pairs do not carry from one C to the next: on real features they
+    saved no iterations, and at the weak end they led to another of the many points that meet the tolerance."""
+    sweep, start, curvature, best = [], pack(objective), None, None
+    yva = yva.to(objective.device)
     for C in progress(sweep_values(p), desc="linear-probe sweep"):
-        fit = minimise(objective, C, start, p["tol"], p["max_iter"], scale=scale)
-        start, scale = fit.point, fit.scale  # warm start: the next strength begins where this one ended
-        W, b = unpack(objective, fit.x)
-        acc = ((Zva @ W + b).argmax(1) == yva).double().mean().item()
-        sweep.append({"C": C, "val_top1": round(acc, 6), "iterations": fit.iterations, "stop": fit.stop})
-        if best is None or acc > best[1]:
-            best = (C, acc, fit)
+        fit = minimise(objective, C, start, p["tol"], p["max_iter"], curvature)
+        start, curvature = fit.point, fit.curvature  # warm start: the next strength begins where this one ended
+        acc = (objective.scores(Xva, fit.x).argmax(1) == yva).double().mean().item()
+        sweep.append({"C": C, "val_top1": round(acc, 6), "iterations": fit.iterations, "stop": fit.stop,
+                      "converged": fit.converged, "gradient": float(f"{fit.gradient:.3g}"),
+                      "resolved": not stalled(fit, p["tol"])})
+        if best is None or acc > best[1]:  # the pairs of the best fit start the refit
+            best = (C, acc, fit._replace(curvature=fit.curvature.copy()))
+        curvature.clear()
+    if unresolved := [point["C"] for point in sweep if not point["resolved"]]:
+        import warnings
+
+        warnings.warn(f"linear-probe: at C={', '.join(f'{C:g}' for C in unresolved)} the fit stopped after at most one "
+                      f"iteration because {p['dtype']} could not hold further progress, with the gradient still above "
+                      f"tol: those points are the previous strength's solution, and their validation accuracy may "
+                      f"differ from a converged fit's (dtype=float64 settles it)", stacklevel=2)
     return sweep, best
+
+
+def stalled(fit, tol: float) -> bool:
+    """Whether a fit stopped on the objective rule within one iteration with its gradient above ``tol``: its
+    working precision saw no progress it could hold, which does not show that the point is optimal."""
+    return fit.stop == "objective" and fit.iterations <= 1 and fit.gradient > tol
 
 
 # Probes fitted in this process, by what determines them: cells that differ only in their test images (the
@@ -89,7 +109,8 @@ _FITTED: dict[str, tuple] = {}
 
 
 def fit_key(tensors, p: dict, num_classes: int, device: str) -> str:
-    """sha256 of the fitting rows, parameters, classes and device: equal keys fit equal probes."""
+    """sha256 of the fitting rows, parameters, classes and device: equal keys fit equal probes. The rows are
+    hashed in chunks, so that memory-mapped features are never copied whole."""
     import hashlib
     import json
 
@@ -98,7 +119,9 @@ def fit_key(tensors, p: dict, num_classes: int, device: str) -> str:
     h = hashlib.sha256(json.dumps([p, num_classes, device], sort_keys=True, default=str).encode())
     for tensor in tensors:
         h.update(str((tensor.dtype, tuple(tensor.shape))).encode())
-        h.update(tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        rows = tensor.reshape(len(tensor), -1)
+        for start, stop in row_chunks(len(rows), rows.shape[1], rows.element_size()):
+            h.update(rows[start:stop].contiguous().view(torch.uint8).numpy())
     return h.hexdigest()
 
 
@@ -116,37 +139,46 @@ def linear_probe(backbone, data, ctx) -> Predictions:
         while len(_FITTED) >= 4:
             _FITTED.pop(next(iter(_FITTED)))
         _FITTED[key] = fit_probe(Xtr, ytr, Xva, yva, p, ctx)
-    objective, W, b, info = _FITTED[key]
-    Xte = Xte.to(ctx.device, W.dtype)
-    scores = torch.softmax(objective.features(Xte) @ W + b, dim=1).float().cpu()
+    objective, x, info = _FITTED[key]
+    scores = torch.softmax(objective.scores(Xte, x), dim=1).float().cpu()
     ctx.info.update(info)  # the same whether fitted here or reused: the fit is deterministic
     return Predictions(y_true=yte, y_pred=scores.argmax(1), y_score=scores)
 
 
+def fitting_objective(parts, y, p: dict, ctx, dtype):
+    """The objective on the rows of ``parts`` (fitted on as one): on a copy of them on the device where one
+    fits in memory, else on the rows where they are (memory-mapped), read in chunks."""
+    import torch
+
+    n, d = sum(len(part) for part in parts), parts[0].shape[1]
+    in_memory = 3 * n * (d + 1) * dtype.itemsize  # the feature-major copy, the rows it is built from, scratch
+    if fits_in_memory(in_memory, ctx.device):
+        X = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return LogisticObjective(X.to(ctx.device, dtype), y.to(ctx.device), ctx.num_classes, p["standardize"])
+    return ChunkedLogisticObjective(parts, y, ctx.num_classes, p["standardize"], dtype, ctx.device)
+
+
 def fit_probe(Xtr, ytr, Xva, yva, p: dict, ctx) -> tuple:
-    """The probe fitted as the module docstring says: ``(objective, W, b, info)``."""
+    """The probe fitted as the module docstring says: ``(objective, [W.T | b], info)``."""
     import torch
 
     dtype = {"float32": torch.float32, "float64": torch.float64}[p["dtype"]]
-    Xtr, Xva = (X.to(ctx.device, dtype) for X in (Xtr, Xva))
-    ytr, yva = ytr.to(ctx.device), yva.to(ctx.device)
-
-    objective = LogisticObjective(Xtr, ytr, ctx.num_classes, p["standardize"])
+    objective = fitting_objective([Xtr], ytr, p, ctx, dtype)
     sweep, (C, val_acc, fit) = choose_c(objective, Xva, yva, p, ctx.progress)
     if p["shots"] is None:
-        Xfit, yfit = torch.cat([Xtr, Xva]), torch.cat([ytr, yva])
-        objective = LogisticObjective(Xfit, yfit, ctx.num_classes, p["standardize"])
-        fit = minimise(objective, C, fit.x, p["tol"], p["max_iter"], scale=fit.scale)
+        yfit = torch.cat([ytr, yva])
+        objective = fitting_objective([Xtr, Xva], yfit, p, ctx, dtype)
+        fit = minimise(objective, C, fit.x, p["tol"], p["max_iter"], fit.curvature)
         refit = "train+val"
     else:
         yfit, refit = ytr, f"none: the probe fitted on {len(ytr)} shots at the chosen C"
-    W, b = unpack(objective, fit.x)
     info = dict(
         chosen_C=C, val_top1=val_acc, sweep=sweep, refit=refit, fit_rows=len(yfit), final_iterations=fit.iterations,
         final_stop=fit.stop, converged=fit.converged, dtype=str(dtype).removeprefix("torch."), shots=p["shots"],
         solver="L-BFGS, approximate Wolfe steps on logits, full batch",
+        features="in memory" if type(objective) is LogisticObjective else "read in row chunks (out of core)",
     )
-    return objective, W, b, info
+    return objective, fit.x, info
 
 
 @hookimpl

@@ -5,10 +5,18 @@ gradient at the accepted step. The line search works on logits alone, since the 
 ``logits(x) + t logits(d)``: trying a step costs no product with the features. Steps meet the approximate
 Wolfe conditions of Hager and Zhang (2005), a bound on the slope and an objective no more than 1e-6 of
 itself above where it was: near the optimum float32 cannot resolve the decrease an Armijo test asks for.
+
+The curvature pairs live in one preallocated buffer with their inner products, so that the two-loop
+recursion costs two matrix-vector products, and they carry over from one strength C to the next (shifted
+by the change of the penalty's curvature): the first step at a new C is then a quasi-Newton step along the
+regularisation path instead of a gradient step. Features that do not fit in memory (a memory-mapped
+tensor) are read in row chunks by :class:`ChunkedLogisticObjective`, the same objective.
 """
 from __future__ import annotations
 
 from typing import Any, NamedTuple
+
+from benchbone_plugins.chunks import row_chunks
 
 
 class Point(NamedTuple):
@@ -24,103 +32,297 @@ class LogisticObjective:
     """scikit-learn's multinomial objective divided by ``C * n``: mean cross-entropy + ``||W||^2 / (2 C n)``.
 
     Parameters are one ``[K, D + 1]`` tensor, ``[W.T | b]``; the bias is not penalised. The work is done
-    class-major ([K, n] logits) on one feature-major copy of the features: on a CPU both products are then
-    several times faster than with sample-major features, and one copy stays in cache where two would not.
+    class-major ([K, n] logits) on one feature-major copy of the features with a row of ones below them
+    (the bias), so that each product is one matrix product: on a CPU both products are then several times
+    faster than with sample-major features, and one copy stays in cache where two would not.
     """
 
     def __init__(self, X, y, num_classes: int, standardize: bool = False):
         import torch
-        import torch.nn.functional as F
 
-        self.XT = X.T.contiguous()  # [D, n]
+        self.n, self.d = X.shape
+        self.XT1 = torch.ones(self.d + 1, self.n, dtype=X.dtype, device=X.device)  # [D + 1, n]
+        self.XT = self.XT1[: self.d].copy_(X.T)
         self.mean = self.std = None
         if standardize:  # with the statistics of the rows fitted on, computed in the feature-major copy
             self.mean = self.XT.mean(1)
             self.std = self.XT.sub_(self.mean[:, None]).norm(dim=1).div_((len(y) - 1) ** 0.5).clamp_(min=1e-6)
             self.XT.div_(self.std[:, None])
-        self.onehotT = F.one_hot(y, num_classes).T.to(X.dtype).contiguous()  # [K, n]
-        self.labels = y[None]  # [1, n]
-        self.n, self.d = X.shape
+        self._setup(y, num_classes, X.dtype, X.device)
+
+    def _setup(self, y, num_classes: int, dtype, device) -> None:
+        import torch
+        import torch.nn.functional as F
+
+        self.dtype, self.device = dtype, device
+        self.onehotT = F.one_hot(y.to(device), num_classes).T.to(dtype).contiguous()  # [K, n]
+        self.labels = y.to(device)[None]  # [1, n]
+        self.penalised = torch.ones(num_classes, self.d + 1, dtype=dtype, device=device)
+        self.penalised[:, self.d] = 0  # the bias column
         self.C = 1.0
         # [K, n] scratch for a search direction's logits and for trial steps, reused: allocating fresh
         # megabytes for each costs a CPU page faults that take longer than the arithmetic done in them
         self.direction_logits, self.trial = torch.empty_like(self.onehotT), torch.empty_like(self.onehotT)
 
+    @property
+    def penalty(self) -> float:
+        """The penalty's curvature ``1 / (C n)``."""
+        return 1 / (self.C * self.n)
+
     def features(self, X):
         """Other rows (validation, test) as the fitted rows were transformed."""
         return X if self.mean is None else (X - self.mean) / self.std
 
+    def scores(self, X, x):
+        """Logits [m, K] of other rows X (on the CPU, possibly memory-mapped), read in row chunks."""
+        import torch
+
+        out = torch.empty(len(X), x.shape[0], dtype=self.dtype, device=self.device)
+        W, b = unpack(self, x)
+        for start, stop in row_chunks(len(X), X.shape[1], self.dtype.itemsize):
+            torch.addmm(b, self.features(X[start:stop].to(self.device, self.dtype)), W, out=out[start:stop])
+        return out
+
     def logits(self, x, out=None):
         import torch
 
-        return torch.addmm(x[:, self.d:], x[:, : self.d], self.XT, out=out)
+        return torch.mm(x, self.XT1, out=out)
 
-    def evaluate(self, logits):
-        """``(softmax - one-hot [K, n], mean cross-entropy)``, computed in the place of ``logits``.
-
-        The cross-entropy is summed in float64: its changes, not the gradient, need the digits."""
+    def data_gradient(self, residual, out):
+        """The mean cross-entropy's gradient from ``softmax - one-hot`` [K, n], written into ``out`` [K, D + 1]."""
         import torch
 
-        labelled = logits.gather(0, self.labels).sum(dtype=torch.float64)
+        return torch.addmm(out, residual, self.XT1.T, beta=0, alpha=1 / self.n, out=out)
+
+    def evaluate(self, logits, labelled: float | None = None):
+        """``(softmax - one-hot [K, n], mean cross-entropy)``, computed in the place of ``logits``.
+
+        ``labelled`` is the sum of the labels' logits, where the caller knows it. The cross-entropy is
+        summed in float64: its changes, not the gradient, need the digits."""
+        import torch
+
+        if labelled is None:
+            labelled = self.labelled(logits)
         top = logits.amax(0)
         exp = logits.sub_(top).exp_()
         total = exp.sum(0)
         residual = exp.div_(total).sub_(self.onehotT)
-        logsumexp = total.log_().add_(top).sum(dtype=torch.float64)
-        return residual, float((logsumexp - labelled) / self.n)
+        logsumexp = float(total.log_().add_(top).sum(dtype=torch.float64))
+        return residual, (logsumexp - labelled) / self.n
+
+    def labelled(self, logits) -> float:
+        """The sum over rows of the label's logit."""
+        import torch
+
+        return float(logits.gather(0, self.labels).sum(dtype=torch.float64))
 
     def point(self, x, logits, residual, cross_entropy: float) -> Point:
         import torch
 
-        data_gradient = torch.empty_like(x)
-        torch.mm(residual, self.XT.T, out=data_gradient[:, : self.d]).div_(self.n)
-        torch.sum(residual, 1, out=data_gradient[:, self.d]).div_(self.n)
-        return Point(x, logits, data_gradient, cross_entropy)
+        return Point(x, logits, self.data_gradient(residual, torch.empty_like(x)), cross_entropy)
 
     def at(self, x) -> Point:
         logits = self.logits(x)
         return self.point(x, logits, *self.evaluate(self.trial.copy_(logits)))
 
     def gradient(self, point: Point):
-        g = point.data_gradient.clone()
-        g[:, : self.d].add_(point.x[:, : self.d], alpha=1 / (self.C * self.n))
-        return g
+        import torch
+
+        return torch.addcmul(point.data_gradient, point.x, self.penalised, value=self.penalty)
+
+    def penalty_products(self, *vectors) -> list[list[float]]:
+        """The float64 inner products of the penalised parts (W) of ``vectors``, as a nested list."""
+        import torch
+
+        W = torch.stack(vectors)[:, :, : self.d].double().flatten(1)
+        return (W @ W.T).tolist()
 
     def value(self, point: Point) -> float:
-        return point.cross_entropy + float(point.x[:, : self.d].double().pow(2).sum()) / (2 * self.C * self.n)
+        return point.cross_entropy + self.penalty_products(point.x)[0][0] * self.penalty / 2
 
 
-    def penalty_along(self, x, direction):
-        """``(p, p', p'')`` of the penalty at ``x`` along ``direction``: at ``x + t d`` it is ``p + t p' + t^2 p'' / 2``."""
-        W, dW = x[:, : self.d].double(), direction[:, : self.d].double()
-        scale = 1 / (self.C * self.n)
-        return float((W * W).sum()) * scale / 2, float((W * dW).sum()) * scale, float((dW * dW).sum()) * scale
+class ChunkedLogisticObjective(LogisticObjective):
+    """The same objective on features kept where they are (CPU tensors, possibly memory-mapped and larger than
+    memory, in any float dtype), read in row chunks: each product streams the rows once, and nothing of the
+    size of the features is allocated. Standardisation statistics are accumulated over the chunks in float64
+    and folded into the parameters (``W / std`` on raw rows, the bias less ``W / std . mean``).
+
+    :param parts: row blocks fitted on as one (train and val for the refit), never concatenated.
+    """
+
+    def __init__(self, parts, y, num_classes: int, standardize: bool, dtype, device, rows: int | None = None):
+        import torch
+
+        self.parts, self.n, self.d = list(parts), len(y), parts[0].shape[1]
+        self.rows = rows
+        self.mean = self.std = None
+        if standardize:
+            self.mean, self.std = (s.to(device, dtype) for s in chunked_mean_std(self.chunks(torch.float64, "cpu")))
+        self._setup(y, num_classes, dtype, device)
+
+    def chunks(self, dtype=None, device=None):
+        """``(first row, rows [m, D])`` over the parts, each chunk converted to ``dtype`` on ``device``."""
+        dtype, device = dtype or self.dtype, device or self.device
+        offset = 0
+        for part in self.parts:
+            for start, stop in row_chunks(len(part), self.d, dtype.itemsize, self.rows):
+                yield offset + start, part[start:stop].to(device, dtype)
+            offset += len(part)
+
+    def folded(self, x):
+        """``(W', b')`` [K, D], [K] acting on raw rows as ``x`` acts on standardised ones."""
+        W, b = x[:, : self.d], x[:, self.d]
+        if self.mean is None:
+            return W, b
+        W = W / self.std
+        return W, b - W @ self.mean
+
+    def logits(self, x, out=None):
+        import torch
+
+        out = torch.empty_like(self.onehotT) if out is None else out
+        W, b = self.folded(x)
+        for start, rows in self.chunks():
+            out[:, start:start + len(rows)] = torch.addmm(b[:, None], W, rows.T)
+        return out
+
+    def data_gradient(self, residual, out):
+        import torch
+
+        raw = torch.zeros(residual.shape[0], self.d, dtype=self.dtype, device=self.device)
+        for start, rows in self.chunks():
+            raw.addmm_(residual[:, start:start + len(rows)], rows)
+        total = residual.sum(1)
+        if self.mean is not None:  # d/dW of W (x - mean) / std
+            raw.sub_(total[:, None] * self.mean).div_(self.std)
+        out[:, : self.d], out[:, self.d] = raw, total
+        return out.div_(self.n)
 
 
-def line_search(objective, point: Point, direction, slope0: float, max_tries: int = 30):
-    """The point ``x + t d`` for the first step t found that meets the approximate Wolfe conditions of Hager
-    and Zhang (2005), or None. The new point takes over the old one's logits.
+def chunked_mean_std(chunks):
+    """Per-column mean and standard deviation (ddof 1, at least 1e-6) of the rows of ``chunks`` (float64),
+    merged chunk by chunk as Chan, Golub and LeVeque (1979) do: no cancellation of large sums."""
+    count, mean, m2 = 0, 0.0, 0.0
+    for _, rows in chunks:
+        m, chunk_mean = len(rows), rows.mean(0)
+        chunk_m2 = (rows - chunk_mean).pow_(2).sum(0)
+        delta = chunk_mean - mean
+        mean = mean + delta * (m / (count + m))
+        m2 = m2 + chunk_m2 + delta.pow(2) * (count * m / (count + m))
+        count += m
+    return mean, (m2 / (count - 1)).sqrt().clamp(min=1e-6)
+
+
+class Curvature:
+    """L-BFGS's last ``size`` curvature pairs ``(s, y)`` in one preallocated ``[2 size, P]`` buffer (s rows,
+    then y rows), with all their inner products in float64: the two-loop recursion then runs on those numbers
+    and costs two matrix-vector products with the buffer, instead of 4 ``size`` vector operations.
+
+    The pairs were measured at one penalty curvature; :meth:`retarget` moves them to another (the refit's rows
+    at the chosen C), ``y += (new - old) s`` for every pair, so that one fit's curvature starts the next.
+    :meth:`clear` drops the pairs but keeps the scale ``s.y / y.y`` of the newest as the first step's size.
+    """
+
+    def __init__(self, like, size: int = 20):
+        import numpy as np
+        import torch
+
+        self.size = size
+        self.rows = torch.zeros(2 * size, like.numel(), dtype=like.dtype, device=like.device)
+        self.gram = np.zeros((2 * size, 2 * size))
+        self.order: list[int] = []  # slots, oldest pair first
+        self.penalty: float | None = None
+        self.scale = 1.0
+
+    def clear(self) -> None:
+        self.order = []
+
+    def copy(self) -> "Curvature":
+        import copy
+
+        twin = copy.copy(self)
+        twin.rows, twin.gram, twin.order = self.rows.clone(), self.gram.copy(), list(self.order)
+        return twin
+
+    def add(self, s, y) -> None:
+        import torch
+
+        m = self.size
+        slot = self.order.pop(0) if len(self.order) == m else min(set(range(m)) - set(self.order))
+        self.rows[slot], self.rows[m + slot] = s, y
+        products = (self.rows @ torch.stack((s, y)).T).double().cpu().numpy()  # [2m, 2]
+        self.gram[:, slot] = self.gram[slot, :] = products[:, 0]
+        self.gram[:, m + slot] = self.gram[m + slot, :] = products[:, 1]
+        self.order.append(slot)
+
+    def retarget(self, penalty: float) -> None:
+        """Shift every pair's y to the penalty curvature ``penalty``; drop pairs whose s.y is no longer > 0."""
+        if self.penalty is not None and self.order and penalty != self.penalty:
+            m, delta, G = self.size, penalty - self.penalty, self.gram
+            SS, SY, YY = G[:m, :m].copy(), G[:m, m:].copy(), G[m:, m:].copy()
+            self.rows[m:].add_(self.rows[:m], alpha=delta)
+            G[:m, m:] = SY + delta * SS
+            G[m:, :m] = G[:m, m:].T
+            G[m:, m:] = YY + delta * (SY + SY.T) + delta * delta * SS
+            self.order = [i for i in self.order if G[i, m + i] > 0]
+        self.penalty = penalty
+
+    def direction(self, g):
+        """``-H g`` for the L-BFGS inverse Hessian H of the pairs (the identity when there are none), by the
+        two-loop recursion written on coefficients: the result is ``-gamma g + sum a_i s_i + sum b_i y_i``."""
+        import numpy as np
+        import torch
+
+        if not self.order:
+            return g * -self.scale
+        m, G, k = self.size, self.gram, len(self.order)
+        s_idx = np.array(self.order)
+        y_idx = s_idx + m
+        dots = (self.rows @ g).double().cpu().numpy()  # s_i.g and y_i.g for every slot
+        rho = 1 / G[s_idx, y_idx]
+        alpha, b = np.zeros(k), np.zeros(k)  # q = -g + sum b_j y_j
+        for i in range(k - 1, -1, -1):
+            alpha[i] = rho[i] * (-dots[s_idx[i]] + G[s_idx[i], y_idx[i + 1:]] @ b[i + 1:])
+            b[i] = -alpha[i]
+        gamma = self.scale = G[s_idx[-1], y_idx[-1]] / G[y_idx[-1], y_idx[-1]]
+        qy = gamma * (-dots[y_idx] + G[np.ix_(y_idx, y_idx)] @ b)  # y_i . (gamma q)
+        a = np.zeros(k)  # r = gamma q + sum a_j s_j
+        for i in range(k):
+            a[i] = alpha[i] - rho[i] * (qy[i] + G[y_idx[i], s_idx[:i]] @ a[:i])
+        coefficients = np.zeros(2 * m)
+        coefficients[s_idx], coefficients[y_idx] = a, gamma * b
+        weights = torch.from_numpy(coefficients).to(g.device, g.dtype)
+        return torch.addmv(g, self.rows.T, weights, beta=-gamma)
+
+
+def line_search(objective, point: Point, direction, slope0: float, value0: float, max_tries: int = 30):
+    """``(point, objective)`` at ``x + t d`` for the first step t found that meets the approximate Wolfe
+    conditions of Hager and Zhang (2005), or None. The new point takes over the old one's logits.
 
     With phi(t) the objective along d: 0.9 phi'(0) <= phi'(t) <= -0.8 phi'(0) and phi(t) <= phi(0) + 1e-6
     |phi(0)|. phi is convex, so a step that raises phi lies past the minimum, and a bracket is narrowed by
-    the secant of phi'. Trying a step costs no product with the features.
+    the secant of phi'. Trying a step costs no product with the features, and the labels' logits, being
+    linear in t, are summed once.
     """
     import torch
 
-    direction_logits = objective.logits(direction, out=objective.direction_logits)
+    direction_logits = objective.logits(direction.view_as(point.x), out=objective.direction_logits)
     flat_direction_logits = direction_logits.flatten()
-    penalty, penalty_slope, penalty_curvature = objective.penalty_along(point.x, direction)
-    value0 = point.cross_entropy + penalty
+    (ww, wd), (_, dd) = objective.penalty_products(point.x, direction.view_as(point.x))
+    penalty, penalty_slope, penalty_curvature = (v * objective.penalty for v in (ww / 2, wd, dd))
+    labelled0, labelled_slope = objective.labelled(point.logits), objective.labelled(direction_logits)
     lo, slope_lo, hi, slope_hi, t = 0.0, slope0, None, None, 1.0
     for _ in range(max_tries):
-        residual, cross_entropy = objective.evaluate(torch.add(point.logits, direction_logits, alpha=t, out=objective.trial))
+        trial = torch.add(point.logits, direction_logits, alpha=t, out=objective.trial)
+        residual, cross_entropy = objective.evaluate(trial, labelled0 + t * labelled_slope)
         slope = float(residual.flatten() @ flat_direction_logits) / objective.n + penalty_slope + t * penalty_curvature
         value = cross_entropy + penalty + t * penalty_slope + t * t * penalty_curvature / 2
         if value > value0 + 1e-6 * abs(value0):
             hi, slope_hi = t, max(slope, 0.0)
         elif 0.9 * slope0 <= slope <= -0.8 * slope0:
             logits = point.logits.add_(direction_logits, alpha=t)
-            return objective.point(torch.add(point.x, direction, alpha=t), logits, residual, cross_entropy)
+            new = objective.point(torch.add(point.x, direction.view_as(point.x), alpha=t), logits, residual, cross_entropy)
+            return new, value
         elif slope < 0.9 * slope0:
             lo, slope_lo = t, slope
         else:
@@ -137,7 +339,8 @@ class Fit(NamedTuple):
     point: Point
     iterations: int
     stop: str  # "gradient" or "objective" (converged), "max_iter" or "line search" (not)
-    scale: float | None  # s.y / y.y of the last step: the curvature's scale, a first step for the next fit
+    curvature: Curvature  # the last pairs: they start the next strength's fit
+    gradient: float  # the largest gradient entry where it stopped
 
     @property
     def x(self):
@@ -148,13 +351,13 @@ class Fit(NamedTuple):
         return self.stop in ("gradient", "objective")
 
 
-def minimise(objective, C: float, start, tol: float = 1e-6, max_iter: int = 1000, history: int = 20,
-             scale: float | None = None) -> Fit:
+def minimise(objective, C: float, start, tol: float = 1e-6, max_iter: int = 1000, curvature: Curvature | None = None,
+             ftol: float | None = None) -> Fit:
     """L-BFGS from ``start`` (parameters, or a Point of this objective), stopped by scipy's rules as
-    scikit-learn sets them, in the working precision. ``scale`` sizes the first step (a previous fit's).
+    scikit-learn sets them, in the working precision. ``curvature`` carries a previous fit's pairs.
 
     It stops when the largest gradient entry is at most ``tol`` (scipy's pgtol), checked on logits
-    recomputed from x, or when a step lowers the objective by a relative amount below ``ftol``:
+    recomputed from x, or when a step lowers the objective by a relative amount below ``ftol``: by default
     scikit-learn's 64 float64 ulps, or in float32 one float32 ulp, progress float32 cannot hold. A Point
     carries the logits and data gradient along a sweep of C, so a warm start costs no product.
     """
@@ -162,41 +365,38 @@ def minimise(objective, C: float, start, tol: float = 1e-6, max_iter: int = 1000
 
     objective.C = C
     point = start._replace(logits=start.logits.clone()) if isinstance(start, Point) else objective.at(start)
-    ftol = max(64 * torch.finfo(torch.float64).eps, torch.finfo(point.x.dtype).eps)
+    if ftol is None:
+        ftol = max(64 * torch.finfo(torch.float64).eps, torch.finfo(point.x.dtype).eps)
+    curvature = curvature if curvature is not None else Curvature(point.x)
+    curvature.retarget(objective.penalty)
     g, f, exact = objective.gradient(point), objective.value(point), False
-    pairs = []
     for iteration in range(max_iter):
-        if g.abs().max() <= tol:
+        if (largest := float(g.abs().max())) <= tol:
             if not exact:  # drop the rounding that updating the logits step by step accumulated
                 point, exact = objective.at(point.x), True
                 g = objective.gradient(point)
-            if g.abs().max() <= tol:
-                return Fit(point, iteration, "gradient", scale)
-        q, alphas = -g.flatten(), []
-        for s, y, rho in reversed(pairs):  # the two-loop recursion, one fused update per vector
-            alphas.append(rho * float(s @ q))
-            q.add_(y, alpha=-alphas[-1])
-        if pairs:
-            scale = 1 / (pairs[-1][2] * float(pairs[-1][1] @ pairs[-1][1]))  # s.y / y.y
-        if scale is not None:
-            q *= scale
-        for (s, y, rho), alpha in zip(pairs, reversed(alphas)):
-            q.add_(s, alpha=alpha - rho * float(y @ q))
-        if (slope := float(g.flatten() @ q)) >= 0:  # rounding spoilt the curvature pairs: start them again
-            pairs, q = [], -g.flatten()
+                largest = float(g.abs().max())
+            if largest <= tol:
+                return Fit(point, iteration, "gradient", curvature, largest)
+        flat_g = g.flatten()
+        q = curvature.direction(flat_g)
+        if (slope := float(flat_g @ q)) >= 0:  # rounding spoilt the curvature pairs: start them again
+            curvature.clear()
+            curvature.scale = 1.0
+            q = -flat_g
             slope = -float(q @ q)
-        new = line_search(objective, point, q.view_as(point.x), slope)
-        if new is None:
-            return Fit(point, iteration, "line search", scale)
-        f_before, f = f, objective.value(new)
-        g_before, g = g, objective.gradient(new)
-        s, y = (new.x - point.x).flatten(), (g - g_before).flatten()
-        point, exact = new, False
+        found = line_search(objective, point, q, slope, f)
+        if found is None:
+            return Fit(point, iteration, "line search", curvature, largest)
+        new, f_new = found
+        g_new = objective.gradient(new)
+        s, y = (new.x - point.x).flatten(), (g_new - g).flatten()
+        f_before, f, point, g, exact = f, f_new, new, g_new, False
         if f_before - f <= ftol * max(abs(f_before), abs(f), 1):
-            return Fit(point, iteration + 1, "objective", scale)
-        if (sy := float(s @ y)) > 0:
-            pairs = (pairs + [(s, y, 1 / sy)])[-history:]
-    return Fit(point, max_iter, "max_iter", scale)
+            return Fit(point, iteration + 1, "objective", curvature, float(g.abs().max()))
+        if float(s @ y) > 0:
+            curvature.add(s, y)
+    return Fit(point, max_iter, "max_iter", curvature, float(g.abs().max()))
 
 
 def fit_logistic(X, y, num_classes: int, C: float, max_iter: int = 1000, tol: float = 1e-6, init=None):
@@ -210,7 +410,7 @@ def pack(objective, init=None):
     """``[W.T | b]`` from ``(W, b)``, or zeros."""
     import torch
 
-    x = torch.zeros(objective.onehotT.shape[0], objective.d + 1, dtype=objective.XT.dtype, device=objective.XT.device)
+    x = torch.zeros(objective.onehotT.shape[0], objective.d + 1, dtype=objective.dtype, device=objective.device)
     if init is not None:
         x[:, : objective.d], x[:, objective.d] = init[0].T, init[1]
     return x
