@@ -34,22 +34,7 @@ import numpy as np
 import torch
 from machine import machine_line
 
-
-class FeatureContext:
-    """Just enough of a Context to run the linear-probe strategy on given features."""
-
-    def __init__(self, splits: dict, num_classes: int, params: dict, device: str = "cpu"):
-        self.splits, self.num_classes, self.params = splits, num_classes, params
-        self.device, self.seed, self.info = device, 0, {}
-
-    def features(self, split):
-        return self.splits[split]
-
-    def progress(self, iterable, desc, total=None):
-        return iterable
-
-    def generator(self, offset=0):
-        return torch.Generator().manual_seed(offset)
+from benchbone.testing import make_context
 
 
 def synthetic(n_train=50_000, n_test=10_000, dim=64, classes=10, seed=0) -> dict:
@@ -137,7 +122,9 @@ def run_case(name: str, splits: dict, params: dict, repeat: int = 1, threads: in
     from benchbone_plugins.linear_probe import _FITTED, linear_probe, sweep_values
 
     Cs = sweep_values(params)
-    ctx = FeatureContext(splits, int(splits["train"][1].max()) + 1, params, device)
+    ctx = make_context(features={k: X for k, (X, _) in splits.items()}, labels={k: y for k, (_, y) in splits.items()},
+                       params=params)
+    ctx.device = device
 
     def probe():
         _FITTED.clear()  # a fit, not the reuse of the same rows' probe from the previous run

@@ -14,22 +14,13 @@ from benchbone_plugins.knn import knn_scores
 from benchbone_plugins.linear_probe import DEFAULTS, linear_probe
 from benchbone_plugins.logistic import ChunkedLogisticObjective, LogisticObjective
 
+from benchbone.testing import make_context
 
-class FeatureContext:
-    """Just enough of a Context to run linear-probe on given features."""
 
-    def __init__(self, splits: dict, num_classes: int, params: dict):
-        self.splits, self.num_classes, self.params = splits, num_classes, params
-        self.device, self.seed, self.info = "cpu", 0, {}
-
-    def features(self, split):
-        return self.splits[split]
-
-    def progress(self, iterable, desc, total=None):
-        return iterable
-
-    def generator(self, offset=0):
-        return torch.Generator().manual_seed(offset)
+def feature_context(splits: dict, params: dict):
+    """benchbone.testing's fake context on ``{split: (X, y)}``: memory-mapped float32 features stay memory-mapped."""
+    return make_context(features={k: X for k, (X, _) in splits.items()}, labels={k: y for k, (_, y) in splits.items()},
+                        params=params)
 
 
 def gaussians(n: int, dim: int, classes: int, seed: int, spread: float = 0.6):
@@ -75,12 +66,12 @@ def test_chunked_objective_matches_the_in_memory_one_on_memmapped_float16(splits
 @pytest.mark.slow
 def test_probe_on_memmapped_features_in_chunks_matches_the_in_memory_probe(splits, monkeypatch):
     params = dict(DEFAULTS, c_steps=4, c_max=10.0)
-    in_memory = FeatureContext(splits, 4, params)
+    in_memory = feature_context(splits, params)
     expected = linear_probe(None, None, in_memory)
     benchbone_plugins.linear_probe._FITTED.clear()
     monkeypatch.setattr(benchbone_plugins.linear_probe, "fits_in_memory", lambda nbytes, device: False)
     monkeypatch.setattr(benchbone_plugins.chunks, "CHUNK_BYTES", 256 * 24 * 4)  # 256-row chunks
-    chunked = FeatureContext(splits, 4, params)
+    chunked = feature_context(splits, params)
     got = linear_probe(None, None, chunked)
     assert chunked.info["features"].startswith("read in row chunks") and in_memory.info["features"] == "in memory"
     assert chunked.info["chosen_C"] == in_memory.info["chosen_C"]
@@ -117,7 +108,7 @@ def test_weak_c_points_float32_cannot_resolve_are_flagged_and_match_sklearn():
     splits = {"train": (torch.tensor(X[:2000]), torch.tensor(y[:2000])),
               "val": (torch.tensor(X[2000:2500]), torch.tensor(y[2000:2500])),
               "test": (torch.tensor(X[2500:]), torch.tensor(y[2500:]))}
-    ctx = FeatureContext(splits, 5, dict(DEFAULTS))
+    ctx = feature_context(splits, dict(DEFAULTS))
     with pytest.warns(UserWarning, match="could not hold further progress") as caught:
         linear_probe(None, None, ctx)
     stalled = [p for p in ctx.info["sweep"] if not p["resolved"]]
