@@ -4,8 +4,11 @@ Both run the same protocol on the same standardised features: fit on train at ea
 refit on train + val, score test. Both stop by scipy's rules: the largest gradient entry at most tol=1e-6,
 or a step that lowers the objective by less than ftol, relative (scikit-learn's 64 float64 ulps; the probe
 works in float32, where one float32 ulp is the least progress it can hold). scikit-learn fits each C from
-scratch, as one calls it; the probe warm-starts along the sweep. Each side's time is the least of
-``--repeat`` runs, the two sides taking turns: the usual guards against a noisy machine.
+scratch, as one calls it; the probe warm-starts along the sweep. ``val_diff`` is the largest difference in
+correctly classified validation images between the two over the sweep's strengths (and at which C);
+``unresolved`` lists the strengths that the probe's sweep flags as stopped by float32 before it converged.
+Each side's time is the least of ``--repeat`` runs, the two sides taking turns: the usual guards against a
+noisy machine.
 
     python benchmarks/bench_probe.py [--threads 1 [2 ...]] [--repeat 3] [--image-size 64] [--cache-dir DIR]
                                      [--cifar10-dir DIR] [--cifar10-image-size 32] [--no-cifar10]
@@ -85,7 +88,7 @@ def sklearn_sweep(splits: dict, Cs: list[float], max_iter: int, tol: float) -> d
     mean, std = Xfit.mean(0), Xfit.std(0, ddof=1).clip(1e-6)
     final = LogisticRegression(C=C, tol=tol, max_iter=max_iter).fit((Xfit - mean) / std, yfit)
     iterations = sum(int(clf.n_iter_.max()) for clf in [*fits, final])
-    return {"C": C, "val": max(val), "test": final.score((Xte - mean) / std, yte), "iterations": iterations}
+    return {"C": C, "val": val, "test": final.score((Xte - mean) / std, yte), "iterations": iterations}
 
 
 def cuml_sweep(splits: dict, Cs: list[float], max_iter: int, tol: float) -> dict | None:
@@ -140,10 +143,15 @@ def run_case(name: str, splits: dict, params: dict, repeat: int = 1, threads: in
     probe_test = (pred.y_pred.cpu() == splits["test"][1]).double().mean().item()
     n, d = splits["train"][0].shape
     probe_iterations = sum(s["iterations"] for s in ctx.info["sweep"]) + ctx.info["final_iterations"]
+    val_images = [round(abs(point["val_top1"] - val) * len(splits["val"][1]))
+                  for point, val in zip(ctx.info["sweep"], sk["val"])]
+    unresolved = [point["C"] for point in ctx.info["sweep"] if not point["resolved"]]
     row = {"case": name, "train x dim": f"{n} x {d}", "threads": threads, "device": device, "fits": len(Cs) + 1,
            "probe_iters": probe_iterations, "sklearn_iters": sk["iterations"], "probe_s": probe_s,
            "sklearn_s": sk_s, "ratio": sk_s / probe_s, "probe_C": ctx.info["chosen_C"], "sklearn_C": sk["C"],
-           "probe_test": probe_test, "sklearn_test": sk["test"]}
+           "probe_test": probe_test, "sklearn_test": sk["test"],
+           "val_diff": f"{max(val_images)} at C={Cs[int(np.argmax(val_images))]:g}",
+           "unresolved": ", ".join(f"{C:g}" for C in unresolved) or "none"}
     if cuml and cuml[0][1] is not None:
         row.update(cuml_s=cuml[0][0], cuml_C=cuml[0][1]["C"], cuml_test=cuml[0][1]["test"])
     return row
@@ -191,7 +199,7 @@ def main() -> None:
             rows += [run_case(name, splits, case_params, repeat, threads, args.device)
                      for name, (splits, case_params, repeat) in cases.items()]
     head = ["case", "train x dim", "threads", "device", "fits", "probe_iters", "sklearn_iters", "probe_s", "sklearn_s",
-            "ratio", "probe_C", "sklearn_C", "probe_test", "sklearn_test"]
+            "ratio", "probe_C", "sklearn_C", "probe_test", "sklearn_test", "val_diff", "unresolved"]
     if any("cuml_s" in row for row in rows):
         head += ["cuml_s", "cuml_C", "cuml_test"]
     print("| " + " | ".join(head) + " |")

@@ -4,7 +4,8 @@ The protocol of Kornblith et al. (2019) and CLIP: the regularisation strength C 
 log-spaced sweep on the validation split, then the probe is refitted on train + val and scored once
 on test. The objective is scikit-learn's, ``C * sum(cross-entropy) + ||W||^2 / 2`` (bias not penalised),
 minimised full-batch by the L-BFGS of ``benchbone_plugins.logistic`` with scikit-learn's stopping rules, in
-float32 by default (``dtype=float64`` on request), warm-started from strong to weak regularisation.
+float32 by default (``dtype=float64`` on request), warm-started from strong to weak regularisation: each fit
+starts where the last two solutions point (the path extended in log C) where the objective is lower there.
 Features are standardised with the statistics of the rows the probe is fitted on. Each sweep point
 records its iterations, which rule stopped it, its largest gradient entry and whether it is ``resolved``:
 a point that float32 stopped within one iteration with the gradient above tol is not, and a warning names it.
@@ -16,9 +17,11 @@ so the final probe has seen K labelled images per class.
 """
 from __future__ import annotations
 
+import math
+
 from benchbone import Predictions, UsageError, hookimpl
 from benchbone_plugins.chunks import fits_in_memory, row_chunks
-from benchbone_plugins.logistic import ChunkedLogisticObjective, LogisticObjective, minimise, pack
+from benchbone_plugins.logistic import ChunkedLogisticObjective, LogisticObjective, extrapolated_start, minimise, pack
 
 # Half-decade steps over 1e-4..1e4: fine enough that the chosen C sits within ~0.25 decade of the best.
 DEFAULTS = dict(C=None, c_min=1e-4, c_max=1e4, c_steps=17, max_iter=1000, tol=1e-6, standardize=True, shots=None,
@@ -71,15 +74,19 @@ def sample_shots(y, shots: int, num_classes: int, generator):
 
 
 def choose_c(objective, Xva, yva, p: dict, progress) -> tuple[list[dict], tuple]:
-    """Fit ``objective`` at each strength of the sweep, warm-started from the last point with the last step's
-    scale; return every point's record and ``(C, val_top1, fit)`` of the best on ``(Xva, yva)`` (ties keep
-    the stronger regularisation). Curvature pairs do not carry from one C to the next: on real features they
-    saved no iterations, and at the weak end they led to another of the many points that meet the tolerance."""
-    sweep, start, curvature, best = [], pack(objective), None, None
+    """Fit ``objective`` at each strength of the sweep, warm-started from the last solution or the secant through
+    the last two (``extrapolated_start``); return every point's record and ``(C, val_top1, fit)`` of the best on
+    ``(Xva, yva)`` (ties keep the stronger regularisation). Curvature pairs do not carry from one C to the next:
+    on real features they saved no iterations, and at the weak end they led to another of the many points that
+    meet the tolerance."""
+    sweep, start, curvature, best, path = [], pack(objective), None, None, []
     yva = yva.to(objective.device)
     for C in progress(sweep_values(p), desc="linear-probe sweep"):
+        if len(path) == 2:  # warm start where the last two solutions point, or where the last one ended
+            (C0, x0), (C1, _) = path
+            start = extrapolated_start(objective, C, start, x0, math.log(C / C1) / math.log(C1 / C0))
         fit = minimise(objective, C, start, p["tol"], p["max_iter"], curvature)
-        start, curvature = fit.point, fit.curvature  # warm start: the next strength begins where this one ended
+        start, curvature, path = fit.point, fit.curvature, [*path[-1:], (C, fit.x)]
         acc = (objective.scores(Xva, fit.x).argmax(1) == yva).double().mean().item()
         sweep.append({"C": C, "val_top1": round(acc, 6), "iterations": fit.iterations, "stop": fit.stop,
                       "converged": fit.converged, "gradient": float(f"{fit.gradient:.3g}"),
@@ -92,7 +99,7 @@ def choose_c(objective, Xva, yva, p: dict, progress) -> tuple[list[dict], tuple]
 
         warnings.warn(f"linear-probe: at C={', '.join(f'{C:g}' for C in unresolved)} the fit stopped after at most one "
                       f"iteration because {p['dtype']} could not hold further progress, with the gradient still above "
-                      f"tol: those points are the previous strength's solution, and their validation accuracy may "
+                      f"tol: those points stayed where the sweep started them, and their validation accuracy may "
                       f"differ from a converged fit's (dtype=float64 settles it)", stacklevel=2)
     return sweep, best
 

@@ -214,16 +214,17 @@ def chunked_mean_std(chunks):
 
 
 class Curvature:
-    """L-BFGS's last ``size`` curvature pairs ``(s, y)`` in one preallocated ``[2 size, P]`` buffer (s rows,
-    then y rows), with all their inner products in float64: the two-loop recursion then runs on those numbers
-    and costs two matrix-vector products with the buffer, instead of 4 ``size`` vector operations.
+    """L-BFGS's last ``size`` curvature pairs ``(s, y)`` (10 by default, as scipy's and so scikit-learn's) in one
+    preallocated ``[2 size, P]`` buffer (s rows, then y rows), with all their inner products in float64: the
+    two-loop recursion then runs on those numbers and costs two matrix-vector products with the buffer, instead
+    of 4 ``size`` vector operations.
 
     The pairs were measured at one penalty curvature; :meth:`retarget` moves them to another (the refit's rows
     at the chosen C), ``y += (new - old) s`` for every pair, so that one fit's curvature starts the next.
     :meth:`clear` drops the pairs but keeps the scale ``s.y / y.y`` of the newest as the first step's size.
     """
 
-    def __init__(self, like, size: int = 20):
+    def __init__(self, like, size: int = 10):
         import numpy as np
         import torch
 
@@ -333,6 +334,22 @@ def line_search(objective, point: Point, direction, slope0: float, value0: float
             secant = lo - slope_lo * (hi - lo) / (slope_hi - slope_lo)
             t = min(max(secant, lo + 0.1 * (hi - lo)), hi - 0.1 * (hi - lo))
     return None
+
+
+def extrapolated_start(objective, C: float, point: Point, previous, reach: float) -> Point:
+    """Where a sweep's fit at ``C`` starts: ``point`` (the last strength's solution), or the secant through
+    ``previous`` and it carried on by ``reach`` times their distance (the regularisation path extended in log C),
+    whichever has the lower objective at ``C``. Finding out costs one product with the features, and taking
+    the secant point one more (its gradient); on a path that bends the last solution is kept."""
+    import torch
+
+    objective.C = C
+    x = torch.add(point.x, point.x - previous, alpha=reach)
+    logits = objective.logits(x)
+    residual, cross_entropy = objective.evaluate(objective.trial.copy_(logits))
+    if cross_entropy + objective.penalty_products(x)[0][0] * objective.penalty / 2 >= objective.value(point):
+        return point
+    return objective.point(x, logits, residual, cross_entropy)
 
 
 class Fit(NamedTuple):

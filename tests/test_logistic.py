@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchbone_plugins.logistic import LogisticObjective, fit_logistic, minimise, pack
+from benchbone_plugins.logistic import LogisticObjective, extrapolated_start, fit_logistic, minimise, pack
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +72,24 @@ def test_a_carried_point_starts_where_recomputing_it_would(digits):
     recomputed = minimise(objective, 0.1, first.x.clone())
     assert carried.iterations == recomputed.iterations
     assert torch.allclose(carried.x, recomputed.x, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("reach", [1.0, -3.0])
+def test_an_extrapolated_start_is_taken_only_where_the_objective_is_lower(digits, reach):
+    """The sweep's next fit starts at the secant through the last two solutions where autograd's objective is
+    lower there than at the last solution (reach 1 on this path), else at the last solution (reach -3, back
+    past both), and a secant start carries the logits and gradient that recomputing them gives."""
+    X, y = digits
+    objective = LogisticObjective(X, y, 10)
+    first = minimise(objective, 0.01, pack(objective))
+    second = minimise(objective, 0.1, first.point)
+    start = extrapolated_start(objective, 1.0, second.point, first.x, reach)
+    secant = second.x + reach * (second.x - first.x)
+    lower = objective_by_autograd(X, y, secant, 1.0)[0] < objective_by_autograd(X, y, second.x, 1.0)[0]
+    assert lower == (reach > 0)
+    assert torch.equal(start.x, secant if lower else second.x)
+    exact = objective.at(start.x)
+    assert torch.allclose(start.logits, exact.logits) and torch.allclose(start.data_gradient, exact.data_gradient)
 
 
 def test_standardises_with_the_fitted_rows_statistics(digits):
