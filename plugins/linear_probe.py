@@ -91,8 +91,8 @@ def choose_c(objective, Xva, yva, p: dict, progress) -> tuple[list[dict], tuple]
         sweep.append({"C": C, "val_top1": round(acc, 6), "iterations": fit.iterations, "stop": fit.stop,
                       "converged": fit.converged, "gradient": float(f"{fit.gradient:.3g}"),
                       "resolved": not stalled(fit, p["tol"])})
-        if best is None or acc > best[1]:  # the pairs of the best fit start the refit
-            best = (C, acc, fit._replace(curvature=fit.curvature.copy()))
+        if best is None or acc > best[1]:  # its x and pairs start the refit; its logits [K, n] are not kept
+            best = (C, acc, fit._replace(point=fit.point._replace(logits=None), curvature=fit.curvature.copy()))
         curvature.clear()
     if unresolved := [point["C"] for point in sweep if not point["resolved"]]:
         import warnings

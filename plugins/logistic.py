@@ -52,17 +52,17 @@ class LogisticObjective:
 
     def _setup(self, y, num_classes: int, dtype, device) -> None:
         import torch
-        import torch.nn.functional as F
 
-        self.dtype, self.device = dtype, device
-        self.onehotT = F.one_hot(y.to(device), num_classes).T.to(dtype).contiguous()  # [K, n]
+        self.dtype, self.device, self.num_classes = dtype, device, num_classes
         self.labels = y.to(device)[None]  # [1, n]
+        self.minus_one = torch.full((1, self.n), -1.0, dtype=dtype, device=device)  # the one-hot, subtracted in place
         self.penalised = torch.ones(num_classes, self.d + 1, dtype=dtype, device=device)
         self.penalised[:, self.d] = 0  # the bias column
         self.C = 1.0
         # [K, n] scratch for a search direction's logits and for trial steps, reused: allocating fresh
         # megabytes for each costs a CPU page faults that take longer than the arithmetic done in them
-        self.direction_logits, self.trial = torch.empty_like(self.onehotT), torch.empty_like(self.onehotT)
+        self.direction_logits = torch.empty(num_classes, self.n, dtype=dtype, device=device)
+        self.trial = torch.empty_like(self.direction_logits)
 
     @property
     def penalty(self) -> float:
@@ -106,7 +106,7 @@ class LogisticObjective:
         top = logits.amax(0)
         exp = logits.sub_(top).exp_()
         total = exp.sum(0)
-        residual = exp.div_(total).sub_(self.onehotT)
+        residual = exp.div_(total).scatter_add_(0, self.labels, self.minus_one)
         logsumexp = float(total.log_().add_(top).sum(dtype=torch.float64))
         return residual, (logsumexp - labelled) / self.n
 
@@ -180,7 +180,7 @@ class ChunkedLogisticObjective(LogisticObjective):
     def logits(self, x, out=None):
         import torch
 
-        out = torch.empty_like(self.onehotT) if out is None else out
+        out = torch.empty_like(self.trial) if out is None else out
         W, b = self.folded(x)
         for start, rows in self.chunks():
             out[:, start:start + len(rows)] = torch.addmm(b[:, None], W, rows.T)
@@ -427,7 +427,7 @@ def pack(objective, init=None):
     """``[W.T | b]`` from ``(W, b)``, or zeros."""
     import torch
 
-    x = torch.zeros(objective.onehotT.shape[0], objective.d + 1, dtype=objective.dtype, device=objective.device)
+    x = torch.zeros(objective.num_classes, objective.d + 1, dtype=objective.dtype, device=objective.device)
     if init is not None:
         x[:, : objective.d], x[:, objective.d] = init[0].T, init[1]
     return x
