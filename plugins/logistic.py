@@ -376,12 +376,13 @@ def minimise(objective, C: float, start, tol: float = 1e-6, max_iter: int = 1000
     It stops when the largest gradient entry is at most ``tol`` (scipy's pgtol), checked on logits
     recomputed from x, or when a step lowers the objective by a relative amount below ``ftol``: by default
     scikit-learn's 64 float64 ulps, or in float32 one float32 ulp, progress float32 cannot hold. A Point
-    carries the logits and data gradient along a sweep of C, so a warm start costs no product.
+    carries the logits and data gradient along a sweep of C, so a warm start costs no product; its logits
+    are taken over and updated in place (no copy of [K, n]: pass a Point with cloned logits to keep them).
     """
     import torch
 
     objective.C = C
-    point = start._replace(logits=start.logits.clone()) if isinstance(start, Point) else objective.at(start)
+    point = start if isinstance(start, Point) else objective.at(start)
     if ftol is None:
         ftol = max(64 * torch.finfo(torch.float64).eps, torch.finfo(point.x.dtype).eps)
     curvature = curvature if curvature is not None else Curvature(point.x)
