@@ -7,6 +7,8 @@ works in float32, where one float32 ulp is the least progress it can hold). scik
 scratch, as one calls it; the probe warm-starts along the sweep. ``val_diff`` is the largest difference in
 correctly classified validation images between the two over the sweep's strengths (and at which C);
 ``unresolved`` lists the strengths that the probe's sweep flags as stopped by float32 before it converged.
+``ms/iter`` is each side's time over its iterations (probe / scikit-learn), ``2 products ms`` the time of the
+two products with the training features that each of the probe's iterations needs (its floor).
 Each side's time is the least of ``--repeat`` runs, the two sides taking turns: the usual guards against a
 noisy machine.
 
@@ -120,6 +122,24 @@ def least_times(repeat: int, *runs):
     return [(min(ts), result) for ts, result in zip(times, results)]
 
 
+def product_pair_ms(X, y, num_classes: int, device: str) -> float:
+    """Milliseconds of the two products with the features that each L-BFGS iteration costs (the logits of a
+    direction, the gradient from a residual), least of 5: the floor under the probe's time per iteration."""
+    from benchbone_plugins.logistic import LogisticObjective, pack
+
+    objective = LogisticObjective(X.to(device), y.to(device), num_classes, standardize=True)
+    x = pack(objective)
+    times = []
+    for _ in range(6):
+        start = time.perf_counter()
+        logits = objective.logits(x, out=objective.trial)
+        objective.data_gradient(logits, torch.empty_like(x))
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return 1000 * min(times[1:])
+
+
 def run_case(name: str, splits: dict, params: dict, repeat: int = 1, threads: int = 1, device: str = "cpu") -> dict:
     """One row of the table: the probe's sweep and scikit-learn's over ``params``' strengths, side by side."""
     from benchbone_plugins.linear_probe import _FITTED, linear_probe, sweep_values
@@ -147,7 +167,9 @@ def run_case(name: str, splits: dict, params: dict, repeat: int = 1, threads: in
                   for point, val in zip(ctx.info["sweep"], sk["val"])]
     unresolved = [point["C"] for point in ctx.info["sweep"] if not point["resolved"]]
     row = {"case": name, "train x dim": f"{n} x {d}", "threads": threads, "device": device, "fits": len(Cs) + 1,
-           "probe_iters": probe_iterations, "sklearn_iters": sk["iterations"], "probe_s": probe_s,
+           "probe_iters": probe_iterations, "sklearn_iters": sk["iterations"],
+           "ms/iter": f"{1000 * probe_s / probe_iterations:.1f} / {1000 * sk_s / sk['iterations']:.1f}",
+           "2 products ms": f"{product_pair_ms(*splits['train'], ctx.num_classes, device):.1f}", "probe_s": probe_s,
            "sklearn_s": sk_s, "ratio": sk_s / probe_s, "probe_C": ctx.info["chosen_C"], "sklearn_C": sk["C"],
            "probe_test": probe_test, "sklearn_test": sk["test"],
            "val_diff": f"{max(val_images)} at C={Cs[int(np.argmax(val_images))]:g}",
@@ -198,7 +220,8 @@ def main() -> None:
             run_case("warm-up", synthetic(200, 50, 8, 3), params, device=args.device)  # first-use costs out of the timings
             rows += [run_case(name, splits, case_params, repeat, threads, args.device)
                      for name, (splits, case_params, repeat) in cases.items()]
-    head = ["case", "train x dim", "threads", "device", "fits", "probe_iters", "sklearn_iters", "probe_s", "sklearn_s",
+    head = ["case", "train x dim", "threads", "device", "fits", "probe_iters", "sklearn_iters", "ms/iter", "2 products ms",
+            "probe_s", "sklearn_s",
             "ratio", "probe_C", "sklearn_C", "probe_test", "sklearn_test", "val_diff", "unresolved"]
     if any("cuml_s" in row for row in rows):
         head += ["cuml_s", "cuml_C", "cuml_test"]
