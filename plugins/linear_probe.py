@@ -8,7 +8,8 @@ float32 by default (``dtype=float64`` on request), warm-started from strong to w
 starts where the last two solutions point (the path extended in log C) where the objective is lower there.
 Features are standardised with the statistics of the rows the probe is fitted on. Each sweep point
 records its iterations, which rule stopped it, its largest gradient entry and whether it is ``resolved``:
-a point that float32 stopped within one iteration with the gradient above tol is not, and a warning names it.
+a point that float32 stopped within one iteration with the gradient above tol is not, and a warning names it
+where its validation accuracy is within 1% of the best (where a converged fit might choose another C).
 Features too large for a working copy in memory (or on the device) are read where they are, in row chunks.
 
 ``shots=K`` is the K-shot probe: K images per class drawn with the cell's seed from the train split.
@@ -94,14 +95,21 @@ def choose_c(objective, Xva, yva, p: dict, progress) -> tuple[list[dict], tuple]
         if best is None or acc > best[1]:  # its x and pairs start the refit; its logits [K, n] are not kept
             best = (C, acc, fit._replace(point=fit.point._replace(logits=None), curvature=fit.curvature.copy()))
         curvature.clear()
-    if unresolved := [point["C"] for point in sweep if not point["resolved"]]:
+    if doubtful := close_unresolved(sweep, best[1], len(yva)):
         import warnings
 
-        warnings.warn(f"linear-probe: at C={', '.join(f'{C:g}' for C in unresolved)} the fit stopped after at most one "
+        warnings.warn(f"linear-probe: at C={', '.join(f'{C:g}' for C in doubtful)} the fit stopped after at most one "
                       f"iteration because {p['dtype']} could not hold further progress, with the gradient still above "
-                      f"tol: those points stayed where the sweep started them, and their validation accuracy may "
-                      f"differ from a converged fit's (dtype=float64 settles it)", stacklevel=2)
+                      f"tol, and its validation accuracy is within 1% (at least 5 images) of the best: a converged fit "
+                      f"there might change the chosen C (dtype=float64 settles it)", stacklevel=2)
     return sweep, best
+
+
+def close_unresolved(sweep: list[dict], best_acc: float, n_val: int) -> list[float]:
+    """The strengths whose point is not resolved and whose validation accuracy is within the margin of the best:
+    the only ones where a converged fit might choose another C. The others are flagged in the record alone."""
+    margin = max(0.01, 5 / n_val)  # 1% of the validation images, at least 5
+    return [point["C"] for point in sweep if not point["resolved"] and point["val_top1"] >= best_acc - margin]
 
 
 def stalled(fit, tol: float) -> bool:

@@ -100,8 +100,12 @@ def test_knn_goes_out_of_core_when_the_bank_does_not_fit(splits, monkeypatch):
 @pytest.mark.slow
 def test_weak_c_points_float32_cannot_resolve_are_flagged_and_match_sklearn():
     """At the weak end of a float32 sweep, fits stop within one iteration on the objective rule: float32 holds
-    no further progress. Each such point is recorded as not resolved, a warning names it, and its
-    validation accuracy is still scikit-learn's at that C (float64, from scratch) to one image."""
+    no further progress. Each such point is recorded as not resolved, a warning names those within 1% (at
+    least 5 images) of the best validation accuracy, where a converged fit might choose another C, and no
+    other; and each one's validation accuracy is still scikit-learn's at that C (float64, from scratch) to one
+    image."""
+    import warnings
+
     from sklearn.linear_model import LogisticRegression
 
     X, y = gaussians(3000, 16, 5, seed=3, spread=0.35)
@@ -109,12 +113,17 @@ def test_weak_c_points_float32_cannot_resolve_are_flagged_and_match_sklearn():
               "val": (torch.tensor(X[2000:2500]), torch.tensor(y[2000:2500])),
               "test": (torch.tensor(X[2500:]), torch.tensor(y[2500:]))}
     ctx = feature_context(splits, dict(DEFAULTS))
-    with pytest.warns(UserWarning, match="could not hold further progress") as caught:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         linear_probe(None, None, ctx)
     stalled = [p for p in ctx.info["sweep"] if not p["resolved"]]
     assert stalled, "the premise: some weak-C points stall in float32"
     assert all(p["stop"] == "objective" and p["iterations"] <= 1 and p["gradient"] > 1e-6 for p in stalled)
-    assert all(f"{p['C']:g}" in str(caught[0].message) for p in stalled)
+    best = max(p["val_top1"] for p in ctx.info["sweep"])
+    close = [f"{p['C']:g}" for p in stalled if p["val_top1"] >= best - 5 / 500]
+    named = [str(w.message).partition("at C=")[2].partition(" the fit")[0].split(", ") for w in caught
+             if "could not hold further progress" in str(w.message)]
+    assert named == ([close] if close else [])
     Xtr, Xva = X[:2000].astype(np.float64), X[2000:2500].astype(np.float64)
     mean, std = Xtr.mean(0), Xtr.std(0, ddof=1)
     for point in stalled:

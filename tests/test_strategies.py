@@ -9,7 +9,7 @@ import torch
 
 from benchbone import UsageError
 from benchbone_plugins.knn import knn_scores
-from benchbone_plugins.linear_probe import linear_probe
+from benchbone_plugins.linear_probe import close_unresolved, linear_probe
 from benchbone_plugins.logistic import fit_logistic
 
 STRATEGIES = ["linear-probe", "knn", "finetune", "head-sgd"]
@@ -105,6 +105,16 @@ def test_probe_protocol_chooses_c_as_sklearn_would(digits, dtype):
     ours = (pred.y_pred.numpy() == yte).mean()
     assert abs(ours - sk.score((Xte - mean) / std, yte)) * 100 <= 0.3
     assert ours > 0.93 and ctx.info["converged"] and ctx.info["fit_rows"] == len(yfit)
+
+
+def test_only_unresolved_points_near_the_best_validation_accuracy_are_doubtful():
+    """The sweep's warning names a point float32 could not resolve only where a converged fit might change the
+    chosen C: its validation accuracy within 1% of the best's, or 5 images on a small validation split."""
+    sweep = [{"C": 1.0, "val_top1": 0.90, "resolved": True}, {"C": 10.0, "val_top1": 0.895, "resolved": False},
+             {"C": 100.0, "val_top1": 0.86, "resolved": False}, {"C": 1e3, "val_top1": 0.90, "resolved": True}]
+    assert close_unresolved(sweep, 0.90, 1000) == [10.0]
+    assert close_unresolved(sweep, 0.90, 100) == [10.0, 100.0]
+    assert close_unresolved(sweep, 0.95, 1000) == []
 
 
 def test_knn_matches_brute_force_numpy():
