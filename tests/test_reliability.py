@@ -385,14 +385,20 @@ def test_sigint_during_extraction_probe_sweep_and_leaderboard_loses_nothing(tmp_
         with open(tmp_path / "stderr.txt", "w") as err:
             proc = subprocess.Popen([sys.executable, "-m", "benchbone.cli", *args, "--out", str(out),
                                      "--cache-dir", str(cache)], stdout=subprocess.DEVNULL, stderr=err,
-                                    env={**os.environ, "BENCHBONE_TEST_SLOW": "1"})
+                                    env={**os.environ, "BENCHBONE_TEST_SLOW": "1", "PYTHONFAULTHANDLER": "1"})
         deadline = time.monotonic() + 120
         while not ready():
             assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
             assert time.monotonic() < deadline
             time.sleep(0.01)
         proc.send_signal(signal.SIGINT)  # Ctrl-C
-        assert proc.wait(timeout=60) == 130
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # say where it hangs: the fault handler prints every thread's stack
+            proc.send_signal(signal.SIGABRT)
+            proc.wait(timeout=30)
+            pytest.fail("the interrupted run did not exit within 60 s:\n" + (tmp_path / "stderr.txt").read_text())
+        assert code == 130
         assert (tmp_path / "stderr.txt").read_text() == (
             "benchbone: interrupted; finished cells are kept, run the same command to resume\n")
         assert [p for p in tmp_path.rglob("*.tmp")] == []  # no half-written record, cache file or leaderboard
