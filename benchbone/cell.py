@@ -5,7 +5,7 @@ import datetime as dt
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,6 +15,9 @@ from benchbone.errors import PluginError
 from benchbone.grid import Cell
 from benchbone.provenance import base_record
 from benchbone.session import Session, seed_everything
+
+if TYPE_CHECKING:
+    from benchbone.features import FeatureStore
 
 
 def resolved_splits(data: DatasetSplits, views: dict) -> DatasetSplits:
@@ -121,10 +124,11 @@ def work_dir(run_dir: Path, cell: Cell) -> Path:
     return Path(run_dir) / "work" / cell.id
 
 
-def split_views(cell: Cell, data: DatasetSplits) -> dict:
+def split_views(cell: Cell, data: DatasetSplits, store: FeatureStore | None = None) -> dict:
     """The rows of each split that ``cell`` uses: the validation carve (``val_fraction``, or exactly
     ``val_size`` images), the training subset (``train_per_class``, ``train_fraction`` or exactly
-    ``train_size``) and the test subset (``test_per_class``). Impossible sizes raise UsageError."""
+    ``train_size``) and the test subset (``test_per_class``). Impossible sizes raise UsageError.
+    ``store`` keeps the carves (``Session.splits``)."""
     from benchbone.data import carve_validation, exact_subset, subsample, whole
 
     options = dict(cell.options)
@@ -132,15 +136,15 @@ def split_views(cell: Cell, data: DatasetSplits) -> dict:
     views = {"train": whole("train", data.train), "test": whole("test", data.test)}
     if data.val is None:
         views["train"], views["val"] = carve_validation(views["train"], val_size or options["val_fraction"],
-                                                        cell.seed, "val_size" if val_size else "val_fraction")
+                                                        cell.seed, "val_size" if val_size else "val_fraction", store)
     else:
         views["val"] = whole("val", data.val)
         if val_size:
-            views["val"] = exact_subset(views["val"], val_size, cell.seed, "val_size")
+            views["val"] = exact_subset(views["val"], val_size, cell.seed, "val_size", store)
     views["train"] = subsample(views["train"], per_class=options["train_per_class"],
                                fraction=options["train_fraction"], seed=cell.seed)
     if train_size:
-        views["train"] = exact_subset(views["train"], train_size, cell.seed, "train_size")
+        views["train"] = exact_subset(views["train"], train_size, cell.seed, "train_size", store)
     views["test"] = subsample(views["test"], per_class=options.get("test_per_class"), fraction=None, seed=0,
                               option="test_per_class")  # seed 0: every seed and backbone scores the same images
     return views
@@ -154,7 +158,7 @@ def check_cells_against_data(cells: list[Cell], session: Session) -> None:
         key = (cell.dataset, cell.data_dir, cell.dataset_params, cell.seed, cell.options)
         if key not in drawn:
             data = session.dataset(cell.dataset, cell.data_dir, cell.dataset_params)
-            labels = split_views(cell, data)["train"].labels
+            labels = split_views(cell, data, session.splits)["train"].labels
             drawn[key] = {name: int((labels == k).sum()) for k, name in enumerate(data.classes)}
         check = getattr(session.registries.strategies.get(cell.strategy).obj, "check_train_labels", None)
         if callable(check):
@@ -180,7 +184,7 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
     backbone = session.backbone(cell)
     timings["build_s"] = time.perf_counter() - t
 
-    views = split_views(cell, data)
+    views = split_views(cell, data, session.splits)
     strategy = registries.strategies.get(cell.strategy)
     preprocess = Preprocess.for_backbone(backbone, options["image_size"])
     efficiency = session.efficiency(backbone, preprocess.size)
