@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from benchbone.api import DatasetSplits, Predictions
-from benchbone.artefacts import bootstrap_ci, write_artefacts
+from benchbone.artefacts import DEFERRED, bootstrap_ci, write_artefacts
 from benchbone.errors import PluginError
 from benchbone.grid import Cell
 from benchbone.provenance import base_record
@@ -215,8 +215,7 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
     y_true, y_pred, y_score = checked_predictions(cell, predictions, len(data.classes), len(views["test"]))
     metrics = {**score(cell, registries, y_true, y_pred, y_score), **measured(cell, registries, predictions)}
     t = time.perf_counter()
-    artefacts, missing = write_artefacts(run_dir, cell.id, data.classes, y_true, y_pred, y_score,
-                                f"{cell.backbone_label} x {cell.dataset_label} x {cell.strategy} (seed {cell.seed})")
+    artefacts, missing = write_artefacts(run_dir, cell.id, data.classes, y_true, y_pred, y_score)
     timings["artefacts_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
 
@@ -228,6 +227,7 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
         "ci": intervals(cell, registries, y_true, y_pred, y_score),
         "artefacts": artefacts,
         "artefacts_missing": missing,
+        "artefacts_pending": list(DEFERRED),  # drawn once the leaderboard is out (``runner.run_cells``)
         "timings": {k: round(v, 4) for k, v in timings.items()},
         "features": ctx.extraction,
         "resources": peak_memory(session.device),
