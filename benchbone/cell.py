@@ -153,12 +153,16 @@ def split_views(cell: Cell, data: DatasetSplits, store: FeatureStore | None = No
 def check_cells_against_data(cells: list[Cell], session: Session) -> None:
     """Before the first cell: every cell's splits can be drawn, and what its strategy asks of the training
     labels (``fn.check_train_labels(params, {class name: images})``, e.g. linear-probe's shots) holds."""
+    from benchbone.features import FeatureStore
+
+    kept = FeatureStore(session.splits.root, folder="splits")
+    kept.writable = False  # carves already kept are read; none is written before the input is known to be sound
     drawn: dict[tuple, dict] = {}
     for cell in cells:
         key = (cell.dataset, cell.data_dir, cell.dataset_params, cell.seed, cell.options)
         if key not in drawn:
             data = session.dataset(cell.dataset, cell.data_dir, cell.dataset_params)
-            labels = split_views(cell, data, session.splits)["train"].labels
+            labels = split_views(cell, data, kept)["train"].labels
             drawn[key] = {name: int((labels == k).sum()) for k, name in enumerate(data.classes)}
         check = getattr(session.registries.strategies.get(cell.strategy).obj, "check_train_labels", None)
         if callable(check):
