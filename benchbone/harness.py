@@ -91,21 +91,19 @@ def run_grid(
         cells, session, Path(out), requested_device=device, fail_fast=fail_fast, on_record=report, later=later)
     if executor == "specs":  # nothing ran: the specs are written, and their commands printed
         return leaderboard.build(records)
-    try:
-        board = leaderboard.build(records, sort_by=sort_by, run_dirs=[Path(out)],
-                                  metric_registry=pm.registries().metrics, alpha=alpha, ci_method=ci_method)
-        leaderboard.write(board, records, Path(out))
-        written = "leaderboard.csv, leaderboard.md, leaderboard.json"
-        try:  # a secondary page: its failure never costs the leaderboard or the records
-            write_atomic(Path(out) / "report.html", report_page(board, records, [Path(out)]))
-            written += ", report.html"
-        except Exception as exc:  # noqa: BLE001
-            warn(f"report.html not written: {why_failed(exc)}; the records and leaderboard files are complete")
-        if echo:
-            print(leaderboard.to_text(board, "table"), flush=True)
-    finally:
-        for finish in later:
-            finish()
+    board = leaderboard.build(records, sort_by=sort_by, run_dirs=[Path(out)], metric_registry=pm.registries().metrics,
+                              alpha=alpha, ci_method=ci_method)
+    leaderboard.write(board, records, Path(out))
+    written = "leaderboard.csv, leaderboard.md, leaderboard.json"
+    try:  # a secondary page: its failure never costs the leaderboard or the records
+        write_atomic(Path(out) / "report.html", report_page(board, records, [Path(out)]))
+        written += ", report.html"
+    except Exception as exc:  # noqa: BLE001
+        warn(f"report.html not written: {why_failed(exc)}; the records and leaderboard files are complete")
+    if echo:
+        print(leaderboard.to_text(board, "table"), flush=True)
+    for finish in later:  # a run stopped before this leaves its last record pending: the next run completes it
+        finish()
     if echo:
         say(f"benchbone: wrote {out}/{{{written}}} and records/")
     return board
