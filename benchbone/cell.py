@@ -5,16 +5,19 @@ import datetime as dt
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from benchbone.api import DatasetSplits, Predictions
-from benchbone.artefacts import bootstrap_ci, write_artefacts
+from benchbone.artefacts import DEFERRED, bootstrap_ci, write_artefacts
 from benchbone.errors import PluginError
 from benchbone.grid import Cell
 from benchbone.provenance import base_record
 from benchbone.session import Session, seed_everything
+
+if TYPE_CHECKING:
+    from benchbone.features import FeatureStore
 
 
 def resolved_splits(data: DatasetSplits, views: dict) -> DatasetSplits:
@@ -121,10 +124,11 @@ def work_dir(run_dir: Path, cell: Cell) -> Path:
     return Path(run_dir) / "work" / cell.id
 
 
-def split_views(cell: Cell, data: DatasetSplits) -> dict:
+def split_views(cell: Cell, data: DatasetSplits, store: FeatureStore | None = None) -> dict:
     """The rows of each split that ``cell`` uses: the validation carve (``val_fraction``, or exactly
     ``val_size`` images), the training subset (``train_per_class``, ``train_fraction`` or exactly
-    ``train_size``) and the test subset (``test_per_class``). Impossible sizes raise UsageError."""
+    ``train_size``) and the test subset (``test_per_class``). Impossible sizes raise UsageError.
+    ``store`` keeps the carves (``Session.splits``)."""
     from benchbone.data import carve_validation, exact_subset, subsample, whole
 
     options = dict(cell.options)
@@ -132,15 +136,15 @@ def split_views(cell: Cell, data: DatasetSplits) -> dict:
     views = {"train": whole("train", data.train), "test": whole("test", data.test)}
     if data.val is None:
         views["train"], views["val"] = carve_validation(views["train"], val_size or options["val_fraction"],
-                                                        cell.seed, "val_size" if val_size else "val_fraction")
+                                                        cell.seed, "val_size" if val_size else "val_fraction", store)
     else:
         views["val"] = whole("val", data.val)
         if val_size:
-            views["val"] = exact_subset(views["val"], val_size, cell.seed, "val_size")
+            views["val"] = exact_subset(views["val"], val_size, cell.seed, "val_size", store)
     views["train"] = subsample(views["train"], per_class=options["train_per_class"],
                                fraction=options["train_fraction"], seed=cell.seed)
     if train_size:
-        views["train"] = exact_subset(views["train"], train_size, cell.seed, "train_size")
+        views["train"] = exact_subset(views["train"], train_size, cell.seed, "train_size", store)
     views["test"] = subsample(views["test"], per_class=options.get("test_per_class"), fraction=None, seed=0,
                               option="test_per_class")  # seed 0: every seed and backbone scores the same images
     return views
@@ -149,12 +153,16 @@ def split_views(cell: Cell, data: DatasetSplits) -> dict:
 def check_cells_against_data(cells: list[Cell], session: Session) -> None:
     """Before the first cell: every cell's splits can be drawn, and what its strategy asks of the training
     labels (``fn.check_train_labels(params, {class name: images})``, e.g. linear-probe's shots) holds."""
+    from benchbone.features import FeatureStore
+
+    kept = FeatureStore(session.splits.root, folder="splits")
+    kept.writable = False  # carves already kept are read; none is written before the input is known to be sound
     drawn: dict[tuple, dict] = {}
     for cell in cells:
         key = (cell.dataset, cell.data_dir, cell.dataset_params, cell.seed, cell.options)
         if key not in drawn:
             data = session.dataset(cell.dataset, cell.data_dir, cell.dataset_params)
-            labels = split_views(cell, data)["train"].labels
+            labels = split_views(cell, data, kept)["train"].labels
             drawn[key] = {name: int((labels == k).sum()) for k, name in enumerate(data.classes)}
         check = getattr(session.registries.strategies.get(cell.strategy).obj, "check_train_labels", None)
         if callable(check):
@@ -180,7 +188,7 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
     backbone = session.backbone(cell)
     timings["build_s"] = time.perf_counter() - t
 
-    views = split_views(cell, data)
+    views = split_views(cell, data, session.splits)
     strategy = registries.strategies.get(cell.strategy)
     preprocess = Preprocess.for_backbone(backbone, options["image_size"])
     efficiency = session.efficiency(backbone, preprocess.size)
@@ -211,8 +219,7 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
     y_true, y_pred, y_score = checked_predictions(cell, predictions, len(data.classes), len(views["test"]))
     metrics = {**score(cell, registries, y_true, y_pred, y_score), **measured(cell, registries, predictions)}
     t = time.perf_counter()
-    artefacts, missing = write_artefacts(run_dir, cell.id, data.classes, y_true, y_pred, y_score,
-                                f"{cell.backbone_label} x {cell.dataset_label} x {cell.strategy} (seed {cell.seed})")
+    artefacts, missing = write_artefacts(run_dir, cell.id, data.classes, y_true, y_pred, y_score)
     timings["artefacts_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
 
@@ -224,6 +231,7 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
         "ci": intervals(cell, registries, y_true, y_pred, y_score),
         "artefacts": artefacts,
         "artefacts_missing": missing,
+        "artefacts_pending": list(DEFERRED),  # drawn once the leaderboard is out (``runner.run_cells``)
         "timings": {k: round(v, 4) for k, v in timings.items()},
         "features": ctx.extraction,
         "resources": peak_memory(session.device),

@@ -76,12 +76,14 @@ def whole(source: str, dataset: Any) -> SplitView:
     return SplitView(source, dataset, np.arange(len(labels)), labels)
 
 
-def carve_validation(view: SplitView, size: float | int, seed: int, option: str = "val_fraction"
-                     ) -> tuple[SplitView, SplitView]:
+def carve_validation(view: SplitView, size: float | int, seed: int, option: str = "val_fraction",
+                     store: FeatureStore | None = None) -> tuple[SplitView, SplitView]:
     """A seeded validation split carved out of ``view``: ``size`` a fraction of it (float) or a number of images
-    (int), stratified by class where every class has two images and both parts can hold every class."""
-    from sklearn.model_selection import train_test_split
+    (int), stratified by class where every class has two images and both parts can hold every class.
 
+    The carve is scikit-learn's ``train_test_split`` (every published split is its); with ``store`` (a
+    ``FeatureStore`` of folder "splits") its positions are kept there, so that a rerun reads them back
+    instead of importing scikit-learn."""
     if isinstance(size, float) and not 0 < size < 1:
         raise UsageError(f"val_fraction must lie between 0 and 1, not {size}; use e.g. --set val_fraction=0.1")
     if isinstance(size, int) and not 0 < size < len(view):
@@ -89,11 +91,35 @@ def carve_validation(view: SplitView, size: float | int, seed: int, option: str 
                          f"validation carve needs fewer; ask for at most {len(view) - 1}")
     classes, counts = np.unique(view.labels, return_counts=True)
     n_val = size if isinstance(size, int) else math.ceil(size * len(view))
-    stratify = view.labels if counts.min() >= 2 and min(n_val, len(view) - n_val) >= len(classes) else None
-    train_pos, val_pos = train_test_split(
-        np.arange(len(view)), test_size=size, random_state=seed, stratify=stratify
-    )
+    stratify = bool(counts.min() >= 2 and min(n_val, len(view) - n_val) >= len(classes))
+    train_pos, val_pos = _carved_positions(view.labels, size, seed, stratify, store)
     return _rows(view, train_pos), _rows(view, val_pos)
+
+
+def _carved_positions(labels: np.ndarray, size: float | int, seed: int, stratify: bool,
+                      store: FeatureStore | None) -> tuple[np.ndarray, np.ndarray]:
+    """``train_test_split`` of the positions of ``labels``, read from ``store`` when it holds the carve of
+    exactly these labels, size, seed, stratification and scikit-learn version, else computed (and kept)."""
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    description = None
+    if store is not None and store.root is not None:
+        import importlib.metadata
+
+        description = {"validation_carve": {
+            "labels_sha256": hashlib.sha256(labels.tobytes()).hexdigest(), "n": len(labels),
+            "size": size, "size_is_count": isinstance(size, int), "seed": seed, "stratify": stratify,
+            "scikit-learn": importlib.metadata.version("scikit-learn")}}
+        kept = store.load(feature_key(description), description)
+        if kept is not None:
+            return kept["train"].numpy(), kept["val"].numpy()
+    from sklearn.model_selection import train_test_split
+
+    train_pos, val_pos = train_test_split(np.arange(len(labels)), test_size=size, random_state=seed,
+                                          stratify=labels if stratify else None)
+    if description is not None:
+        store.save(feature_key(description), {"train": torch.from_numpy(train_pos), "val": torch.from_numpy(val_pos)},
+                   description)
+    return train_pos, val_pos
 
 
 def _rows(view: SplitView, pos: np.ndarray) -> SplitView:
@@ -101,7 +127,7 @@ def _rows(view: SplitView, pos: np.ndarray) -> SplitView:
     return SplitView(view.source, view.dataset, view.indices[pos], view.labels[pos])
 
 
-def exact_subset(view: SplitView, size: int, seed: int, option: str) -> SplitView:
+def exact_subset(view: SplitView, size: int, seed: int, option: str, store: FeatureStore | None = None) -> SplitView:
     """Exactly ``size`` images of ``view``, seeded, stratified by class as ``carve_validation`` is (VTAB-1k's
     800 training and 200 validation images: ``--set train_size=800 val_size=200``)."""
     if size > len(view):
@@ -110,7 +136,7 @@ def exact_subset(view: SplitView, size: int, seed: int, option: str) -> SplitVie
                          f"{len(view)}")
     if size == len(view):
         return view
-    _, kept = carve_validation(view, size, seed, option)
+    _, kept = carve_validation(view, size, seed, option, store)
     return kept
 
 

@@ -140,11 +140,15 @@ class Executor:
         self.options = {k: v for k, v in options.items() if v is not None}
 
     def submit(self, cells: list[Cell], session, run_dir: Path, *, requested_device: str | None = None,
-               fail_fast: bool = False, on_record: Callable[[dict, str], None] | None = None) -> list[dict]:
-        """Run the unfinished ``cells``, wait, and return every cell's record (in ``cells`` order)."""
+               fail_fast: bool = False, on_record: Callable[[dict, str], None] | None = None,
+               later: list | None = None) -> list[dict]:
+        """Run the unfinished ``cells``, wait, and return every cell's record (in ``cells`` order).
+
+        ``later`` receives what is left to do once the leaderboard is written (the last cell's deferred
+        artefacts, see ``runner.run_cells``); executors whose workers finish their own cells leave it empty."""
         from benchbone.runner import run_cells
 
-        return run_cells(cells, session, run_dir, fail_fast=fail_fast, on_record=on_record)
+        return run_cells(cells, session, run_dir, fail_fast=fail_fast, on_record=on_record, later=later)
 
 
 class SpecsExecutor(Executor):
@@ -169,7 +173,7 @@ class SpecsExecutor(Executor):
         pending = [c for c in cells if finished_record(run_dir, c.id) is None]
         return pending, [write_spec(c, session, run_dir, device, resources) for c in pending], resources
 
-    def submit(self, cells, session, run_dir, *, requested_device=None, fail_fast=False, on_record=None):
+    def submit(self, cells, session, run_dir, *, requested_device=None, fail_fast=False, on_record=None, later=None):
         for path in self.write_specs(cells, session, run_dir, requested_device)[1]:
             print(f"benchbone run-cell {shlex.quote(str(path.resolve()))}")
         return []
@@ -178,7 +182,7 @@ class SpecsExecutor(Executor):
 class _RemoteExecutor(SpecsExecutor, abc.ABC):
     """Writes a spec per unfinished cell, has an engine run them, and reads the records back."""
 
-    def submit(self, cells, session, run_dir, *, requested_device=None, fail_fast=False, on_record=None):
+    def submit(self, cells, session, run_dir, *, requested_device=None, fail_fast=False, on_record=None, later=None):
         from benchbone.provenance import failed_record
         from benchbone.plugins import announce_record
         from benchbone.records import write_record

@@ -22,18 +22,21 @@ def scan_class_folders(root: Path) -> tuple[list[Path], list[int], list[str]]:
     root = Path(root)
     if not root.is_dir():
         raise UsageError(f"data directory {root} does not exist; pass --data-dir with the data set's folder")
-    def listing(folder: Path) -> list[Path]:
+    def listing(folder: Path) -> list[tuple[Path, os.DirEntry]]:
+        """The entries of ``folder`` sorted by name, each with its DirEntry (whose type needs no stat of its own)."""
         try:
-            return sorted(folder.iterdir())
+            with os.scandir(folder) as found:
+                return sorted(((folder / entry.name, entry) for entry in found), key=lambda pair: pair[0].name)
         except OSError as exc:
             raise UsageError(f"cannot read data directory {folder}: {exc.strerror or exc}; "
                              "make it readable or pass another --data-dir") from None
 
     def images_in(folder: Path) -> list[Path]:
-        return [p for p in listing(folder) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        return [p for p, entry in listing(folder) if p.suffix.lower() in IMAGE_SUFFIXES and entry.is_file()]
 
-    entries = listing(root)
-    folders = [p for p in entries if p.is_dir()]
+    listed = listing(root)
+    entries = [p for p, _ in listed]
+    folders = [p for p, entry in listed if entry.is_dir()]
     # Class names are data: a folder whose name starts with a dot is a class when it holds images (as in
     # torchvision's ImageFolder); one without images (.git, .ipynb_checkpoints) belongs to a tool, not the data.
     classes = sorted(p.name for p in folders if not p.name.startswith(".") or images_in(p))

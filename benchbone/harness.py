@@ -8,7 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from benchbone.artefacts import NAMES, why_failed
+from benchbone.artefacts import cell_title, missing_lines, why_failed
 from benchbone.cell import check_cells_against_data, feature_timings  # feature_timings: its v1 import path
 from benchbone.errors import UsageError
 from benchbone.plugins import PluginManager, warn_load_problems
@@ -76,18 +76,19 @@ def run_grid(
     say(f"benchbone: {len(cells)} cell(s) on {session.device}, run directory {out}")
 
     def report(record: dict, how: str) -> None:
-        head = f"{record['backbone']} x {record['dataset']} x {record['strategy']} (seed {record['seed']})"
+        head = cell_title(record)
         if how == "failed":  # also with -q a failed cell says so (with --fail-fast, the error that stops the run)
             if not fail_fast:
                 print(f"  FAILED {head}: {record['error']}", file=sys.stderr)
         else:
             shown = ", ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items())
             say(f"  {'cached' if how == 'cached' else 'done'} {head}: {shown}")
-        for key, why in (record.get("artefacts_missing") or {}).items():
-            warn(f"{head}: {NAMES[key]} not written: {why}")
+        for line in missing_lines(record):  # those of the deferred artefacts come when they are drawn
+            warn(line)
 
+    later: list = []  # what waits for the leaderboard: the last cell's confusion PNG and its loggers
     records = runner.submit(
-        cells, session, Path(out), requested_device=device, fail_fast=fail_fast, on_record=report)
+        cells, session, Path(out), requested_device=device, fail_fast=fail_fast, on_record=report, later=later)
     if executor == "specs":  # nothing ran: the specs are written, and their commands printed
         return leaderboard.build(records)
     board = leaderboard.build(records, sort_by=sort_by, run_dirs=[Path(out)], metric_registry=pm.registries().metrics,
@@ -100,6 +101,9 @@ def run_grid(
     except Exception as exc:  # noqa: BLE001
         warn(f"report.html not written: {why_failed(exc)}; the records and leaderboard files are complete")
     if echo:
-        print(leaderboard.to_text(board, "table"))
+        print(leaderboard.to_text(board, "table"), flush=True)
+    for finish in later:  # a run stopped before this leaves its last record pending: the next run completes it
+        finish()
+    if echo:
         say(f"benchbone: wrote {out}/{{{written}}} and records/")
     return board

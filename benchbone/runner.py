@@ -4,9 +4,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Callable
 
+from benchbone.artefacts import missing_lines, write_deferred
 from benchbone.cell import run_cell_hooked, work_dir
 from benchbone.errors import BenchboneError, PluginLoadError, UsageError
 from benchbone.grid import Cell
@@ -30,58 +32,87 @@ def run_cells(
     *,
     fail_fast: bool = False,
     on_record: Callable[[dict, str], None] | None = None,
+    later: list[Callable[[], None]] | None = None,
 ) -> list[dict]:
     """Run each cell not yet finished in ``run_dir``; a usage error stops the run, other errors fail one cell.
 
     Every dataset is built before the first cell, so bad data fails before anything is written. A cell's
     scratch directory (``ctx.workdir``) is removed after its "ok" record and kept after a failure, to resume from.
     Under torchrun only rank 0 writes; the other ranks return their records unwritten.
+
+    An "ok" record is written at once, then completed by its deferred artefacts (``artefacts.DEFERRED``: the
+    confusion PNG, which needs matplotlib) and announced to the loggers (``benchbone_record_written``): before
+    the next cell runs, and for the last cell before this returns, or, with ``later`` (a list), by the callable
+    left in it, which the harness calls once the leaderboard is written. A record whose deferred artefacts a
+    killed run left undrawn is completed when a run finds it.
     """
     for key in {(c.dataset, c.data_dir, c.dataset_params) for c in cells}:
         session.dataset(*key)  # built once per session: cheap when run_grid already did
     for folder in (Path(run_dir), Path(run_dir) / "records"):
         remove_stale_tmp(folder)  # what a killed run left
     writer = int(os.environ.get("RANK", "0")) == 0
-    records = []
-    for cell in cells:
-        done = finished_record(run_dir, cell.id)
-        if done is not None:
-            records.append(done)
-            if on_record:
-                on_record(done, "cached")
-            continue
-        try:
-            record = run_cell_hooked(cell, session, run_dir)
-        except (UsageError, KeyboardInterrupt):
-            raise
-        except Exception as exc:  # a plugin may fail in any way: record it and go on
-            if isinstance(exc, OSError) and exc.errno in OUT_OF_SPACE:  # but a full disk fails every cell: stop
-                raise UsageError(f"{exc.strerror} while running cell {cell.id}"
-                                 f"{f' (writing {exc.filename})' if exc.filename else ''}; free space there or "
-                                 f"under {run_dir}, then run the same command to resume") from None
+    records, pending = [], []
+
+    def settle() -> None:
+        """Draw the pending records' deferred artefacts, write each record again with them, then announce it."""
+        while pending:
+            record = pending.pop(0)
+            for line in missing_lines(record, write_deferred(run_dir, record)):
+                warnings.warn(line, stacklevel=2)
+            announce_record(session.pm, write_record(run_dir, record), run_dir)
+
+    try:
+        for cell in cells:
+            settle()
             done = finished_record(run_dir, cell.id)
-            if done is not None:  # a run sharing run_dir finished this cell meanwhile: keep its record
-                remove_work_dir(run_dir, cell)
+            if done is not None:
+                if writer and done.get("artefacts_pending"):
+                    pending.append(done)
                 records.append(done)
                 if on_record:
                     on_record(done, "cached")
                 continue
-            record = failed_record(cell, session, exc)
+            try:
+                record = run_cell_hooked(cell, session, run_dir)
+            except (UsageError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # a plugin may fail in any way: record it and go on
+                if isinstance(exc, OSError) and exc.errno in OUT_OF_SPACE:  # but a full disk fails every cell: stop
+                    raise UsageError(f"{exc.strerror} while running cell {cell.id}"
+                                     f"{f' (writing {exc.filename})' if exc.filename else ''}; free space there or "
+                                     f"under {run_dir}, then run the same command to resume") from None
+                done = finished_record(run_dir, cell.id)
+                if done is not None:  # a run sharing run_dir finished this cell meanwhile: keep its record
+                    remove_work_dir(run_dir, cell)
+                    records.append(done)
+                    if on_record:
+                        on_record(done, "cached")
+                    continue
+                record = failed_record(cell, session, exc)
+                if writer:
+                    announce_record(session.pm, write_record(run_dir, record), run_dir)
+                records.append(record)
+                if on_record:
+                    on_record(record, "failed")
+                if fail_fast:
+                    raise BenchboneError(f"cell {cell.backbone_label} x {cell.dataset_label} x {cell.strategy} "
+                                         f"(seed {cell.seed}) failed: {record['error']}") from exc
+                continue
             if writer:
-                announce_record(session.pm, write_record(run_dir, record), run_dir)
+                write_record(run_dir, record)
+                remove_work_dir(run_dir, cell)
+                pending.append(record)
             records.append(record)
             if on_record:
-                on_record(record, "failed")
-            if fail_fast:
-                raise BenchboneError(f"cell {cell.backbone_label} x {cell.dataset_label} x {cell.strategy} "
-                                     f"(seed {cell.seed}) failed: {record['error']}") from exc
-            continue
-        if writer:
-            announce_record(session.pm, write_record(run_dir, record), run_dir)
-            remove_work_dir(run_dir, cell)
-        records.append(record)
-        if on_record:
-            on_record(record, "ok")
+                on_record(record, "ok")
+    except Exception:
+        with contextlib.suppress(Exception):  # the error that stopped the run is the one to see
+            settle()
+        raise
+    if later is None:
+        settle()
+    else:
+        later.append(settle)
     return records
 
 

@@ -45,7 +45,8 @@ class Session:
         self.device = pm.hook.benchbone_pick_device(requested=device)
         cache = cache_dir if cache_dir is not None else os.environ.get("BENCHBONE_CACHE_DIR", DEFAULT_CACHE)
         self.store = FeatureStore(Path(cache) if str(cache) else None)
-        for folder in ("features", "images", "efficiency") if self.store.root else ():
+        self.splits = FeatureStore(self.store.root, folder="splits")  # validation carves (``data.carve_validation``)
+        for folder in ("features", "images", "efficiency", "splits") if self.store.root else ():
             remove_stale_tmp(self.store.root / folder)  # what killed writers left
         self.download = download
         self.quiet = quiet

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import pathlib
 import shutil
 from dataclasses import dataclass
@@ -50,14 +51,20 @@ def image_folder(root: Path, classes=("a", "b"), per_class: int = 3, size: int =
 
 def deny(monkeypatch, folder: Path) -> None:
     """Reading ``folder`` fails as it does without read permission (the tests run as root, where chmod does not)."""
-    real = pathlib.Path.iterdir
+    real, real_scandir = pathlib.Path.iterdir, os.scandir
 
     def iterdir(self):
         if Path(self) == folder:
             raise PermissionError(errno.EACCES, "Permission denied", str(self))
         return real(self)
 
+    def scandir(path="."):
+        if Path(path) == folder:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_scandir(path)
+
     monkeypatch.setattr(pathlib.Path, "iterdir", iterdir)
+    monkeypatch.setattr(os, "scandir", scandir)
 
 
 def disk_full_below(monkeypatch, folder: Path, name: str = "") -> None:

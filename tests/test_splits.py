@@ -32,6 +32,40 @@ def test_validation_carve_is_stratified_and_seeded():
     assert carve_validation(view(), 0.1, seed=1)[1].digest() != val.digest()
 
 
+def test_kept_carve_is_scikit_learns_and_a_changed_input_gets_a_fresh_one(tmp_path, monkeypatch):
+    """With a store, the carve is read back without importing scikit-learn; it equals ``train_test_split``'s,
+    and other labels (the same counts in another order), another seed or another size get their own."""
+    import sys
+
+    from sklearn.model_selection import train_test_split
+
+    from benchbone.features import FeatureStore
+
+    store = FeatureStore(tmp_path / "cache", folder="splits")
+    kept = lambda: sorted((tmp_path / "cache" / "splits").glob("*.safetensors"))  # noqa: E731
+
+    def sklearn_val(v: SplitView, size, seed: int) -> list[int]:
+        _, val_pos = train_test_split(np.arange(len(v)), test_size=size, random_state=seed, stratify=v.labels)
+        return sorted(v.indices[val_pos].tolist())
+
+    shuffled = view()
+    shuffled.labels = np.random.default_rng(0).permutation(shuffled.labels)
+    cases = [(view(), 0.1, 0), (view(), 0.1, 1), (view(), 0.2, 0), (view(), 7, 0), (shuffled, 0.1, 0)]
+    expected = [sklearn_val(v, size, seed) for v, size, seed in cases]
+    assert len({tuple(e) for e in expected}) == len(cases)  # each change changes the carve
+    for n, ((v, size, seed), want) in enumerate(zip(cases, expected), start=1):
+        train, val = carve_validation(v, size, seed, store=store)
+        assert val.indices.tolist() == want
+        assert sorted([*train.indices, *val.indices]) == v.indices.tolist()
+        assert len(kept()) == n  # a fresh carve, kept beside the others
+    monkeypatch.setitem(sys.modules, "sklearn.model_selection", None)  # importing it now fails
+    for (v, size, seed), want in zip(cases, expected):  # every one read back, unchanged, without scikit-learn
+        train, val = carve_validation(v, size, seed, store=store)
+        assert val.indices.tolist() == want and len(train) + len(val) == len(v)
+    with pytest.raises(ImportError):  # a carve it does not hold is computed, and that needs scikit-learn
+        carve_validation(view(), 0.1, 2, store=store)
+
+
 def test_few_shot_counts_and_seeds():
     few = subsample(view(), per_class=4, fraction=None, seed=0)
     assert np.bincount(few.labels).tolist() == [4, 4, 4]
