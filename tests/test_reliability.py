@@ -395,9 +395,12 @@ def test_sigint_during_extraction_probe_sweep_and_leaderboard_loses_nothing(tmp_
 
     def interrupt_when(ready) -> dict[str, bytes]:
         with open(tmp_path / "stderr.txt", "w") as err:
+            # as from a terminal: Ctrl-C's default action, even where pytest itself was started with SIGINT
+            # ignored (a background job of a script), which the child would inherit and Python would respect
             proc = subprocess.Popen([sys.executable, "-m", "benchbone.cli", *args, "--out", str(out),
                                      "--cache-dir", str(cache)], stdout=subprocess.DEVNULL, stderr=err,
-                                    env={**os.environ, "BENCHBONE_TEST_SLOW": "1", "PYTHONFAULTHANDLER": "1"})
+                                    env={**os.environ, "BENCHBONE_TEST_SLOW": "1", "PYTHONFAULTHANDLER": "1"},
+                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 120
         while not ready():
             assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
