@@ -100,8 +100,8 @@ def choose_c(objective, Xva, yva, p: dict, progress) -> tuple[list[dict], tuple]
 
         warnings.warn(f"linear-probe: at C={', '.join(f'{C:g}' for C in doubtful)} the fit stopped after at most one "
                       f"iteration because {p['dtype']} could not hold further progress, with the gradient still above "
-                      f"tol, and its validation accuracy is within 1% (at least 5 images) of the best: a converged fit "
-                      f"there might change the chosen C (dtype=float64 settles it)", stacklevel=2)
+                      f"tol, within 1% (at least 5 images) of the best validation accuracy: a converged fit there might "
+                      f"change the chosen C (dtype=float64 settles it)", stacklevel=2)
     return sweep, best
 
 
