@@ -110,16 +110,20 @@ class ImageFiles:
         return read_image(self.paths[index]), self.targets[index]
 
     def fingerprint(self) -> str:
-        """A digest of every file's path, size, mtime and label (taken once): keys the decode and feature caches."""
+        """A digest of every file's real path, size, mtime and label (taken once): keys the decode and feature
+        caches. Folders are resolved (one ``realpath`` each), so data reached through a symlink keys the same."""
         if self._fingerprint is not None:
             return self._fingerprint
-        h = hashlib.sha256()
+        h, real = hashlib.sha256(), {}
         for path, label in zip(self.paths, self.targets):
             try:
                 stat = path.stat()
             except OSError as exc:
                 raise UsageError(f"cannot read image {path}: {exc.strerror or exc}; remove or replace the file") from None
-            h.update(f"{os.path.abspath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\0{label}\n".encode())
+            if path.parent not in real:
+                real[path.parent] = os.path.realpath(path.parent)
+            folder = real[path.parent]
+            h.update(f"{os.path.join(folder, path.name)}\0{stat.st_size}\0{stat.st_mtime_ns}\0{label}\n".encode())
         self._fingerprint = h.hexdigest()
         return self._fingerprint
 

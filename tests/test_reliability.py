@@ -518,6 +518,24 @@ def test_class_folders_starting_with_a_dot_are_classes_when_they_hold_images(tmp
     assert classes == [".hidden", "plain"] and labels == [0, 1]
 
 
+def test_a_folder_reached_through_a_symlink_keys_the_caches_as_the_folder_does(tmp_path):
+    """The same images through a symlinked path get the same fingerprint (so the same decoded and feature
+    cache entries); a touched image gets another."""
+    from PIL import Image
+
+    from benchbone.folders import ImageFiles, scan_class_folders
+
+    for name in ("a", "b"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        Image.new("RGB", (4, 4)).save(tmp_path / "data" / name / "0.png")
+    (tmp_path / "link").symlink_to(tmp_path / "data")
+    direct, linked = (ImageFiles(*scan_class_folders(tmp_path / where)[:2]) for where in ("data", "link"))
+    assert str(linked.paths[0]).startswith(str(tmp_path / "link"))
+    assert direct.fingerprint() == linked.fingerprint()
+    os.utime(tmp_path / "data" / "a" / "0.png", ns=(1, 1))
+    assert ImageFiles(*scan_class_folders(tmp_path / "data")[:2]).fingerprint() != direct.fingerprint()
+
+
 RACE_PLUGIN = '''
 from benchbone import hookimpl
 from benchbone.records import write_record
