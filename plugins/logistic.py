@@ -347,7 +347,7 @@ def extrapolated_start(objective, C: float, point: Point, previous, reach: float
     x = torch.add(point.x, point.x - previous, alpha=reach)
     logits = objective.logits(x)
     residual, cross_entropy = objective.evaluate(objective.trial.copy_(logits))
-    if cross_entropy + objective.penalty_products(x)[0][0] * objective.penalty / 2 >= objective.value(point):
+    if objective.value(Point(x, logits, None, cross_entropy)) >= objective.value(point):  # no gradient yet
         return point
     return objective.point(x, logits, residual, cross_entropy)
 
