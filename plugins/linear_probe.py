@@ -166,7 +166,7 @@ def fitting_objective(parts, y, p: dict, ctx, dtype):
     import torch
 
     n, d = sum(len(part) for part in parts), parts[0].shape[1]
-    in_memory = 3 * n * (d + 1) * dtype.itemsize  # the feature-major copy, the rows it is built from, scratch
+    in_memory = 4 * n * (d + 1) * dtype.itemsize  # the rows, a feature-major copy, two oneDNN layouts (or scratch)
     if fits_in_memory(in_memory, ctx.device):
         X = parts[0] if len(parts) == 1 else torch.cat(parts)
         return LogisticObjective(X.to(ctx.device, dtype), y.to(ctx.device), ctx.num_classes, p["standardize"])
@@ -187,6 +187,7 @@ def fit_probe(Xtr, ytr, Xva, yva, p: dict, ctx) -> tuple:
         refit = "train+val"
     else:
         yfit, refit = ytr, f"none: the probe fitted on {len(ytr)} shots at the chosen C"
+    objective.forget_rows()  # it is kept to score test rows: its copies of the fitted rows are freed
     info = dict(
         chosen_C=C, val_top1=val_acc, sweep=sweep, refit=refit, fit_rows=len(yfit), final_iterations=fit.iterations,
         final_stop=fit.stop, converged=fit.converged, dtype=str(dtype).removeprefix("torch."), shots=p["shots"],

@@ -11,6 +11,9 @@ recursion costs two matrix-vector products, and they carry over from one strengt
 by the change of the penalty's curvature): the first step at a new C is then a quasi-Newton step along the
 regularisation path instead of a gradient step. Features that do not fit in memory (a memory-mapped
 tensor) are read in row chunks by :class:`ChunkedLogisticObjective`, the same objective.
+
+On a CPU in float32 both products run in oneDNN, on the features laid out for it once (:class:`OneDNNFeatures`):
+its kernels for these skinny shapes ([K, D + 1] x [D + 1, n]) are about twice as fast as MKL's.
 """
 from __future__ import annotations
 
@@ -48,6 +51,9 @@ class LogisticObjective:
             self.mean = self.XT.mean(1)
             self.std = self.XT.sub_(self.mean[:, None]).norm(dim=1).div_((len(y) - 1) ** 0.5).clamp_(min=1e-6)
             self.XT.div_(self.std[:, None])
+        self.onednn = OneDNNFeatures.of(self.XT1)
+        if self.onednn is not None:  # the dense copy is no longer needed
+            self.XT1 = self.XT = None
         self._setup(y, num_classes, X.dtype, X.device)
 
     def _setup(self, y, num_classes: int, dtype, device) -> None:
@@ -86,13 +92,21 @@ class LogisticObjective:
     def logits(self, x, out=None):
         import torch
 
+        if self.onednn is not None:
+            return self.onednn.logits(x, out)
         return torch.mm(x, self.XT1, out=out)
 
     def data_gradient(self, residual, out):
         """The mean cross-entropy's gradient from ``softmax - one-hot`` [K, n], written into ``out`` [K, D + 1]."""
         import torch
 
+        if self.onednn is not None:
+            return torch.mul(self.onednn.gradient(residual), 1 / self.n, out=out)
         return torch.addmm(out, residual, self.XT1.T, beta=0, alpha=1 / self.n, out=out)
+
+    def forget_rows(self) -> None:
+        """Drop the fitted rows' copies: what is left scores other rows (:meth:`scores`) and nothing else."""
+        self.XT1 = self.XT = self.onednn = None
 
     def evaluate(self, logits, labelled: float | None = None):
         """``(softmax - one-hot [K, n], mean cross-entropy)``, computed in the place of ``logits``.
@@ -139,6 +153,37 @@ class LogisticObjective:
 
     def value(self, point: Point) -> float:
         return point.cross_entropy + self.penalty_products(point.x)[0][0] * self.penalty / 2
+
+
+class OneDNNFeatures(NamedTuple):
+    """The features ``[D + 1, n]`` as oneDNN tensors in the two layouts its products want, taken from the caller's
+    dense copy: ``rows`` [n, D + 1] for the logits (computed sample-major, then transposed: oneDNN does that
+    product faster than the class-major one on wide features), ``columns`` [D + 1, n] for the gradient."""
+
+    rows: Any
+    columns: Any
+
+    @classmethod
+    def of(cls, XT1) -> "OneDNNFeatures | None":
+        """The layouts of ``XT1`` where oneDNN computes its products: float32 on a CPU with oneDNN; else None."""
+        import torch
+
+        if XT1.device.type != "cpu" or XT1.dtype != torch.float32 or not torch.backends.mkldnn.is_available():
+            return None
+        return cls(XT1.T.contiguous().to_mkldnn(), XT1.to_mkldnn())
+
+    def logits(self, x, out=None):
+        """``x @ XT1`` [K, n]."""
+        import torch
+
+        product = torch.nn.functional.linear(self.rows, x.contiguous().to_mkldnn()).to_dense().T  # [n, K] transposed
+        return product.contiguous() if out is None else out.copy_(product)
+
+    def gradient(self, residual):
+        """``residual @ XT1.T`` [K, D + 1]."""
+        import torch
+
+        return torch.nn.functional.linear(residual.contiguous().to_mkldnn(), self.columns).to_dense()
 
 
 class ChunkedLogisticObjective(LogisticObjective):

@@ -39,6 +39,21 @@ def test_value_and_gradient_match_autograd(digits, C):
     assert torch.allclose(objective.gradient(point), gradient, rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("C", [1e-3, 1.0, 1e3])
+def test_float32_value_and_gradient_on_the_cpu_match_autograd(digits, C):
+    """In float32 on a CPU the products run in oneDNN, on its own copies of the features: same objective."""
+    X, y = digits
+    objective = LogisticObjective(X.float(), y, 10)
+    assert objective.onednn is not None and objective.XT1 is None  # oneDNN's copies replace the dense one
+    objective.C = C
+    x = torch.randn(10, 65, generator=torch.Generator().manual_seed(0)) * 0.3
+    point = objective.at(x)
+    value, gradient = objective_by_autograd(X, y, x, C)
+    assert objective.value(point) == pytest.approx(value, rel=1e-6)
+    assert torch.allclose(objective.gradient(point).double(), gradient, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(objective.logits(x).double(), x.double()[:, :-1] @ X.T + x.double()[:, -1:], atol=1e-4)
+
+
 @pytest.mark.parametrize("C", [1e-2, 1.0, 100.0])
 def test_float32_reaches_the_float64_optimum(digits, C):
     """float32 stops on its own precision, close to the float64 optimum on scipy's scale, max(|f|, 1)."""
@@ -96,8 +111,9 @@ def test_standardises_with_the_fitted_rows_statistics(digits):
     X, y = digits
     raw = X * 3 + 5
     objective = LogisticObjective(raw, y, 10, standardize=True)
-    assert torch.allclose(objective.XT.T, (raw - raw.mean(0)) / raw.std(0).clamp_min(1e-6))
-    assert torch.allclose(objective.features(raw[:5]), objective.XT.T[:5])
+    standardised = (raw - raw.mean(0)) / raw.std(0).clamp_min(1e-6)
+    assert torch.allclose(objective.XT.T, standardised)
+    assert torch.allclose(objective.features(raw[:5]), standardised[:5])
 
 
 def test_no_step_along_a_sweep_raises_the_objective(digits):
