@@ -8,7 +8,8 @@ scratch, as one calls it; the probe warm-starts along the sweep. ``val_diff`` is
 correctly classified validation images between the two over the sweep's strengths (and at which C);
 ``unresolved`` lists the strengths that the probe's sweep flags as stopped by float32 before it converged.
 ``ms/iter`` is each side's time over its iterations (probe / scikit-learn), ``2 products ms`` the time of the
-two products with the training features that each of the probe's iterations needs (its floor).
+two products with the training features that each of the probe's iterations needs (its floor). After the
+table, each case's iterations fit by fit (probe / scikit-learn) show where the time goes.
 Each side's time is the least of ``--repeat`` runs, the two sides taking turns: the usual guards against a
 noisy machine.
 
@@ -89,8 +90,9 @@ def sklearn_sweep(splits: dict, Cs: list[float], max_iter: int, tol: float) -> d
     Xfit, yfit = np.concatenate([Xtr, Xva]), np.concatenate([ytr, yva])
     mean, std = Xfit.mean(0), Xfit.std(0, ddof=1).clip(1e-6)
     final = LogisticRegression(C=C, tol=tol, max_iter=max_iter).fit((Xfit - mean) / std, yfit)
-    iterations = sum(int(clf.n_iter_.max()) for clf in [*fits, final])
-    return {"C": C, "val": val, "test": final.score((Xte - mean) / std, yte), "iterations": iterations}
+    per_fit = [int(clf.n_iter_.max()) for clf in [*fits, final]]
+    return {"C": C, "val": val, "test": final.score((Xte - mean) / std, yte), "iterations": sum(per_fit),
+            "per_fit": per_fit}
 
 
 def cuml_sweep(splits: dict, Cs: list[float], max_iter: int, tol: float) -> dict | None:
@@ -174,6 +176,10 @@ def run_case(name: str, splits: dict, params: dict, repeat: int = 1, threads: in
            "probe_test": probe_test, "sklearn_test": sk["test"],
            "val_diff": f"{max(val_images)} at C={Cs[int(np.argmax(val_images))]:g}",
            "unresolved": ", ".join(f"{C:g}" for C in unresolved) or "none"}
+    probe_per_fit = [point["iterations"] for point in ctx.info["sweep"]] + [ctx.info["final_iterations"]]
+    labels = [f"C={C:g}" for C in Cs] + [f"refit at C={ctx.info['chosen_C']:g}"]
+    row["iterations by fit"] = ", ".join(f"{label} {ours}/{theirs}"
+                                         for label, ours, theirs in zip(labels, probe_per_fit, sk["per_fit"]))
     if cuml and cuml[0][1] is not None:
         row.update(cuml_s=cuml[0][0], cuml_C=cuml[0][1]["C"], cuml_test=cuml[0][1]["test"])
     return row
@@ -232,6 +238,9 @@ def main() -> None:
                  f"{row[h]:g}" if h.endswith("_C") else f"{100 * row[h]:.2f}%" if h.endswith("_test") else str(row[h])
                  for h in head]
         print("| " + " | ".join(cells) + " |")
+    print("\niterations of each fit, probe / scikit-learn (max_iter " f"{params['max_iter']}):")
+    for row in rows:
+        print(f"- {row['case']}, {row['threads']} thread(s): {row['iterations by fit']}")
 
 
 if __name__ == "__main__":

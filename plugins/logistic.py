@@ -7,13 +7,13 @@ Wolfe conditions of Hager and Zhang (2005), a bound on the slope and an objectiv
 itself above where it was: near the optimum float32 cannot resolve the decrease an Armijo test asks for.
 
 The curvature pairs live in one preallocated buffer with their inner products, so that the two-loop
-recursion costs two matrix-vector products, and they carry over from one strength C to the next (shifted
-by the change of the penalty's curvature): the first step at a new C is then a quasi-Newton step along the
-regularisation path instead of a gradient step. Features that do not fit in memory (a memory-mapped
+recursion costs two matrix-vector products, and a fit can start from another's (shifted by the change of the
+penalty's curvature): the refit at the chosen C on train + val starts from the sweep's pairs at that C. Features that do not fit in memory (a memory-mapped
 tensor) are read in row chunks by :class:`ChunkedLogisticObjective`, the same objective.
 
-On a CPU in float32 both products run in oneDNN, on the features laid out for it once (:class:`OneDNNFeatures`):
-its kernels for these skinny shapes ([K, D + 1] x [D + 1, n]) are about twice as fast as MKL's.
+On an x86-64 CPU in float32 both products run in oneDNN, on the features laid out for it once
+(:class:`OneDNNFeatures`): its kernels for these skinny shapes ([K, D + 1] x [D + 1, n]) are about twice as fast
+as MKL's, which torch.mm uses.
 """
 from __future__ import annotations
 
@@ -35,9 +35,9 @@ class LogisticObjective:
     """scikit-learn's multinomial objective divided by ``C * n``: mean cross-entropy + ``||W||^2 / (2 C n)``.
 
     Parameters are one ``[K, D + 1]`` tensor, ``[W.T | b]``; the bias is not penalised. The work is done
-    class-major ([K, n] logits) on one feature-major copy of the features with a row of ones below them
-    (the bias), so that each product is one matrix product: on a CPU both products are then several times
-    faster than with sample-major features, and one copy stays in cache where two would not.
+    class-major ([K, n] logits) on a feature-major copy of the features with a row of ones below them (the
+    bias), so that each product is one matrix product. In float32 on a CPU that copy is laid out twice for
+    oneDNN (:class:`OneDNNFeatures`) and the dense one dropped; elsewhere (float64, CUDA) it is used as it is.
     """
 
     def __init__(self, X, y, num_classes: int, standardize: bool = False):
@@ -165,10 +165,14 @@ class OneDNNFeatures(NamedTuple):
 
     @classmethod
     def of(cls, XT1) -> "OneDNNFeatures | None":
-        """The layouts of ``XT1`` where oneDNN computes its products: float32 on a CPU with oneDNN; else None."""
+        """The layouts of ``XT1`` where oneDNN computes its products: float32 on an x86-64 CPU with oneDNN (where
+        its speed was measured); else None."""
+        import platform
+
         import torch
 
-        if XT1.device.type != "cpu" or XT1.dtype != torch.float32 or not torch.backends.mkldnn.is_available():
+        if (XT1.device.type != "cpu" or XT1.dtype != torch.float32 or not torch.backends.mkldnn.is_available()
+                or platform.machine().lower() not in ("x86_64", "amd64")):
             return None
         return cls(XT1.T.contiguous().to_mkldnn(), XT1.to_mkldnn())
 
