@@ -14,7 +14,11 @@ Each side's time is the least of ``--repeat`` runs, the two sides taking turns: 
 noisy machine.
 
     python benchmarks/bench_probe.py [--threads 1 [2 ...]] [--repeat 3] [--image-size 64] [--cache-dir DIR]
-                                     [--cifar10-dir DIR] [--cifar10-image-size 32] [--no-cifar10]
+                                     [--cifar10-dir DIR] [--cifar10-image-size 32] [--no-cifar10] [--carves N]
+
+``--carves N`` also times the probe alone on N other stratified validation carves of each case (train + val
+carved again, same size): its iterations at the weak end depend on where float32's objective rule happens to
+stop, and this shows the spread that one run hides.
 
 One thread each is the like-for-like comparison; with more, each library uses them its own way
 (torch intra-op threads; scikit-learn's OpenMP loss and the BLAS under numpy).
@@ -142,23 +146,60 @@ def product_pair_ms(X, y, num_classes: int, device: str) -> float:
     return 1000 * min(times[1:])
 
 
-def run_case(name: str, splits: dict, params: dict, repeat: int = 1, threads: int = 1, device: str = "cpu") -> dict:
-    """One row of the table: the probe's sweep and scikit-learn's over ``params``' strengths, side by side."""
-    from benchbone_plugins.linear_probe import _FITTED, linear_probe, sweep_values
-
-    Cs = sweep_values(params)
+def probe_context(splits: dict, params: dict, device: str):
+    """A strategy context that hands out ``splits`` as cached features, with ``params``, on ``device``."""
     ctx = make_context(features={k: X for k, (X, _) in splits.items()}, labels={k: y for k, (_, y) in splits.items()},
                        params=params)
     ctx.device = device
+    return ctx
 
-    def probe():
-        _FITTED.clear()  # a fit, not the reuse of the same rows' probe from the previous run
-        pred = linear_probe(None, None, ctx)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return pred
 
-    sides = [probe, lambda: sklearn_sweep(splits, Cs, params["max_iter"], params["tol"])]
+def fit_probe(ctx):
+    """linear-probe's predictions on ``ctx``: a fit, not the reuse of the same rows' probe from a previous run."""
+    from benchbone_plugins.linear_probe import _FITTED, linear_probe
+
+    _FITTED.clear()
+    pred = linear_probe(None, None, ctx)
+    if ctx.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return pred
+
+
+def recarved(splits: dict, seed: int) -> dict:
+    """``splits`` with another stratified validation carve of the same size from train + val."""
+    from sklearn.model_selection import train_test_split
+
+    X, y = (torch.cat([splits["train"][i], splits["val"][i]]) for i in (0, 1))
+    train, val = train_test_split(np.arange(len(y)), test_size=len(splits["val"][1]), stratify=y.numpy(),
+                                  random_state=seed)
+    return {"train": (X[train], y[train]), "val": (X[val], y[val]), "test": splits["test"]}
+
+
+def over_carves(splits: dict, params: dict, carves: int, device: str, sklearn_s: float) -> str:
+    """The probe alone on ``carves`` other validation carves: how its iterations and time spread with the problem
+    (at the weak end, with where float32's objective rule happens to stop)."""
+    iterations, seconds, chosen = [], [], set()
+    for seed in range(1, carves + 1):
+        ctx = probe_context(recarved(splits, seed), params, device)
+        start = time.perf_counter()
+        fit_probe(ctx)
+        seconds.append(time.perf_counter() - start)
+        iterations.append(sum(s["iterations"] for s in ctx.info["sweep"]) + ctx.info["final_iterations"])
+        chosen.add(ctx.info["chosen_C"])
+    spread = lambda v, f: "/".join(f.format(x) for x in (min(v), float(np.median(v)), max(v)))  # noqa: E731
+    return (f"probe alone on {carves} other validation carves: iterations {spread(iterations, '{:.0f}')}, seconds "
+            f"{spread(seconds, '{:.2f}')} (min/median/max), chosen C {', '.join(f'{C:g}' for C in sorted(chosen))}; "
+            f"against this run's scikit-learn time, {sklearn_s / max(seconds):.1f}x to {sklearn_s / min(seconds):.1f}x")
+
+
+def run_case(name: str, splits: dict, params: dict, repeat: int = 1, threads: int = 1, device: str = "cpu",
+             carves: int = 0) -> dict:
+    """One row of the table: the probe's sweep and scikit-learn's over ``params``' strengths, side by side."""
+    from benchbone_plugins.linear_probe import sweep_values
+
+    Cs = sweep_values(params)
+    ctx = probe_context(splits, params, device)
+    sides = [lambda: fit_probe(ctx), lambda: sklearn_sweep(splits, Cs, params["max_iter"], params["tol"])]
     if device.startswith("cuda"):
         sides.append(lambda: cuml_sweep(splits, Cs, params["max_iter"], params["tol"]))
     (probe_s, pred), (sk_s, sk), *cuml = least_times(repeat, *sides)
@@ -180,6 +221,8 @@ def run_case(name: str, splits: dict, params: dict, repeat: int = 1, threads: in
     labels = [f"C={C:g}" for C in Cs] + [f"refit at C={ctx.info['chosen_C']:g}"]
     row["iterations by fit"] = ", ".join(f"{label} {ours}/{theirs}"
                                          for label, ours, theirs in zip(labels, probe_per_fit, sk["per_fit"]))
+    if carves:
+        row["carves"] = over_carves(splits, params, carves, device, sk_s)
     if cuml and cuml[0][1] is not None:
         row.update(cuml_s=cuml[0][0], cuml_C=cuml[0][1]["C"], cuml_test=cuml[0][1]["test"])
     return row
@@ -202,6 +245,8 @@ def main() -> None:
     parser.add_argument("--cifar10-dir", default=str(Path(__file__).resolve().parents[1] / "../shared/data/cifar10-jpeg"),
                         help="CIFAR-10 class folders (default: the shared JPEG copy)")
     parser.add_argument("--cifar10-image-size", type=int, default=32, help="input size for the CIFAR-10 features")
+    parser.add_argument("--carves", type=int, default=0,
+                        help="also time the probe alone on this many other validation carves of each case")
     args = parser.parse_args()
     params = dict(DEFAULTS)
     large = dict(params, c_max=1e2, c_steps=7)
@@ -224,7 +269,7 @@ def main() -> None:
         torch.set_num_threads(threads)
         with threadpool_limits(threads):
             run_case("warm-up", synthetic(200, 50, 8, 3), params, device=args.device)  # first-use costs out of the timings
-            rows += [run_case(name, splits, case_params, repeat, threads, args.device)
+            rows += [run_case(name, splits, case_params, repeat, threads, args.device, args.carves)
                      for name, (splits, case_params, repeat) in cases.items()]
     head = ["case", "train x dim", "threads", "device", "fits", "probe_iters", "sklearn_iters", "ms/iter", "2 products ms",
             "probe_s", "sklearn_s",
@@ -241,6 +286,8 @@ def main() -> None:
     print("\niterations of each fit, probe / scikit-learn (max_iter " f"{params['max_iter']}):")
     for row in rows:
         print(f"- {row['case']}, {row['threads']} thread(s): {row['iterations by fit']}")
+        if "carves" in row:
+            print(f"  {row['carves']}")
 
 
 if __name__ == "__main__":
