@@ -8,8 +8,9 @@ itself above where it was: near the optimum float32 cannot resolve the decrease 
 
 The curvature pairs live in one preallocated buffer with their inner products, so that the two-loop
 recursion costs two matrix-vector products, and a fit can start from another's (shifted by the change of the
-penalty's curvature): the refit at the chosen C on train + val starts from the sweep's pairs at that C. Features that do not fit in memory (a memory-mapped
-tensor) are read in row chunks by :class:`ChunkedLogisticObjective`, the same objective.
+penalty's curvature): the refit at the chosen C on train + val starts from the sweep's pairs at that C.
+Features that do not fit in memory (a memory-mapped tensor) are read in row chunks by
+:class:`ChunkedLogisticObjective`, the same objective.
 
 On an x86-64 CPU in float32 both products run in oneDNN, on the features laid out for it once
 (:class:`OneDNNFeatures`): its kernels for these skinny shapes ([K, D + 1] x [D + 1, n]) are about twice as fast
