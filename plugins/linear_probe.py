@@ -187,12 +187,14 @@ def fit_probe(Xtr, ytr, Xva, yva, p: dict, ctx) -> tuple:
         refit = "train+val"
     else:
         yfit, refit = ytr, f"none: the probe fitted on {len(ytr)} shots at the chosen C"
+    products = objective.products
     objective.forget_rows()  # it is kept to score test rows: its copies of the fitted rows are freed
     info = dict(
         chosen_C=C, val_top1=val_acc, sweep=sweep, refit=refit, fit_rows=len(yfit), final_iterations=fit.iterations,
         final_stop=fit.stop, converged=fit.converged, dtype=str(dtype).removeprefix("torch."), shots=p["shots"],
         solver="L-BFGS, approximate Wolfe steps on logits, full batch",
         features="in memory" if type(objective) is LogisticObjective else "read in row chunks (out of core)",
+        products=products,
     )
     return objective, fit.x, info
 

@@ -105,6 +105,11 @@ class LogisticObjective:
             return torch.mul(self.onednn.gradient(residual), 1 / self.n, out=out)
         return torch.addmm(out, residual, self.XT1.T, beta=0, alpha=1 / self.n, out=out)
 
+    @property
+    def products(self) -> str:
+        """What computes the products with the features, for the record: each rounds its own way."""
+        return "oneDNN" if self.onednn is not None else "torch.mm"
+
     def forget_rows(self) -> None:
         """Drop the fitted rows' copies: what is left scores other rows (:meth:`scores`) and nothing else."""
         self.XT1 = self.XT = self.onednn = None
@@ -209,6 +214,8 @@ class ChunkedLogisticObjective(LogisticObjective):
         if standardize:
             self.mean, self.std = (s.to(device, dtype) for s in chunked_mean_std(self.chunks(torch.float64, "cpu")))
         self._setup(y, num_classes, dtype, device)
+
+    products = "torch.addmm on row chunks"
 
     def chunks(self, dtype=None, device=None):
         """``(first row, rows [m, D])`` over the parts, each chunk converted to ``dtype`` on ``device``."""
