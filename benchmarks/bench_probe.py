@@ -154,7 +154,7 @@ def probe_context(splits: dict, params: dict, device: str):
     return ctx
 
 
-def fit_probe(ctx):
+def run_probe(ctx):
     """linear-probe's predictions on ``ctx``: a fit, not the reuse of the same rows' probe from a previous run."""
     from benchbone_plugins.linear_probe import _FITTED, linear_probe
 
@@ -182,7 +182,7 @@ def over_carves(splits: dict, params: dict, carves: int, device: str, sklearn_s:
     for seed in range(1, carves + 1):
         ctx = probe_context(recarved(splits, seed), params, device)
         start = time.perf_counter()
-        fit_probe(ctx)
+        run_probe(ctx)
         seconds.append(time.perf_counter() - start)
         iterations.append(sum(s["iterations"] for s in ctx.info["sweep"]) + ctx.info["final_iterations"])
         chosen.add(ctx.info["chosen_C"])
@@ -199,7 +199,7 @@ def run_case(name: str, splits: dict, params: dict, repeat: int = 1, threads: in
 
     Cs = sweep_values(params)
     ctx = probe_context(splits, params, device)
-    sides = [lambda: fit_probe(ctx), lambda: sklearn_sweep(splits, Cs, params["max_iter"], params["tol"])]
+    sides = [lambda: run_probe(ctx), lambda: sklearn_sweep(splits, Cs, params["max_iter"], params["tol"])]
     if device.startswith("cuda"):
         sides.append(lambda: cuml_sweep(splits, Cs, params["max_iter"], params["tol"]))
     (probe_s, pred), (sk_s, sk), *cuml = least_times(repeat, *sides)
