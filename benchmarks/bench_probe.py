@@ -165,6 +165,11 @@ def run_probe(ctx):
     return pred
 
 
+def iterations_by_fit(info: dict) -> list[int]:
+    """The probe's iterations at each strength of its sweep, then of its refit, from its record."""
+    return [point["iterations"] for point in info["sweep"]] + [info["final_iterations"]]
+
+
 def recarved(splits: dict, seed: int) -> dict:
     """``splits`` with another stratified validation carve of the same size from train + val."""
     from sklearn.model_selection import train_test_split
@@ -184,7 +189,7 @@ def over_carves(splits: dict, params: dict, carves: int, device: str, sklearn_s:
         start = time.perf_counter()
         run_probe(ctx)
         seconds.append(time.perf_counter() - start)
-        iterations.append(sum(s["iterations"] for s in ctx.info["sweep"]) + ctx.info["final_iterations"])
+        iterations.append(sum(iterations_by_fit(ctx.info)))
         chosen.add(ctx.info["chosen_C"])
     spread = lambda v, f: "/".join(f.format(x) for x in (min(v), float(np.median(v)), max(v)))  # noqa: E731
     return (f"probe alone on {carves} other validation carves: iterations {spread(iterations, '{:.0f}')}, seconds "
@@ -205,7 +210,8 @@ def run_case(name: str, splits: dict, params: dict, repeat: int = 1, threads: in
     (probe_s, pred), (sk_s, sk), *cuml = least_times(repeat, *sides)
     probe_test = (pred.y_pred.cpu() == splits["test"][1]).double().mean().item()
     n, d = splits["train"][0].shape
-    probe_iterations = sum(s["iterations"] for s in ctx.info["sweep"]) + ctx.info["final_iterations"]
+    probe_per_fit = iterations_by_fit(ctx.info)
+    probe_iterations = sum(probe_per_fit)
     val_images = [round(abs(point["val_top1"] - val) * len(splits["val"][1]))
                   for point, val in zip(ctx.info["sweep"], sk["val"])]
     unresolved = [point["C"] for point in ctx.info["sweep"] if not point["resolved"]]
@@ -217,7 +223,6 @@ def run_case(name: str, splits: dict, params: dict, repeat: int = 1, threads: in
            "probe_test": probe_test, "sklearn_test": sk["test"],
            "val_diff": f"{max(val_images)} at C={Cs[int(np.argmax(val_images))]:g}",
            "unresolved": ", ".join(f"{C:g}" for C in unresolved) or "none"}
-    probe_per_fit = [point["iterations"] for point in ctx.info["sweep"]] + [ctx.info["final_iterations"]]
     labels = [f"C={C:g}" for C in Cs] + [f"refit at C={ctx.info['chosen_C']:g}"]
     row["iterations by fit"] = ", ".join(f"{label} {ours}/{theirs}"
                                          for label, ours, theirs in zip(labels, probe_per_fit, sk["per_fit"]))
@@ -283,7 +288,7 @@ def main() -> None:
                  f"{row[h]:g}" if h.endswith("_C") else f"{100 * row[h]:.2f}%" if h.endswith("_test") else str(row[h])
                  for h in head]
         print("| " + " | ".join(cells) + " |")
-    print("\niterations of each fit, probe / scikit-learn (max_iter " f"{params['max_iter']}):")
+    print(f"\niterations of each fit, probe / scikit-learn (max_iter {params['max_iter']}):")
     for row in rows:
         print(f"- {row['case']}, {row['threads']} thread(s): {row['iterations by fit']}")
         if "carves" in row:
