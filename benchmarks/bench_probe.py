@@ -171,12 +171,12 @@ def iterations_by_fit(info: dict) -> list[int]:
 
 
 def recarved(splits: dict, seed: int) -> dict:
-    """``splits`` with another stratified validation carve of the same size from train + val."""
-    from sklearn.model_selection import train_test_split
+    """``splits`` with another stratified validation carve of the same size from train + val, carved as the
+    harness carves (``benchbone.data``)."""
+    from benchbone.data import _carved_positions
 
     X, y = (torch.cat([splits["train"][i], splits["val"][i]]) for i in (0, 1))
-    train, val = train_test_split(np.arange(len(y)), test_size=len(splits["val"][1]), stratify=y.numpy(),
-                                  random_state=seed)
+    train, val = _carved_positions(y.numpy(), len(splits["val"][1]), seed, stratify=True, store=None)
     return {"train": (X[train], y[train]), "val": (X[val], y[val]), "test": splits["test"]}
 
 
