@@ -41,10 +41,10 @@ def test_value_and_gradient_match_autograd(digits, C):
 
 @pytest.mark.parametrize("C", [1e-3, 1.0, 1e3])
 def test_float32_value_and_gradient_on_the_cpu_match_autograd(digits, C):
-    """In float32 on a CPU the products run in oneDNN, on its own copies of the features: same objective."""
+    """In float32 on a CPU the products run in oneDNN, on the features packed for it: same objective."""
     X, y = digits
     objective = LogisticObjective(X.float(), y, 10)
-    assert objective.products == "oneDNN" and objective.XT1 is None  # oneDNN's copies replace the dense one
+    assert objective.products == "oneDNN, packed features" and objective.XT1 is None  # the packed copies replace it
     objective.C = C
     x = torch.randn(10, 65, generator=torch.Generator().manual_seed(0)) * 0.3
     point = objective.at(x)

@@ -74,7 +74,7 @@ def test_probe_on_memmapped_features_in_chunks_matches_the_in_memory_probe(split
     chunked = feature_context(splits, params)
     got = linear_probe(None, None, chunked)
     assert chunked.info["features"].startswith("read in row chunks") and in_memory.info["features"] == "in memory"
-    assert (chunked.info["products"], in_memory.info["products"]) == ("torch.addmm on row chunks", "oneDNN")
+    assert (chunked.info["products"], in_memory.info["products"]) == ("torch.addmm on row chunks", "oneDNN, packed features")
     assert chunked.info["chosen_C"] == in_memory.info["chosen_C"]
     assert [p["val_top1"] for p in chunked.info["sweep"]] == pytest.approx(
         [p["val_top1"] for p in in_memory.info["sweep"]], abs=1.01 / 200)
