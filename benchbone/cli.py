@@ -9,6 +9,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from benchbone.allocator import prefer_huge_pages
 from benchbone.errors import BenchboneError, UsageError
 from benchbone.kinds import PLURALS
 
@@ -421,6 +422,7 @@ COMMANDS = {"run": cmd_run, "run-cell": cmd_run_cell, "list": cmd_list, "plugins
 
 
 def main(argv: list[str] | None = None) -> int:
+    prefer_huge_pages()  # before anything imports torch
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("BENCHBONE_DEBUG"))
     try:
         args = build_parser().parse_args(argv)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import time
 
+from machine import machine_line  # first: it sets torch's allocator up before torch is imported
+
 import torch
-from machine import machine_line
 
 
 def main() -> None:

@@ -40,9 +40,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import machine_line  # first: it sets torch's allocator up before torch is imported
+
 import numpy as np
 import torch
-from machine import machine_line
 
 from benchbone.testing import make_context
 

@@ -26,8 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import machine_line  # first: it sets torch's allocator up before torch is imported
+
 import torch
-from machine import machine_line
 
 from benchbone import DatasetSplits, ImageTensorDataset, hookimpl
 
