@@ -52,6 +52,11 @@ class LogisticObjective:
             self.mean = self.XT.mean(1)
             self.std = self.XT.sub_(self.mean[:, None]).norm(dim=1).div_((len(y) - 1) ** 0.5).clamp_(min=1e-6)
             self.XT.div_(self.std[:, None])
+        self.live = None  # the columns of [X | 1] nonzero on some fitted row, where some are zero on every one
+        if not (live := self.XT1.ne(0).any(1)).all():  # such a column adds nothing to any product: left out of them
+            self.live = live.nonzero().flatten()
+            self.XT1 = self.XT1[self.live]
+            self.XT = None
         self.onednn = OneDNNFeatures.of(self.XT1, num_classes)
         if self.onednn is not None:  # the dense copy is no longer needed
             self.XT1 = self.XT = None
@@ -93,12 +98,22 @@ class LogisticObjective:
     def logits(self, x, out=None):
         import torch
 
+        x = x if self.live is None else x[:, self.live]
         if self.onednn is not None:
             return self.onednn.logits(x, out)
         return torch.mm(x, self.XT1, out=out)
 
     def data_gradient(self, residual, out):
-        """The mean cross-entropy's gradient from ``softmax - one-hot`` [K, n], written into ``out`` [K, D + 1]."""
+        """The mean cross-entropy's gradient from ``softmax - one-hot`` [K, n], written into ``out`` [K, D + 1]: zero
+        in the columns left out, which are zero on every fitted row."""
+        import torch
+
+        if self.live is not None:
+            out.zero_()[:, self.live] = self._data_gradient(residual, torch.empty_like(out[:, self.live]))
+            return out
+        return self._data_gradient(residual, out)
+
+    def _data_gradient(self, residual, out):
         import torch
 
         if self.onednn is not None:
