@@ -30,6 +30,7 @@ class Point(NamedTuple):
     logits: Any  # [K, n]
     data_gradient: Any  # of the mean cross-entropy, like x
     cross_entropy: float  # mean, summed in float64
+    labelled: float  # the sum over rows of the label's logit, in float64
 
 
 class LogisticObjective:
@@ -53,7 +54,7 @@ class LogisticObjective:
             self.std = self.XT.sub_(self.mean[:, None]).norm(dim=1).div_((len(y) - 1) ** 0.5).clamp_(min=1e-6)
             self.XT.div_(self.std[:, None])
         self.live = None  # the columns of [X | 1] nonzero on some fitted row, where some are zero on every one
-        if not (live := self.XT1.ne(0).any(1)).all():  # such a column adds nothing to any product: left out of them
+        if not (live := self.XT1.amax(1).ne(0) | self.XT1.amin(1).ne(0)).all():  # it adds nothing to any product
             self.live = live.nonzero().flatten()
             self.XT1 = self.XT1[self.live]
             self.XT = None
@@ -71,10 +72,11 @@ class LogisticObjective:
         self.penalised = torch.ones(num_classes, self.d + 1, dtype=dtype, device=device)
         self.penalised[:, self.d] = 0  # the bias column
         self.C = 1.0
-        # [K, n] scratch for a search direction's logits and for trial steps, reused: allocating fresh
-        # megabytes for each costs a CPU page faults that take longer than the arithmetic done in them
+        # [K, n] scratch, reused: a search direction's logits, a trial step's, and their softmax (the residual).
+        # Allocating fresh megabytes for each costs page faults that take longer than the arithmetic done in them
         self.direction_logits = torch.empty(num_classes, self.n, dtype=dtype, device=device)
         self.trial = torch.empty_like(self.direction_logits)
+        self.probabilities = torch.empty_like(self.direction_logits)
 
     @property
     def penalty(self) -> float:
@@ -129,21 +131,17 @@ class LogisticObjective:
         """Drop the fitted rows' copies: what is left scores other rows (:meth:`scores`) and nothing else."""
         self.XT1 = self.XT = self.onednn = None
 
-    def evaluate(self, logits, labelled: float | None = None):
-        """``(softmax - one-hot [K, n], mean cross-entropy)``, computed in the place of ``logits``.
+    def evaluate(self, logits, labelled: float):
+        """``(softmax - one-hot [K, n], mean cross-entropy)`` at ``logits``, given ``labelled``, the sum of the
+        labels' logits. The cross-entropy is summed in float64: its changes, not the gradient, need the digits.
 
-        ``labelled`` is the sum of the labels' logits, where the caller knows it. The cross-entropy is
-        summed in float64: its changes, not the gradient, need the digits."""
+        One fused softmax; each row's log-sum-exp is then its largest logit less the log of its largest
+        probability, ``1 / sum(exp(logit - largest))``, which is at least 1 / K and so never underflows."""
         import torch
 
-        if labelled is None:
-            labelled = self.labelled(logits)
-        top = logits.amax(0)
-        exp = logits.sub_(top).exp_()
-        total = exp.sum(0)
-        residual = exp.div_(total).scatter_add_(0, self.labels, self.minus_one)
-        logsumexp = float(total.log_().add_(top).sum(dtype=torch.float64))
-        return residual, (logsumexp - labelled) / self.n
+        probabilities = torch.softmax(logits, 0, out=self.probabilities)
+        logsumexp = float(logits.amax(0).sum(dtype=torch.float64) - probabilities.amax(0).log_().sum(dtype=torch.float64))
+        return probabilities.scatter_add_(0, self.labels, self.minus_one), (logsumexp - labelled) / self.n
 
     def labelled(self, logits) -> float:
         """The sum over rows of the label's logit."""
@@ -151,14 +149,15 @@ class LogisticObjective:
 
         return float(logits.gather(0, self.labels).sum(dtype=torch.float64))
 
-    def point(self, x, logits, residual, cross_entropy: float) -> Point:
+    def point(self, x, logits, residual, cross_entropy: float, labelled: float) -> Point:
         import torch
 
-        return Point(x, logits, self.data_gradient(residual, torch.empty_like(x)), cross_entropy)
+        return Point(x, logits, self.data_gradient(residual, torch.empty_like(x)), cross_entropy, labelled)
 
     def at(self, x) -> Point:
         logits = self.logits(x)
-        return self.point(x, logits, *self.evaluate(self.trial.copy_(logits)))
+        labelled = self.labelled(logits)
+        return self.point(x, logits, *self.evaluate(logits, labelled), labelled)
 
     def gradient(self, point: Point):
         import torch
@@ -382,7 +381,8 @@ class Curvature:
 
 def line_search(objective, point: Point, direction, slope0: float, value0: float, max_tries: int = 30):
     """``(point, objective)`` at ``x + t d`` for the first step t found that meets the approximate Wolfe
-    conditions of Hager and Zhang (2005), or None. The new point takes over the old one's logits.
+    conditions of Hager and Zhang (2005), or None. The new point's logits are the trial's, and the old point's
+    become the scratch for the next trials.
 
     With phi(t) the objective along d: 0.9 phi'(0) <= phi'(t) <= -0.8 phi'(0) and phi(t) <= phi(0) + 1e-6
     |phi(0)|. phi is convex, so a step that raises phi lies past the minimum, and a bracket is narrowed by
@@ -395,19 +395,20 @@ def line_search(objective, point: Point, direction, slope0: float, value0: float
     flat_direction_logits = direction_logits.flatten()
     (ww, wd), (_, dd) = objective.penalty_products(point.x, direction.view_as(point.x))
     penalty, penalty_slope, penalty_curvature = (v * objective.penalty for v in (ww / 2, wd, dd))
-    labelled0, labelled_slope = objective.labelled(point.logits), objective.labelled(direction_logits)
+    labelled0, labelled_slope = point.labelled, objective.labelled(direction_logits)
     lo, slope_lo, hi, slope_hi, t = 0.0, slope0, None, None, 1.0
     for _ in range(max_tries):
         trial = torch.add(point.logits, direction_logits, alpha=t, out=objective.trial)
-        residual, cross_entropy = objective.evaluate(trial, labelled0 + t * labelled_slope)
+        labelled = labelled0 + t * labelled_slope
+        residual, cross_entropy = objective.evaluate(trial, labelled)
         slope = float(residual.flatten() @ flat_direction_logits) / objective.n + penalty_slope + t * penalty_curvature
         value = cross_entropy + penalty + t * penalty_slope + t * t * penalty_curvature / 2
         if value > value0 + 1e-6 * abs(value0):
             hi, slope_hi = t, max(slope, 0.0)
         elif 0.9 * slope0 <= slope <= -0.8 * slope0:
-            logits = point.logits.add_(direction_logits, alpha=t)
-            new = objective.point(torch.add(point.x, direction.view_as(point.x), alpha=t), logits, residual, cross_entropy)
-            return new, value
+            objective.trial = point.logits  # the trial's logits are the new point's; the old ones, scratch
+            x = torch.add(point.x, direction.view_as(point.x), alpha=t)
+            return objective.point(x, trial, residual, cross_entropy, labelled), value
         elif slope < 0.9 * slope0:
             lo, slope_lo = t, slope
         else:
@@ -430,10 +431,11 @@ def extrapolated_start(objective, C: float, point: Point, previous, reach: float
     objective.C = C
     x = torch.add(point.x, point.x - previous, alpha=reach)
     logits = objective.logits(x)
-    residual, cross_entropy = objective.evaluate(objective.trial.copy_(logits))
-    if objective.value(Point(x, logits, None, cross_entropy)) >= objective.value(point):  # no gradient yet
+    labelled = objective.labelled(logits)
+    residual, cross_entropy = objective.evaluate(logits, labelled)
+    if objective.value(Point(x, logits, None, cross_entropy, labelled)) >= objective.value(point):  # no gradient yet
         return point
-    return objective.point(x, logits, residual, cross_entropy)
+    return objective.point(x, logits, residual, cross_entropy, labelled)
 
 
 class Fit(NamedTuple):
@@ -461,7 +463,7 @@ def minimise(objective, C: float, start, tol: float = 1e-6, max_iter: int = 1000
     recomputed from x, or when a step lowers the objective by a relative amount below ``ftol``: by default
     scikit-learn's 64 float64 ulps, or in float32 one float32 ulp, progress float32 cannot hold. A Point
     carries the logits and data gradient along a sweep of C, so a warm start costs no product; its logits
-    are taken over and updated in place (no copy of [K, n]: pass a Point with cloned logits to keep them).
+    are taken over and become scratch (no copy of [K, n]: pass a Point with cloned logits to keep them).
     """
     import torch
 
