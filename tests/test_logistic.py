@@ -55,6 +55,19 @@ def test_float32_value_and_gradient_on_the_cpu_match_autograd(digits, C):
     assert torch.allclose(objective.logits(x).double(), x.double()[:, :-1] @ X.T + x.double()[:, -1:], atol=1e-4)
 
 
+def test_the_cross_entropy_holds_where_the_labels_probability_underflows(digits):
+    """Logits 100 apart and more: the label's float32 probability is 0 on the rows classified wrong, and their
+    cross-entropy still comes out exact (the log-sum-exp never takes the log of a probability below 1 / K)."""
+    X, y = digits
+    objective = LogisticObjective(X.float(), y, 10)
+    x = torch.randn(10, 65, generator=torch.Generator().manual_seed(1)) * 30
+    point = objective.at(x)
+    value, _ = objective_by_autograd(X, y, x, 1.0)
+    labelled = torch.softmax(objective.logits(x), 0).gather(0, y[None])
+    assert (labelled == 0).sum() > 100  # many rows where a log of the label's probability would be -inf
+    assert objective.value(point) == pytest.approx(value, rel=1e-6)
+
+
 @pytest.mark.parametrize("C", [1e-2, 1.0, 100.0])
 def test_float32_reaches_the_float64_optimum(digits, C):
     """float32 stops on its own precision, close to the float64 optimum on scipy's scale, max(|f|, 1)."""
