@@ -27,7 +27,7 @@ run "1. Feature extraction: harness vs a bare loop of the same model (target >= 
 run "2. Loader vs model images/s (CIFAR-10 JPEG copy)" \
     "python benchmarks/bench_loader.py --images 2000 --image-size 64"
 run "3a. linear-probe sweep vs scikit-learn LogisticRegression over the same strengths, one thread each (target >= 20x)" \
-    "python benchmarks/bench_probe.py --threads 1 --repeat 5"
+    "python benchmarks/bench_probe.py --threads 1 --repeat 3 --carves 4"
 run "3a'. The same with both cores, each library threading its own way (one run each)" \
     "python benchmarks/bench_probe.py --threads 2 --repeat 1"
 run "3b. linear-probe cell vs head-sgd cell, same backbone and data" \
@@ -38,5 +38,7 @@ run "4. CLI start-up against python -c pass (target under 0.5 s, no torch import
     "python benchmarks/bench_startup.py --runs 7"
 run "5. Instant reruns: a warm cell's wall time against its strategy time plus Python start (target <= 1.5x)" \
     "python benchmarks/bench_rerun.py --runs 3"
+run "6. torch's large CPU tensors on 4 KiB pages vs transparent huge pages (the benchbone command asks for huge pages)" \
+    "python benchmarks/bench_huge_pages.py --repeat 3"
 mv "$tmp" "$out"
 echo "wrote $out"

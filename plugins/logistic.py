@@ -53,11 +53,11 @@ class LogisticObjective:
             self.mean = self.XT.mean(1)
             self.std = self.XT.sub_(self.mean[:, None]).norm(dim=1).div_((len(y) - 1) ** 0.5).clamp_(min=1e-6)
             self.XT.div_(self.std[:, None])
-        self.live = None  # the columns of [X | 1] nonzero on some fitted row, where some are zero on every one
-        if not (live := self.XT1.amax(1).ne(0) | self.XT1.amin(1).ne(0)).all():  # it adds nothing to any product
-            self.live = live.nonzero().flatten()
-            self.XT1 = self.XT1[self.live]
-            self.XT = None
+        # a column of [X | 1] that is zero on every fitted row adds nothing to any product: it is left out of them
+        live = self.XT1.amax(1).ne(0) | self.XT1.amin(1).ne(0)
+        self.live = None if live.all() else live.nonzero().flatten()  # the columns kept, where some are left out
+        if self.live is not None:
+            self.XT1, self.XT = self.XT1[self.live], None
         self.onednn = OneDNNFeatures.of(self.XT1, num_classes)
         if self.onednn is not None:  # the dense copy is no longer needed
             self.XT1 = self.XT = None
