@@ -47,20 +47,18 @@ class LogisticObjective:
 
         self.n, self.d = X.shape
         self.XT1 = torch.ones(self.d + 1, self.n, dtype=X.dtype, device=X.device)  # [D + 1, n]
-        self.XT = self.XT1[: self.d].copy_(X.T)
+        self.XT1[: self.d].copy_(X.T)
         self.mean = self.std = None
         if standardize:  # with the statistics of the rows fitted on, computed in the feature-major copy
-            self.mean = self.XT.mean(1)
-            self.std = self.XT.sub_(self.mean[:, None]).norm(dim=1).div_((len(y) - 1) ** 0.5).clamp_(min=1e-6)
-            self.XT.div_(self.std[:, None])
+            self.mean, self.std = standardise_(self.XT1[: self.d])
         # a column of [X | 1] that is zero on every fitted row adds nothing to any product: it is left out of them
         live = self.XT1.amax(1).ne(0) | self.XT1.amin(1).ne(0)
         self.live = None if live.all() else live.nonzero().flatten()  # the columns kept, where some are left out
         if self.live is not None:
-            self.XT1, self.XT = self.XT1[self.live], None
+            self.XT1 = self.XT1[self.live]
         self.onednn = OneDNNFeatures.of(self.XT1, num_classes)
         if self.onednn is not None:  # the dense copy is no longer needed
-            self.XT1 = self.XT = None
+            self.XT1 = None
         self._setup(y, num_classes, X.dtype, X.device)
 
     def _setup(self, y, num_classes: int, dtype, device) -> None:
@@ -129,7 +127,7 @@ class LogisticObjective:
 
     def forget_rows(self) -> None:
         """Drop the fitted rows' copies: what is left scores other rows (:meth:`scores`) and nothing else."""
-        self.XT1 = self.XT = self.onednn = None
+        self.XT1 = self.onednn = None
 
     def evaluate(self, logits, labelled: float):
         """``(softmax - one-hot [K, n], mean cross-entropy)`` at ``logits``, given ``labelled``, the sum of the
@@ -140,7 +138,8 @@ class LogisticObjective:
         import torch
 
         probabilities = torch.softmax(logits, 0, out=self.probabilities)
-        logsumexp = float(logits.amax(0).sum(dtype=torch.float64) - probabilities.amax(0).log_().sum(dtype=torch.float64))
+        largest_logits, largest_probabilities = logits.amax(0), probabilities.amax(0)
+        logsumexp = float(largest_logits.sum(dtype=torch.float64) - largest_probabilities.log_().sum(dtype=torch.float64))
         return probabilities.scatter_add_(0, self.labels, self.minus_one), (logsumexp - labelled) / self.n
 
     def labelled(self, logits) -> float:
@@ -280,6 +279,15 @@ class ChunkedLogisticObjective(LogisticObjective):
             raw.sub_(total[:, None] * self.mean).div_(self.std)
         out[:, : self.d], out[:, self.d] = raw, total
         return out.div_(self.n)
+
+
+def standardise_(XT):
+    """Standardise feature-major ``XT`` [D, n] in place, each feature by its mean and standard deviation (ddof 1,
+    at least 1e-6); return ``(mean, std)``."""
+    mean = XT.mean(1)
+    std = XT.sub_(mean[:, None]).norm(dim=1).div_((XT.shape[1] - 1) ** 0.5).clamp_(min=1e-6)
+    XT.div_(std[:, None])
+    return mean, std
 
 
 def chunked_mean_std(chunks):
