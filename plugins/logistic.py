@@ -188,14 +188,15 @@ class OneDNNFeatures(NamedTuple):
     @classmethod
     def of(cls, XT1, num_classes: int) -> "OneDNNFeatures | None":
         """``XT1``'s features packed where oneDNN computes its products: float32 on an x86-64 CPU with oneDNN and
-        torch's packed linear ops (where its speed was measured); else None."""
+        torch's packed linear ops (where its speed was measured), and at least one feature; else None."""
         import platform
 
         import torch
 
         if (XT1.device.type != "cpu" or XT1.dtype != torch.float32 or not torch.backends.mkldnn.is_available()
                 or platform.machine().lower() not in ("x86_64", "amd64")
-                or not all(hasattr(torch.ops.mkldnn, op) for op in ("_reorder_linear_weight", "_linear_pointwise"))):
+                or not all(hasattr(torch.ops.mkldnn, op) for op in ("_reorder_linear_weight", "_linear_pointwise"))
+                or len(XT1) < 2):  # no feature left to pack: only the bias's row of ones
             return None
         pack, features = torch.ops.mkldnn._reorder_linear_weight, XT1[:-1]
         return cls(pack(features.T.contiguous(), num_classes), pack(features.contiguous(), num_classes))

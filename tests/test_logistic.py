@@ -121,6 +121,21 @@ def test_an_extrapolated_start_is_taken_only_where_the_objective_is_lower(digits
     assert torch.allclose(start.logits, exact.logits) and torch.allclose(start.data_gradient, exact.data_gradient)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_features_constant_on_every_row_leave_the_bias_alone(dtype):
+    """Every feature constant (zero once standardised): the probe is the bias alone, which settles at the log of
+    each class's share, and the objective still matches autograd."""
+    y = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
+    X = torch.full((100, 5), 3.0, dtype=dtype)
+    objective = LogisticObjective(X, y, 3, standardize=True)
+    x = torch.randn(3, 6, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    value, gradient = objective_by_autograd(torch.zeros(100, 5), y, x, 1.0)
+    assert objective.value(objective.at(x)) == pytest.approx(value, rel=1e-6)
+    fit = minimise(objective, 1.0, pack(objective))
+    bias, shares = fit.x[:, -1].double(), torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    assert torch.allclose(bias - bias.mean(), shares.log() - shares.log().mean(), atol=1e-4)
+
+
 def test_standardises_with_the_fitted_rows_statistics(digits):
     X, y = digits
     raw = X * 3 + 5
