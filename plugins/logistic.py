@@ -106,10 +106,8 @@ class LogisticObjective:
     def data_gradient(self, residual, out):
         """The mean cross-entropy's gradient from ``softmax - one-hot`` [K, n], written into ``out`` [K, D + 1]: zero
         in the columns left out, which are zero on every fitted row."""
-        import torch
-
         if self.live is not None:
-            out.zero_()[:, self.live] = self._data_gradient(residual, torch.empty_like(out[:, self.live]))
+            out.zero_()[:, self.live] = self._data_gradient(residual, out.new_empty(len(out), len(self.live)))
             return out
         return self._data_gradient(residual, out)
 
@@ -153,10 +151,14 @@ class LogisticObjective:
 
         return Point(x, logits, self.data_gradient(residual, torch.empty_like(x)), cross_entropy, labelled)
 
-    def at(self, x) -> Point:
+    def evaluated(self, x):
+        """``(logits, softmax - one-hot, mean cross-entropy, labelled)`` at parameters ``x``: one product."""
         logits = self.logits(x)
         labelled = self.labelled(logits)
-        return self.point(x, logits, *self.evaluate(logits, labelled), labelled)
+        return (logits, *self.evaluate(logits, labelled), labelled)
+
+    def at(self, x) -> Point:
+        return self.point(x, *self.evaluated(x))
 
     def gradient(self, point: Point):
         import torch
@@ -439,9 +441,7 @@ def extrapolated_start(objective, C: float, point: Point, previous, reach: float
 
     objective.C = C
     x = torch.add(point.x, point.x - previous, alpha=reach)
-    logits = objective.logits(x)
-    labelled = objective.labelled(logits)
-    residual, cross_entropy = objective.evaluate(logits, labelled)
+    logits, residual, cross_entropy, labelled = objective.evaluated(x)
     if objective.value(Point(x, logits, None, cross_entropy, labelled)) >= objective.value(point):  # no gradient yet
         return point
     return objective.point(x, logits, residual, cross_entropy, labelled)
