@@ -1,6 +1,6 @@
 """benchbone: benchmark pretrained vision backbones, backbone x dataset x strategy into a leaderboard.
 
-Plugin API 1.1: ``hookimpl``, ``Backbone``, ``DatasetSplits``, ``Predictions``, ``Context`` (and
+Plugin API 1.2: ``hookimpl``, ``Backbone``, ``DatasetSplits``, ``Predictions``, ``Context`` (and
 ``ImageTensorDataset``, ``UsageError``, ``OfflineError``, ``PluginError``); helpers in ``benchbone.helpers``,
 test fixtures in ``benchbone.testing`` (docs/plugins.md). Importing this package does not import torch.
 """
@@ -9,21 +9,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
-from benchbone.api import Backbone, DatasetSplits, ImageTensorDataset, Predictions
+from benchbone.api import API_VERSION, Backbone, Cell, Config, DatasetSplits, ImageTensorDataset, Predictions, TextTower
 from benchbone.errors import BenchboneError, OfflineError, PluginError, UnknownNameError, UsageError
 from benchbone.hookspecs import hookimpl
+from benchbone.moved import install as _install_moved_paths
+
+_install_moved_paths()
 
 __all__ = [
-    "hookimpl", "Backbone", "DatasetSplits", "Predictions", "ImageTensorDataset", "Context",
-    "BenchboneError", "UsageError", "OfflineError", "PluginError", "UnknownNameError", "run",
+    "hookimpl", "Backbone", "DatasetSplits", "Predictions", "ImageTensorDataset", "Context", "Cell", "Config", "TextTower",
+    "BenchboneError", "UsageError", "OfflineError", "PluginError", "UnknownNameError", "run", "API_VERSION",
 ]
-API_VERSION = "1.1"
 
 
 def __getattr__(name: str):
     """``benchbone.Context`` on first use: its module imports torch, which ``import benchbone`` does not."""
     if name == "Context":
-        from benchbone.context import Context
+        from benchbone.execution.context import Context
 
         return Context
     raise AttributeError(f"module 'benchbone' has no attribute {name!r}")
@@ -88,8 +90,9 @@ def run(
     ``--executor`` flags do; see docs/scale-out.md. ``log_to=["mlflow:runs.db"]`` as ``--log-to`` does
     (default: ``BENCHBONE_LOG_TO``). ``cache=False`` runs without the feature and decode caches, as ``--no-cache`` does.
     """
-    from benchbone.grid import GridSpec, load_suite, parse_weights
-    from benchbone.harness import run_grid
+    from benchbone.execution.harness import run_grid
+    from benchbone.planning.grid import GridSpec, parse_weights
+    from benchbone.planning.suites import load_suite
     from benchbone.plugins import get_plugin_manager, log_targets
 
     _check_types(seeds, params, weights, out)

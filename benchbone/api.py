@@ -1,11 +1,25 @@
-"""The data types of plugin API v1: what backbones, datasets and strategies hand to the harness.
+"""The data types of plugin API 1.2: what backbones, datasets and strategies hand to the harness, and what the
+harness hands to plugins (a ``Cell``, a ``Config``).
 
 This module imports no torch, so that listing plugins and `--help` stay fast.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from benchbone.digests import json_digest
+
+if TYPE_CHECKING:
+    import pluggy
+
+API_VERSION = "1.2"
+RANDOM_SUFFIX = "@random"  # a backbone name's suffix for its randomly initialised twin
+# Harness parameters that do not change a cell's result, so stay out of its id; and those added later, which
+# stay out of it while unset, so that the cells of earlier runs keep their ids.
+_NOT_IN_ID = {"batch_size"}
+_IN_ID_WHEN_SET = {"train_size", "val_size"}
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -20,6 +34,28 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
 
 
 @dataclass
+class TextTower:
+    """The text side of an image-text backbone (CLIP and kin), for zero-shot classification (API 1.2).
+
+    ``encode_text(prompts)`` maps a list of N strings to text embeddings [N, D] (a float tensor, normalised
+    or not), tokenising them as the model was trained; it runs on the device ``module`` is on.
+    ``encode_image`` maps a normalised image batch [N, 3, H, W] (as ``Backbone.model`` receives it) to image
+    embeddings [N, D] in the same space; None says that ``Backbone.model``'s features are those embeddings
+    (open_clip's ``encode_image``), so they are read from the feature cache. Both are compared after L2
+    normalisation, and logits are ``logit_scale * cosine (+ logit_bias)``: the model's learned temperature
+    (``exp`` of CLIP's ``logit_scale`` parameter, 100 for OpenAI's CLIP). ``module`` is the ``torch.nn.Module``
+    holding both towers, which a strategy moves to its device; ``info`` is recorded with the strategy.
+    """
+
+    encode_text: Callable[[list[str]], Any]
+    encode_image: Callable[[Any], Any] | None = None
+    logit_scale: float = 100.0
+    logit_bias: float | None = None
+    module: Any = None
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
 class Backbone:
     """A pretrained network cut before its classifier, with the preprocessing its weights expect.
 
@@ -27,6 +63,11 @@ class Backbone:
     ``input_size`` is an int, (H, W) or timm's (3, H, W). Images are resized to
     ``input_size / crop_pct`` with ``interpolation`` and centre-cropped to ``input_size``.
     ``weights`` names the weights (a tag, a file digest, ``"random"``) for the record.
+
+    Optional (API 1.2; a plugin written against 1.0/1.1 leaves them unset): ``text`` is a ``TextTower`` for
+    image-text backbones (CLIP), which the ``zero-shot`` strategy needs; ``load_weights(state_dict)`` loads a
+    ``--weights`` file's state dict into everything the backbone uses (both towers of a CLIP) and raises
+    UsageError on a mismatch (unset: the file is loaded strictly into ``model``).
     """
 
     model: Any
@@ -38,6 +79,8 @@ class Backbone:
     crop_pct: float = 1.0
     weights: str | None = None
     info: dict = field(default_factory=dict)
+    text: TextTower | None = None
+    load_weights: Callable[[dict], Any] | None = None
 
     def __post_init__(self) -> None:
         self.input_size = _pair(self.input_size)
@@ -94,3 +137,73 @@ class ImageTensorDataset:
 
     def __getitem__(self, index: int):
         return self.images[index], int(self.labels[index])
+
+
+@dataclass
+class Config:
+    """What ``benchbone_configure`` receives: the plugin manager and the front end's options."""
+
+    pm: pluggy.PluginManager  # benchbone.plugins.PluginManager: pluggy's, plus versions and load problems
+    options: dict
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: backbone x dataset x strategy x seed, with its parameters. Small and picklable."""
+
+    backbone: str
+    pretrained: bool
+    dataset: str
+    strategy: str
+    seed: int
+    params: tuple[tuple[str, Any], ...]
+    options: tuple[tuple[str, Any], ...]
+    metrics: tuple[str, ...]
+    data_dir: str | None = None
+    weights: str | None = None  # a local state-dict file replacing the pretrained weights
+    weights_sha256: str | None = None
+    dataset_params: tuple[tuple[str, Any], ...] = ()  # what the dataset declared and --set gave (image_column)
+    layer: str | None = None  # an intermediate block of the backbone (--set layer=NAME), None for its features
+    corruption: tuple | None = None  # (name, severity, seed) applied to the test images (--set corruption=NAME)
+
+    @property
+    def backbone_label(self) -> str:
+        if self.weights:
+            label = f"{self.backbone}@{Path(self.weights).name}"
+        else:
+            label = self.backbone if self.pretrained else self.backbone + RANDOM_SUFFIX
+        return f"{label}#{self.layer}" if self.layer else label
+
+    @property
+    def dataset_label(self) -> str:
+        """The dataset, with its test images' corruption: ``cifar10/gaussian_noise-3``."""
+        return f"{self.dataset}/{self.corruption[0]}-{self.corruption[1]}" if self.corruption else self.dataset
+
+    @property
+    def id(self) -> str:
+        """A stable hash of everything that defines the cell's result."""
+        defining = {
+            "backbone": self.backbone, "pretrained": self.pretrained, "dataset": self.dataset,
+            "strategy": self.strategy, "seed": self.seed, "params": dict(self.params),
+            "options": {k: v for k, v in self.options
+                        if k not in _NOT_IN_ID and not (k in _IN_ID_WHEN_SET and v is None)}, "data_dir": self.data_dir,
+        }
+        if self.weights_sha256:
+            defining["weights_sha256"] = self.weights_sha256
+        if self.dataset_params:
+            defining["dataset_params"] = dict(self.dataset_params)
+        if self.layer:
+            defining["layer"] = self.layer
+        if self.corruption:
+            defining["corruption"] = list(self.corruption)
+        return json_digest(defining, length=16)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Cell":
+        return cls(**{**data, "params": tuple(map(tuple, data["params"])),
+                      "options": tuple(map(tuple, data["options"])), "metrics": tuple(data["metrics"]),
+                      "dataset_params": tuple(map(tuple, data.get("dataset_params", ()))),
+                      "corruption": tuple(data["corruption"]) if data.get("corruption") else None})

@@ -9,15 +9,10 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
+from benchbone.versions import package_version
+
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TORCH_HOME", "HF_HOME", "BENCHBONE_DATA_DIR",
                      "BENCHBONE_CACHE_DIR", "BENCHBONE_LOAD_PLUGINS", "BENCHBONE_DISABLE_PLUGINS")
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def extras() -> dict[str, list[tuple[str, str | None]]]:
@@ -31,7 +26,7 @@ def extras() -> dict[str, list[tuple[str, str | None]]]:
         name = re.match(r"[A-Za-z0-9_.\-]+", text).group(0)
         extra = re.search(r"""extra\s*==\s*["']([^"']+)["']""", text)
         if extra and name != "benchbone":  # "benchbone[slurm,ray]" inside the test extra
-            found.setdefault(extra.group(1), []).append((name, _version(name)))
+            found.setdefault(extra.group(1), []).append((name, package_version(name)))
     return found
 
 
@@ -42,13 +37,13 @@ def _size(root: Path) -> tuple[int, int]:
 
 def lines(pm, *, data_dir: str | None, cache_dir: str | None) -> Iterator[str]:
     """The report, line by line; every check that fails says so in its line instead of raising."""
-    from benchbone.session import Session
+    from benchbone.execution.session import Session
+    from benchbone.inputs.weights import is_offline
     from benchbone.plugins import _benchbone_version
-    from benchbone.weights import is_offline
 
     yield f"benchbone {_benchbone_version()} at {Path(__file__).parent}"
     yield f"python {platform.python_version()} ({sys.executable}); {platform.platform()}, {os.cpu_count()} cpus"
-    yield "packages: " + ", ".join(f"{d} {_version(d) or 'MISSING'}" for d in
+    yield "packages: " + ", ".join(f"{d} {package_version(d) or 'MISSING'}" for d in
                                    ("torch", "torchvision", "timm", "numpy", "scikit-learn", "pandas", "matplotlib"))
     session = Session(pm, cache_dir=cache_dir, download=False, quiet=True)
     import torch
@@ -77,7 +72,7 @@ def lines(pm, *, data_dir: str | None, cache_dir: str | None) -> Iterator[str]:
         yield f"feature cache: {root} ({count} files, {size / 2**20:.1f} MiB, {writable})"
     else:
         yield f"feature cache: {root} (not created yet)"
-    from benchbone.folders import data_root
+    from benchbone.inputs.folders import data_root
 
     yield f"data: --data-dir {data_dir or '(none)'}; data root {data_root()} (BENCHBONE_DATA_DIR)"
     for entry in session.registries.datasets:

@@ -1,4 +1,4 @@
-"""The hook specifications of plugin API 1.1. Nothing but specs lives here."""
+"""The hook specifications of plugin API 1.2. Nothing but specs lives here."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
@@ -8,8 +8,7 @@ import pluggy
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from benchbone.grid import Cell
-    from benchbone.plugins import Config
+    from benchbone.api import Cell, Config
 
 hookspec = pluggy.HookspecMarker("benchbone")
 hookimpl = pluggy.HookimplMarker("benchbone")
@@ -78,6 +77,19 @@ def benchbone_register_metrics(register: Callable[..., None]) -> None:
         value as a percentage in leaderboards. For the paired tests, ``per_item=fn_items`` gives values
         per test item whose mean is the metric, or ``resample=True`` allows recomputing it on a resample
         of the items; ``needs_scores=True`` when it needs ``y_score``.
+    """
+
+
+@hookspec
+def benchbone_register_estimators(register: Callable[..., None]) -> None:
+    """Offer transferability estimators (API 1.2): scores that rank backbones for a task without training.
+
+    :param register: call ``register(name, score_fn, cost=1.0, needs=("features", "labels"),
+        description="...")`` once per estimator. ``score_fn(features, labels, source_logits) -> float`` takes
+        numpy arrays (features [N, D], integer labels [N], the source classifier's logits [N, S] or None);
+        one that needs only ``"meta"`` is ``score_fn(meta: dict) -> float``. Higher means better transfer
+        expected; ``ValueError`` when it cannot compute. ``cost`` is its time relative to LogME's, ``needs``
+        a subset of ``"features"``, ``"labels"``, ``"source_logits"`` and ``"meta"``.
     """
 
 

@@ -1,7 +1,8 @@
 """The plugin kinds, declared once: singular for messages, plural for ``benchbone list`` and the hooks."""
 from __future__ import annotations
 
-KINDS = {"backbone": "backbones", "dataset": "datasets", "strategy": "strategies", "metric": "metrics"}
+KINDS = {"backbone": "backbones", "dataset": "datasets", "strategy": "strategies", "metric": "metrics",
+         "estimator": "estimators"}
 PLURALS = tuple(KINDS.values())
 
 

@@ -1,8 +1,6 @@
 """The plugin manager: built-ins, installed entry points and ``-p`` plugins, all through one path."""
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import functools
 import importlib
 import importlib.metadata
@@ -17,14 +15,16 @@ from typing import Iterable
 import pluggy
 
 from benchbone import hookspecs
+from benchbone.api import Config
 from benchbone.errors import PluginLoadError, UsageError
 from benchbone.kinds import KINDS
 from benchbone.registry import REGISTRARS, Registry
+from benchbone.versions import package_version
 
 ENTRY_POINT_GROUP = "benchbone"
 
 DEFAULT_PLUGINS = (
-    "benchbone.device",
+    "benchbone.execution.device",
     "benchbone_plugins.torchvision_backbones",
     "benchbone_plugins.timm_backbones",
     "benchbone_plugins.efficientnet_lite",
@@ -40,19 +40,13 @@ DEFAULT_PLUGINS = (
     "benchbone_plugins.finetune",
     "benchbone_plugins.knn",
     "benchbone_plugins.retrieval",
+    "benchbone_plugins.zero_shot",
     "benchbone_plugins.head_sgd",
     "benchbone_plugins.classification_metrics",
+    "benchbone_plugins.transferability",
     "benchbone_plugins.log_to",
     "benchbone_plugins.cell_timing",
 )
-
-
-@dataclasses.dataclass
-class Config:
-    """What ``benchbone_configure`` receives: the plugin manager and the front end's options."""
-
-    pm: "PluginManager"
-    options: dict
 
 
 class PluginManager(pluggy.PluginManager):
@@ -87,7 +81,7 @@ class PluginManager(pluggy.PluginManager):
         return removed
 
     def registries(self) -> "Registries":
-        """The four registries of the plugins registered now, each filled on first use."""
+        """The registries (one per kind) of the plugins registered now, each filled on first use."""
         if self._registries is None:
             self._registries = Registries(self)
         return self._registries
@@ -105,8 +99,8 @@ def plugin_version(plugin: object) -> str:
     module = getattr(plugin, "__name__", None) if isinstance(plugin, type(sys)) else type(plugin).__module__
     top = str(module or "").split(".")[0]
     for dist in _distributions().get(top, []):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            return importlib.metadata.version(dist)
+        if (version := package_version(dist)) is not None:
+            return version
     return "unknown"
 
 
@@ -123,10 +117,7 @@ def call_one(pm: pluggy.PluginManager, hook_name: str, impl: pluggy.HookImpl, **
 
 
 def _benchbone_version() -> str:
-    try:
-        return importlib.metadata.version("benchbone")
-    except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
+    return package_version("benchbone") or "0+unknown"
 
 
 def get_plugin_manager(
@@ -281,7 +272,7 @@ def _import_explicit(spec: str) -> object:
 
 
 class Registries:
-    """The four name spaces, each filled on first use by calling every plugin's registration hook through
+    """The name spaces, one per kind, each filled on first use by calling every plugin's registration hook through
     pluggy, one plugin at a time: a plugin's names are added only when its whole call succeeded.
 
     Lazy per kind: ``benchbone list strategies`` never runs (or imports) the backbone plugins' code.
@@ -291,13 +282,13 @@ class Registries:
         self._pm = pm
         self._filled: dict[str, Registry] = {}
         self._loading_problems = dict(pm.problems)  # plugins that failed to import: any kind may miss their names
-        self.narrowed: dict[str, set[str]] = {}  # kind -> the only plugins to fill it from (benchbone.names_index.narrow)
+        self.narrowed: dict[str, set[str]] = {}  # kind -> the only plugins to fill it from (benchbone.planning.names_index.narrow)
 
     def filled(self, kind: str) -> bool:
         return kind in self._filled
 
     def kind(self, kind: str) -> Registry:
-        """The registry for 'backbones', 'datasets', 'strategies' or 'metrics'."""
+        """The registry for 'backbones', 'datasets', 'strategies', 'metrics' or 'estimators'."""
         if kind not in KIND_HOOKS:
             raise UsageError(f"unknown kind {kind!r}; use {', '.join(KIND_HOOKS)}")
         if kind not in self._filled:
@@ -317,6 +308,7 @@ class Registries:
     datasets = property(lambda self: self.kind("datasets"))
     strategies = property(lambda self: self.kind("strategies"))
     metrics = property(lambda self: self.kind("metrics"))
+    estimators = property(lambda self: self.kind("estimators"))
 
     def _collect_one(self, impl: pluggy.HookImpl, hook_name: str, registry: Registry,
                      problems: dict[str, list[str]]) -> None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import re
@@ -14,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from benchbone.digests import json_digest
 from benchbone.errors import UsageError
 
 REQUIRED = ("cell_id", "status", "backbone", "dataset", "strategy", "seed")  # what every reader of a record uses
@@ -111,7 +111,7 @@ def write_atomic(path: Path, text: str | bytes) -> None:
 def content_digest(record: dict) -> str:
     """sha256 of a record's content (every key but ``digest``), as JSON with sorted keys."""
     body = {k: v for k, v in record.items() if k != "digest"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return json_digest(body, compact=True)
 
 
 def write_record(run_dir: Path, record: dict) -> Path:
@@ -212,3 +212,17 @@ def read_records(run_dirs: Iterable[Path]) -> list[dict]:
             else:
                 by_id[record["cell_id"]] = record
     return list(by_id.values())
+
+
+def run_name(record: dict) -> str:
+    """``BACKBONE / DATASET / STRATEGY / seed N``: the name each logger gives a cell's run (the cell id, which
+    tells apart cells that differ in parameters only, goes beside it as a tag or parameter)."""
+    return f"{record['backbone']} / {record['dataset']} / {record['strategy']} / seed {record['seed']}"
+
+
+def run_slug(record: dict) -> str:
+    """The run name as a file name, unique by the cell id's first 8 digits:
+    ``tv-resnet50__cifar10__linear-probe__seed0__1a2b3c4d`` (only letters, digits and ``._+=-``)."""
+    parts = [record["backbone"], record["dataset"], record["strategy"], f"seed{record['seed']}"]
+    readable = "__".join(re.sub(r"[^A-Za-z0-9._+=-]+", "-", str(part)).strip("-.") or "-" for part in parts)
+    return f"{readable[:120]}__{record['cell_id'][:8]}"

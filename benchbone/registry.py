@@ -1,5 +1,5 @@
-"""One generic registry for backbones, datasets, strategies and metrics, and the typed ``register`` callbacks
-(plugin API 1.1) that the registration hooks hand to each plugin."""
+"""One generic registry for backbones, datasets, strategies, metrics and estimators, and the typed ``register``
+callbacks (plugin API 1.2) that the registration hooks hand to each plugin."""
 from __future__ import annotations
 
 import fnmatch
@@ -13,6 +13,9 @@ from benchbone.kinds import plural
 T = TypeVar("T")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/+]*:?$")
 PATTERN_CHARS = set("*?[")
+# What a strategy may require of a backbone (``register(..., requires=(...))``) and the Backbone attribute that
+# provides it, declared by the backbone's registration (``register(..., text=True)``).
+CAPABILITIES = {"text": "a text tower (Backbone.text: a CLIP-style image-text model)"}
 
 
 def natural_key(name: str) -> list:
@@ -106,8 +109,11 @@ class Registry(Generic[T]):
                 return None
             entry = self._entries[max(slashed, key=len)]
             value = key[len(entry.name):]
-        self._derived[key] = Entry(key, entry.obj(value), entry.plugin, dict(entry.meta, prefix=False),
-                                   entry.params, entry.types, entry.check)
+        obj, meta = entry.obj(value), dict(entry.meta, prefix=False)
+        for capability in CAPABILITIES:  # declared per value: a function of it (hf/ORG/NAME: CLIP or not)
+            if callable(meta.get(capability)):
+                meta[capability] = meta[capability](value)
+        self._derived[key] = Entry(key, obj, entry.plugin, meta, entry.params, entry.types, entry.check)
         return self._derived[key]
 
     def __contains__(self, name: str) -> bool:
@@ -212,9 +218,13 @@ class BackboneRegistrar(Registrar):
 
     def __call__(self, name: str, build: Callable[..., Any], *, aliases: Iterable[str] = (),
                  description: str | None = None, pretrained: bool = True,
-                 layers: Callable[[], list[str]] | None = None, prefix: bool = False) -> None:
-        """``build(pretrained: bool[, layer=NAME]) -> Backbone``; ``layers()`` lists the blocks it can be cut at."""
-        self._stage(name, build, aliases, description, pretrained=bool(pretrained), layers=layers, prefix=prefix)
+                 layers: Callable[[], list[str]] | None = None, prefix: bool = False,
+                 text: bool | Callable[[str], bool | None] | None = None) -> None:
+        """``build(pretrained: bool[, layer=NAME]) -> Backbone``; ``layers()`` lists the blocks it can be cut at;
+        ``text`` whether its Backbones carry a text tower (a prefix name: a cheap function of the value, None
+        when it cannot tell; unset: unknown, so a strategy that requires one builds it to look)."""
+        self._stage(name, build, aliases, description, pretrained=bool(pretrained), layers=layers, prefix=prefix,
+                    text=text)
 
 
 class DatasetRegistrar(Registrar):
@@ -233,13 +243,19 @@ class StrategyRegistrar(Registrar):
 
     def __call__(self, name: str, fn: Callable[..., Any], /, *, params: dict | None = None,
                  types: dict | None = None, check: Callable[[dict], None] | None = None,
-                 aliases: Iterable[str] = (), description: str | None = None, **v1_params: Any) -> None:
+                 aliases: Iterable[str] = (), description: str | None = None, requires: Iterable[str] = (),
+                 **v1_params: Any) -> None:
         """``fn(backbone, data, ctx) -> Predictions``; ``params`` its settable parameters and their defaults,
         ``types`` the type of those whose default is None, ``check(params)`` run on each cell's parameters when
-        the grid is expanded. v1: ``register(name, fn, **params)`` with ``fn.check_params``."""
+        the grid is expanded; ``requires`` what it needs of a backbone (``CAPABILITIES``): backbones without it
+        are left out of its cells before the grid runs. v1: ``register(name, fn, **params)`` with ``fn.check_params``."""
         if v1_params and params is not None:
             raise UsageError(f"strategy {name!r}: give its parameters as params={{...}} or (v1) as keywords, not both")
-        self._stage(name, fn, aliases, description, **_param_settings(
+        requires = (requires,) if isinstance(requires, str) else tuple(requires)
+        if set(requires) - set(CAPABILITIES):
+            raise UsageError(f"strategy {name!r} requires {', '.join(sorted(set(requires) - set(CAPABILITIES)))}; "
+                             f"a strategy may require {', '.join(CAPABILITIES)}")
+        self._stage(name, fn, aliases, description, requires=requires or None, **_param_settings(
             "strategy", name, v1_params if params is None else params, types, check or getattr(fn, "check_params", None)))
 
 
@@ -255,4 +271,26 @@ class MetricRegistrar(Registrar):
                     needs_scores=bool(needs_scores) or None)
 
 
-REGISTRARS = {r.kind: r for r in (BackboneRegistrar, DatasetRegistrar, StrategyRegistrar, MetricRegistrar)}
+ESTIMATOR_NEEDS = ("features", "labels", "source_logits", "meta")
+
+
+class EstimatorRegistrar(Registrar):
+    kind = "estimator"
+
+    def __call__(self, name: str, fn: Callable[..., float], *, cost: float = 1.0,
+                 needs: Iterable[str] = ("features", "labels"), aliases: Iterable[str] = (),
+                 description: str | None = None) -> None:
+        """``fn(features, labels, source_logits) -> float`` (``fn(meta)`` when it needs only "meta"); ``cost``
+        relative to LogME's; ``needs`` what it reads, of ``ESTIMATOR_NEEDS``."""
+        needs = (needs,) if isinstance(needs, str) else tuple(needs)
+        if not needs or not set(needs) <= set(ESTIMATOR_NEEDS) or ("meta" in needs and len(needs) > 1):
+            raise UsageError(f"plugin {self.plugin!r} registered estimator {name!r} with needs={needs!r}: use some of "
+                             f"{', '.join(ESTIMATOR_NEEDS[:3])}, or \"meta\" alone")
+        if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not 0 <= cost < float("inf"):
+            raise UsageError(f"plugin {self.plugin!r} registered estimator {name!r} with cost={cost!r}: "
+                             "a number >= 0 (its time relative to LogME's)")
+        self._stage(name, fn, aliases, description, cost=float(cost), needs=needs)
+
+
+REGISTRARS = {r.kind: r for r in (BackboneRegistrar, DatasetRegistrar, StrategyRegistrar, MetricRegistrar,
+                                  EstimatorRegistrar)}

@@ -148,9 +148,9 @@ if pytest is not None:
 
         ``run(backbones=("test/tiny-cnn",), datasets=("test/blobs",), strategies=("linear-probe",), *,
         metrics=[], seeds=1, overrides={"key": value} (as --set), out=tmp_path/"run", pm=benchbone_pm,
-        cache_dir=tmp_path/"cache", ...)``; further keywords go to ``benchbone.harness.run_grid``."""
-        from benchbone.grid import GridSpec
-        from benchbone.harness import run_grid
+        cache_dir=tmp_path/"cache", ...)``; further keywords go to ``benchbone.execution.harness.run_grid``."""
+        from benchbone.execution.harness import run_grid
+        from benchbone.planning.grid import GridSpec
 
         def run(backbones=("test/tiny-cnn",), datasets=("test/blobs",), strategies=("linear-probe",), **kwargs):
             spec = GridSpec(list(backbones), list(datasets), list(strategies), list(kwargs.pop("metrics", [])),

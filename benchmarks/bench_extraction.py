@@ -33,8 +33,10 @@ def main() -> None:
     import torchvision
 
     from benchbone import Backbone, ImageTensorDataset
-    from benchbone.data import LoadedImages, Preprocess, iterate_batches, whole
-    from benchbone.features import ExtractionSettings, extract
+    from benchbone.inputs.loading import LoadedImages, iterate_batches
+    from benchbone.inputs.splits import whole
+    from benchbone.inputs.transforms import Preprocess
+    from benchbone.inputs.extraction import ExtractionSettings, extract
 
     torch.manual_seed(0)
     model = torchvision.models.get_model(args.model, weights=None)

@@ -44,7 +44,7 @@ def main() -> None:
     import torch
 
     import benchbone
-    from benchbone.grid import parse_overrides
+    from benchbone.planning.grid import parse_overrides
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="efficientnet_lite0")

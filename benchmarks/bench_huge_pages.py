@@ -1,6 +1,6 @@
 """torch's CPU tensors on 4 KiB pages vs transparent huge pages (THP_MEM_ALLOC_ENABLE=0 / 1), side by side.
 
-The ``benchbone`` command asks for huge pages (benchbone.allocator). torch reads the setting once, when it
+The ``benchbone`` command asks for huge pages (benchbone.execution.allocator). torch reads the setting once, when it
 first allocates, so each setting runs in its own child process; the children take turns, ``--repeat`` times
 each, and each workload's best time is kept (noisy machines). Workloads, one thread, random weights:
 EfficientNet-Lite0 and ResNet-50 forward passes (the feature extraction of a cell), and the linear probe's
@@ -27,7 +27,8 @@ def child() -> None:
     import timm
     import torch
 
-    from benchbone_plugins.logistic import LogisticObjective, minimise, pack
+    from benchbone.compute.lbfgs import minimise
+    from benchbone.compute.logistic import LogisticObjective, pack
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

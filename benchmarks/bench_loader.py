@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchbone.data import LoadedImages, Preprocess, iterate_batches, whole
-from benchbone.folders import ImageFiles
+from benchbone.inputs.loading import LoadedImages, iterate_batches
+from benchbone.inputs.splits import whole
+from benchbone.inputs.transforms import Preprocess
+from benchbone.inputs.folders import ImageFiles
 from benchbone.plugins import get_plugin_manager
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -73,10 +73,11 @@ class PeakAnonymous(threading.Thread):
 def child(args) -> None:
     """Measure one share of the rows in this process and print one JSON line."""
     import torch
-    from benchbone_plugins.chunks import fits_in_memory
+    from benchbone.compute.chunks import fits_in_memory
     from benchbone_plugins.knn import knn_scores
     from benchbone_plugins.linear_probe import DEFAULTS, fitting_objective
-    from benchbone_plugins.logistic import LogisticObjective, minimise, pack
+    from benchbone.compute.lbfgs import minimise
+    from benchbone.compute.logistic import LogisticObjective, pack
 
     torch.set_num_threads(args.threads)
     sampler = PeakAnonymous()

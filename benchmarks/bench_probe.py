@@ -132,7 +132,7 @@ def least_times(repeat: int, *runs):
 def product_pair_ms(X, y, num_classes: int, device: str) -> float:
     """Milliseconds of the two products with the features that each L-BFGS iteration costs (the logits of a
     direction, the gradient from a residual), least of 5: the floor under the probe's time per iteration."""
-    from benchbone_plugins.logistic import LogisticObjective, pack
+    from benchbone.compute.logistic import LogisticObjective, pack
 
     objective = LogisticObjective(X.to(device), y.to(device), num_classes, standardize=True)
     x = pack(objective)
@@ -173,8 +173,8 @@ def iterations_by_fit(info: dict) -> list[int]:
 
 def recarved(splits: dict, seed: int) -> dict:
     """``splits`` with another stratified validation carve of the same size from train + val, carved as the
-    harness carves (``benchbone.data``)."""
-    from benchbone.data import _carved_positions
+    harness carves (``benchbone.inputs.splits``)."""
+    from benchbone.inputs.splits import _carved_positions
 
     X, y = (torch.cat([splits["train"][i], splits["val"][i]]) for i in (0, 1))
     train, val = _carved_positions(y.numpy(), len(splits["val"][1]), seed, stratify=True, store=None)
@@ -201,7 +201,7 @@ def over_carves(splits: dict, params: dict, carves: int, device: str, sklearn_s:
 def run_case(name: str, splits: dict, params: dict, repeat: int = 1, threads: int = 1, device: str = "cpu",
              carves: int = 0) -> dict:
     """One row of the table: the probe's sweep and scikit-learn's over ``params``' strengths, side by side."""
-    from benchbone_plugins.linear_probe import sweep_values
+    from benchbone.compute.sweep import sweep_values
 
     Cs = sweep_values(params)
     ctx = probe_context(splits, params, device)

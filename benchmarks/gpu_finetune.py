@@ -59,8 +59,8 @@ class Synthetic:
 
 def benchbone_rate(args, epochs: int) -> tuple[float, int]:
     """(strategy seconds, training images) of one finetune cell of ``epochs`` epochs."""
-    from benchbone.grid import GridSpec
-    from benchbone.harness import run_grid
+    from benchbone.planning.grid import GridSpec
+    from benchbone.execution.harness import run_grid
     from benchbone.plugins import get_plugin_manager
 
     pm = get_plugin_manager(entrypoints=False, extra=["benchbone.testing"] if args.tiny else [])

@@ -9,7 +9,7 @@ import platform
 import time
 from pathlib import Path
 
-from benchbone.allocator import huge_pages, prefer_huge_pages
+from benchbone.execution.allocator import huge_pages, prefer_huge_pages
 
 prefer_huge_pages()
 

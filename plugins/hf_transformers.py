@@ -7,6 +7,12 @@ saved without pooler weights (DINO v1 ViTs) gives the final class token instead,
 it; the record says which (``pooling``). Preprocessing comes from the processor's config: crop size,
 resize edge, crop_pct, resample, mean and std. ``hf/PATH`` takes a local ``save_pretrained`` folder.
 Files are read from the Hugging Face cache (``HF_HOME``) before any network access.
+
+Image-text models (CLIP, SigLIP: ``CLIPModel``, ``SiglipModel``) give their vision tower's pooled output as
+features (CLIP's layer-normed class token, before the projection) and ``model`` is that tower alone; their
+``text`` (``TextTower``) is ``get_text_features`` with the repo's tokenizer (loaded on first use), images
+through ``get_image_features`` (the projected embedding) and the model's ``logit_scale`` (and SigLIP's
+``logit_bias``), for the ``zero-shot`` strategy. ``--weights`` takes such a model's whole state dict.
 """
 from __future__ import annotations
 
@@ -14,12 +20,14 @@ import contextlib
 from functools import partial
 from pathlib import Path
 
-from benchbone import Backbone, OfflineError, UsageError, hookimpl
-from benchbone_plugins.timm_backbones import hub_cached
+from benchbone import Backbone, OfflineError, TextTower, UsageError, hookimpl
+from benchbone.helpers import hub_cached
 
 HUB_HOST = "huggingface.co"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # PIL's codes; the harness resizes with these modes
+# Image-text model types with get_image_features / get_text_features / logit_scale (and how their text is padded).
+TEXT_MODELS = {"clip": "longest", "siglip": "max_length"}
 
 
 def _transformers():
@@ -85,6 +93,75 @@ def pooled(model, use_pooler: bool):
     return PooledOutput().eval()
 
 
+def has_text(repo: str) -> bool | None:
+    """Whether ``hf/REPO`` is an image-text model, from its config.json in a local folder or the hub cache
+    (None when neither holds it: only building it can tell)."""
+    import json
+
+    folder = Path(repo).expanduser()
+    config = folder / "config.json" if folder.is_dir() else hub_cached(repo, ["config.json"])
+    if not config or not Path(config).is_file():
+        return None
+    try:
+        return json.loads(Path(config).read_text(encoding="utf-8")).get("model_type") in TEXT_MODELS
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def embedding(output):
+    """A ``get_*_features`` result as a tensor: transformers 5 returns an output whose pooler_output is it."""
+    return output if hasattr(output, "shape") else output.pooler_output
+
+
+def text_tower(model, config, source: str, local_only: bool, name: str) -> TextTower:
+    """``model``'s text side: ``get_text_features`` on the repo's tokenizer (loaded on first use, padded as the
+    family was trained), ``get_image_features`` for the image embeddings, the learned ``logit_scale``/bias."""
+    transformers = _transformers()
+    kept, padding = {}, TEXT_MODELS[config.model_type]
+
+    def encode_text(prompts: list[str]):
+        if "tokenizer" not in kept:
+            try:
+                with quiet(transformers.utils.logging):
+                    kept["tokenizer"] = transformers.AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+            except (OSError, ValueError) as exc:
+                first = (str(exc).strip().splitlines() or [""])[0][:200]
+                raise UsageError(f"{name}: cannot load the model's tokenizer ({type(exc).__name__}: {first}); "
+                                 f"its tokenizer files belong beside config.json") from None
+        length = getattr(config.text_config, "max_position_embeddings", None)
+        tokens = kept["tokenizer"](list(prompts), padding=padding, truncation=True, max_length=length, return_tensors="pt")
+        device = next(model.parameters()).device
+        return embedding(model.get_text_features(**{k: v.to(device) for k, v in tokens.items()
+                                                     if k in ("input_ids", "attention_mask")}))
+
+    def encode_image(pixel_values):
+        return embedding(model.get_image_features(pixel_values=pixel_values))
+
+    tower = TextTower(encode_text=encode_text, encode_image=encode_image, module=model,
+                      info={"library": "transformers", "text": "get_text_features", "image": "get_image_features",
+                            "padding": padding})
+    read_temperature(tower, model)
+    return tower
+
+
+def read_temperature(tower: TextTower, model) -> None:
+    """The learned logit scale (``exp`` of the parameter) and bias (SigLIP) into ``tower``."""
+    tower.logit_scale = float(model.logit_scale.detach().exp().flatten()[0])
+    bias = getattr(model, "logit_bias", None)
+    tower.logit_bias = None if bias is None else float(bias.detach().flatten()[0])
+
+
+def load_weights(backbone: Backbone, model, state: dict) -> dict:
+    """``--weights`` of an image-text model: its whole state dict (both towers), loaded strictly."""
+    from benchbone.helpers import CLASSIFIER_PREFIXES, load_backbone_weights
+
+    own = model.state_dict()
+    state = {k: v for k, v in state.items() if not (k.endswith("embeddings.position_ids") and k not in own)}
+    loaded = load_backbone_weights(model, state, CLASSIFIER_PREFIXES)  # position_ids: older transformers kept them
+    read_temperature(backbone.text, model)
+    return loaded
+
+
 def preprocessing(processor, name: str) -> dict:
     """The Backbone's input_size, crop_pct, interpolation, mean and std from an image processor's config."""
     size, crop = dict(processor.size or {}), dict(getattr(processor, "crop_size", None) or {})
@@ -132,17 +209,22 @@ def build(repo: str, pretrained: bool) -> Backbone:
     if use_pooler and getattr(model, "pooler", True) is None:
         use_pooler = False  # built with add_pooling_layer=False
     prep = preprocessing(processor, name)
-    module = pooled(model, use_pooler)
+    text = config.model_type in TEXT_MODELS
+    module = pooled(model.vision_model if text else model, use_pooler)  # an image-text model: its vision tower
     with torch.inference_mode():  # the feature size, whatever the family calls it in its config
         num_features = module(torch.zeros(1, 3, *prep["input_size"])).shape[1]
-    return Backbone(
+    backbone = Backbone(
         model=module, num_features=int(num_features),
         input_size=prep["input_size"], mean=prep["mean"], std=prep["std"], interpolation=prep["interpolation"],
         crop_pct=prep["crop_pct"], weights=f"hf/{tag}" if pretrained else "random",
         info={"library": "transformers", "library_version": transformers.__version__, "model_class": type(model).__name__, "model_type": config.model_type,
-              "pooling": "pooler_output" if use_pooler else "class token (no pooler weights)", "repo": repo,
-              "classifier": None, **prep["info"]},
+              "pooling": ("vision tower's pooler_output" if text else "pooler_output") if use_pooler
+              else "class token (no pooler weights)", "repo": repo, "classifier": None, **prep["info"]},
+        text=text_tower(model, config, source, local_only, name) if text else None,
     )
+    if text:
+        backbone.load_weights = partial(load_weights, backbone, model)
+    return backbone
 
 
 def hub_entry(value: str):
@@ -155,5 +237,6 @@ def hub_entry(value: str):
 
 @hookimpl
 def benchbone_register_backbones(register):
-    register("hf/", hub_entry, prefix=True, pretrained=True,
-             description="hf/ORG/NAME: a transformers vision model (AutoModel pooled output); needs benchbone[transformers]")
+    register("hf/", hub_entry, prefix=True, pretrained=True, text=has_text,
+             description="hf/ORG/NAME: a transformers vision model (AutoModel pooled output; CLIP and SigLIP with their "
+                         "text tower); needs benchbone[transformers]")

@@ -9,7 +9,7 @@ device is streamed in row chunks (memory-mapped features are never copied whole)
 from __future__ import annotations
 
 from benchbone import Predictions, UsageError, hookimpl
-from benchbone_plugins.chunks import fits_in_memory, row_chunks
+from benchbone.compute.chunks import fits_in_memory, row_chunks
 
 DEFAULTS = dict(k=20, temperature=0.07, chunk=1024)
 

@@ -3,7 +3,7 @@
 The protocol of Kornblith et al. (2019) and CLIP: the regularisation strength C is chosen from a
 log-spaced sweep on the validation split, then the probe is refitted on train + val and scored once
 on test. The objective is scikit-learn's, ``C * sum(cross-entropy) + ||W||^2 / 2`` (bias not penalised),
-minimised full-batch by the L-BFGS of ``benchbone_plugins.logistic`` with scikit-learn's stopping rules, in
+minimised full-batch by the L-BFGS of ``benchbone.compute.lbfgs`` with scikit-learn's stopping rules, in
 float32 by default (``dtype=float64`` on request), warm-started from strong to weak regularisation: each fit
 starts where the last two solutions point (the path extended in log C) where the objective is lower there.
 Features are standardised with the statistics of the rows the probe is fitted on. Each sweep point
@@ -18,24 +18,14 @@ so the final probe has seen K labelled images per class.
 """
 from __future__ import annotations
 
-import math
-
 from benchbone import Predictions, UsageError, hookimpl
-from benchbone_plugins.chunks import fits_in_memory, row_chunks
-from benchbone_plugins.logistic import ChunkedLogisticObjective, LogisticObjective, extrapolated_start, minimise, pack
+from benchbone.compute.chunks import fits_in_memory, row_chunks
+from benchbone.compute.lbfgs import minimise
+from benchbone.compute.logistic import ChunkedLogisticObjective, LogisticObjective
+from benchbone.compute.sweep import SWEEP_DEFAULTS, choose_c
 
 # Half-decade steps over 1e-4..1e4: fine enough that the chosen C sits within ~0.25 decade of the best.
-DEFAULTS = dict(C=None, c_min=1e-4, c_max=1e4, c_steps=17, max_iter=1000, tol=1e-6, standardize=True, shots=None,
-                dtype="float32")
-
-
-def sweep_values(p: dict) -> list[float]:
-    """The strengths to try, strongest regularisation (smallest C) first."""
-    import numpy as np
-
-    if p["C"] is not None:
-        return [float(p["C"])]
-    return [float(c) for c in np.logspace(np.log10(p["c_min"]), np.log10(p["c_max"]), p["c_steps"])]
+DEFAULTS = dict(SWEEP_DEFAULTS, standardize=True, shots=None, dtype="float32")
 
 
 def check_params(p: dict) -> None:
@@ -72,50 +62,6 @@ def sample_shots(y, shots: int, num_classes: int, generator):
             raise UsageError(f"linear-probe: shots={shots} but class {k} has only {len(rows)} training images")
         picked.append(rows[torch.randperm(len(rows), generator=generator)[:shots]])
     return torch.cat(picked).sort().values
-
-
-def choose_c(objective, Xva, yva, p: dict, progress) -> tuple[list[dict], tuple]:
-    """Fit ``objective`` at each strength of the sweep, warm-started from the last solution or the secant through
-    the last two (``extrapolated_start``); return every point's record and ``(C, val_top1, fit)`` of the best on
-    ``(Xva, yva)`` (ties keep the stronger regularisation). Curvature pairs do not carry from one C to the next:
-    on real features they saved no iterations, and at the weak end they led to another of the many points that
-    meet the tolerance."""
-    sweep, start, curvature, best, path = [], pack(objective), None, None, []
-    yva = yva.to(objective.device)
-    for C in progress(sweep_values(p), desc="linear-probe sweep"):
-        if len(path) == 2:  # warm start where the last two solutions point, or where the last one ended
-            (C0, x0), (C1, _) = path
-            start = extrapolated_start(objective, C, start, x0, math.log(C / C1) / math.log(C1 / C0))
-        fit = minimise(objective, C, start, p["tol"], p["max_iter"], curvature)
-        start, curvature, path = fit.point, fit.curvature, [*path[-1:], (C, fit.x)]
-        acc = (objective.scores(Xva, fit.x).argmax(1) == yva).double().mean().item()
-        sweep.append({"C": C, "val_top1": round(acc, 6), "iterations": fit.iterations, "stop": fit.stop,
-                      "converged": fit.converged, "gradient": float(f"{fit.gradient:.3g}"),
-                      "resolved": not stalled(fit, p["tol"])})
-        if best is None or acc > best[1]:  # its x and pairs start the refit; its logits [K, n] are not kept
-            best = (C, acc, fit._replace(point=fit.point._replace(logits=None), curvature=fit.curvature.copy()))
-        curvature.clear()
-    if doubtful := close_unresolved(sweep, best[1], len(yva)):
-        import warnings
-
-        warnings.warn(f"linear-probe: at C={', '.join(f'{C:g}' for C in doubtful)} the fit stopped after at most one "
-                      f"iteration because {p['dtype']} could not hold further progress, with the gradient still above "
-                      f"tol, within 1% (at least 5 images) of the best validation accuracy: a converged fit there might "
-                      f"change the chosen C (dtype=float64 settles it)", stacklevel=2)
-    return sweep, best
-
-
-def close_unresolved(sweep: list[dict], best_acc: float, n_val: int) -> list[float]:
-    """The strengths whose point is not resolved and whose validation accuracy is within the margin of the best:
-    the only ones where a converged fit might choose another C. The others are flagged in the record alone."""
-    margin = max(0.01, 5 / n_val)  # 1% of the validation images, at least 5
-    return [point["C"] for point in sweep if not point["resolved"] and point["val_top1"] >= best_acc - margin]
-
-
-def stalled(fit, tol: float) -> bool:
-    """Whether a fit stopped on the objective rule within one iteration with its gradient above ``tol``: its
-    working precision saw no progress it could hold, which does not show that the point is optimal."""
-    return fit.stop == "objective" and fit.iterations <= 1 and fit.gradient > tol
 
 
 # Probes fitted in this process, by what determines them: cells that differ only in their test images (the

@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from benchbone import UsageError, hookimpl
+from benchbone.helpers import run_name
 
 STATUS = {"ok": "FINISHED", "failed": "FAILED"}
 
@@ -65,8 +66,7 @@ class MlflowLogger:
                 "benchbone.command": record.get("command") or "", "benchbone.git_commit": record.get("git_commit") or "",
                 **({"benchbone.error": record["error"][:5000]} if record.get("error") else {})}
         run = client.create_run(self.experiment_id(run_dir), start_time=_millis(record.get("started_at")), tags=tags,
-                                run_name=f"{record['backbone']} x {record['dataset']} x {record['strategy']} "
-                                         f"(seed {record['seed']})")
+                                run_name=run_name(record))
         params = {"backbone": record["backbone"], "dataset": record["dataset"], "strategy": record["strategy"],
                   "seed": record["seed"], **{f"strategy.{k}": v for k, v in record.get("params", {}).items()},
                   **{f"harness.{k}": v for k, v in record.get("options", {}).items()}}

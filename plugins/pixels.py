@@ -33,6 +33,6 @@ def sized(value: str):
 
 @hookimpl
 def benchbone_register_backbones(register):
-    register("pixels", partial(build, DEFAULT_SIZE), pretrained=True,
+    register("pixels", partial(build, DEFAULT_SIZE), pretrained=True, text=False,
              description=f"baseline: raw {DEFAULT_SIZE}x{DEFAULT_SIZE} pixels, normalised (no weights)")
-    register("pixels:", sized, prefix=True, pretrained=True, description="baseline: raw NxN pixels, e.g. pixels:16")
+    register("pixels:", sized, prefix=True, pretrained=True, text=False, description="baseline: raw NxN pixels, e.g. pixels:16")

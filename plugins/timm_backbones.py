@@ -12,20 +12,10 @@ from functools import partial
 from pathlib import Path
 
 from benchbone import Backbone, UsageError, hookimpl
+from benchbone.helpers import at_layer, hub_cached, layer_names
 
 HUB_HOST = "huggingface.co"
 HUB_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
-
-
-def hub_cached(repo: str, filenames) -> str | None:
-    """The path of the first of ``filenames`` in the local Hugging Face cache, if any."""
-    from huggingface_hub import try_to_load_from_cache
-
-    for filename in filenames:
-        found = try_to_load_from_cache(repo, filename)
-        if isinstance(found, str):
-            return found
-    return None
 
 
 def local_weights(name: str) -> str | None:
@@ -63,50 +53,6 @@ def to_backbone(model, weights: str, info: dict) -> Backbone:
         info={"library": "timm", "classifier": model.pretrained_cfg.get("classifier"),
               "crop_mode": config.get("crop_mode", "center"), **info},
     )
-
-
-def layer_names(arch: str) -> list[str]:
-    """The blocks ``forward_intermediates`` returns, named as timm's ``feature_info`` names them (no weights built)."""
-    import timm
-    import torch
-
-    try:
-        with torch.device("meta"):
-            model = timm.create_model(arch, pretrained=False, num_classes=0)
-    except Exception:  # an init that needs real tensors: build it on the CPU
-        model = timm.create_model(arch, pretrained=False, num_classes=0)
-    if not hasattr(model, "forward_intermediates"):
-        return []
-    return [info["module"] for info in model.feature_info]
-
-
-def at_layer(backbone: Backbone, model, layer: str) -> Backbone:
-    """``backbone`` cut at block ``layer``, average pooled; a ViT block gives [class token, mean patch token]."""
-    import torch
-
-    index = [info["module"] for info in model.feature_info].index(layer)
-    tokens = getattr(model, "num_prefix_tokens", 0) > 0 and hasattr(model, "cls_token")
-
-    class Intermediate(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = model
-
-        def forward(self, x):
-            if tokens:
-                (spatial, prefix), = self.net.forward_intermediates(
-                    x, indices=[index], return_prefix_tokens=True, intermediates_only=True, stop_early=True)
-                return torch.cat([prefix[:, 0], spatial.mean((2, 3))], dim=1)
-            feature, = self.net.forward_intermediates(x, indices=[index], intermediates_only=True, stop_early=True)
-            return feature.mean((2, 3)) if feature.ndim == 4 else feature
-
-    module = Intermediate().eval()
-    with torch.inference_mode():
-        num_features = module(torch.zeros(1, 3, *backbone.input_size)).shape[1]
-    pooling = "class token + mean patch token" if tokens else "global average"
-    backbone.model, backbone.num_features, backbone.info = module, int(num_features), {
-        **backbone.info, "layer": layer, "layer_pooling": pooling, "classifier": None}
-    return backbone
 
 
 def build(name: str, pretrained: bool, layer: str | None = None) -> Backbone:
@@ -162,11 +108,11 @@ def benchbone_register_backbones(register):
         with_weights.add(arch)
         default = get_pretrained_cfg(arch)
         aliases = (f"timm/{arch}",) if default is not None and default.tag == tag else ()
-        register(f"timm/{name}", partial(build, name), aliases=aliases, pretrained=True,
+        register(f"timm/{name}", partial(build, name), aliases=aliases, pretrained=True, text=False,
                  layers=partial(layer_names, arch), description=f"timm {arch}, {tag} weights")
     for arch in timm.list_models():
         if arch not in with_weights:
-            register(f"timm/{arch}", partial(build, arch), pretrained=False, layers=partial(layer_names, arch),
+            register(f"timm/{arch}", partial(build, arch), pretrained=False, text=False, layers=partial(layer_names, arch),
                      description=f"timm {arch}, no pretrained weights in timm: @random or --weights")
-    register("timm/hf-hub:", hub_entry, prefix=True, pretrained=True,
+    register("timm/hf-hub:", hub_entry, prefix=True, pretrained=True, text=False,
              description="any timm model on the Hugging Face hub: timm/hf-hub:org/name")

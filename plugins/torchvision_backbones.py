@@ -162,5 +162,5 @@ def benchbone_register_backbones(register):
         for weights in tags:
             name = f"tv/{arch}.{weights.name}"
             aliases = ((f"tv/{arch}",) if weights.name == default else ()) + BARE_ALIASES.get(name, ())
-            register(name, partial(build, arch, weights.name), aliases=aliases, pretrained=True,
+            register(name, partial(build, arch, weights.name), aliases=aliases, pretrained=True, text=False,
                      layers=partial(layer_names, arch, weights.name), description=describe(arch, weights))

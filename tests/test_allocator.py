@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchbone.allocator import KERNEL_SETTING, VARIABLE
+from benchbone.execution.allocator import KERNEL_SETTING, VARIABLE
 
 LARGE_TENSOR_HUGE_KB = f"""
 import os, sys

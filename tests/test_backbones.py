@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchbone import OfflineError, UsageError
-from benchbone.efficiency import count_parameters, gmacs
+from benchbone.execution.efficiency import count_parameters, gmacs
 from benchbone.plugins import get_plugin_manager
 
 
@@ -79,6 +79,7 @@ def _input_of(module: torch.nn.Module, run) -> torch.Tensor:
 @pytest.mark.parametrize("arch, size", [("resnet18", 32), ("mobilenet_v3_small", 32), ("squeezenet1_1", 64)])
 def test_torchvision_features_are_the_input_of_the_final_classifier(arch, size):
     import torchvision
+
     from benchbone_plugins.torchvision_backbones import arch_kwargs, build
 
     tag = torchvision.models.get_model_weights(arch).DEFAULT
@@ -99,6 +100,7 @@ def test_torchvision_features_are_the_input_of_the_final_classifier(arch, size):
                                   "mobilenetv3_small_050.lamb_in1k"])
 def test_timm_features_are_forward_head_pre_logits(name):
     import timm
+
     from benchbone_plugins.timm_backbones import build
 
     torch.manual_seed(0)
@@ -118,6 +120,7 @@ def test_timm_features_are_forward_head_pre_logits(name):
 def test_preprocessing_comes_from_the_weights_metadata():
     import timm
     from timm.data import resolve_data_config
+
     from benchbone_plugins import timm_backbones, torchvision_backbones
 
     tv = torchvision_backbones.build("regnet_y_400mf", "IMAGENET1K_V2", pretrained=False)
@@ -188,7 +191,8 @@ def test_offline_download_fails_fast_with_one_line(offline, backbones, name):
 
 def test_pretrained_weights_come_from_the_torch_hub_cache(offline):
     import torchvision
-    from benchbone_plugins.torchvision_backbones import checkpoint_path, build
+
+    from benchbone_plugins.torchvision_backbones import build, checkpoint_path
 
     weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
     torch.manual_seed(3)
@@ -215,6 +219,7 @@ def _hub_snapshot(cache, repo: str, files: dict) -> None:
 def test_pretrained_weights_come_from_the_hugging_face_cache(offline):
     import timm
     from safetensors.torch import save_file
+
     from benchbone_plugins.timm_backbones import build, build_hub
 
     torch.manual_seed(4)
@@ -243,7 +248,8 @@ def test_efficientnet_lite_classifies_real_photos(variant):
     import numpy as np
     from sklearn.datasets import load_sample_image
     from timm.data import ImageNetInfo
-    from benchbone.data import Preprocess
+
+    from benchbone.inputs.transforms import Preprocess
     from benchbone_plugins.efficientnet_lite import build, weights_file
 
     if not _installed(variant):

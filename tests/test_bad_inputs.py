@@ -510,8 +510,6 @@ def test_report_and_leaderboard_outputs_are_checked(name, args, says, finished, 
 
 FAILING = '''
 from benchbone import hookimpl
-
-
 @hookimpl
 def benchbone_register_strategies(register):
     def broken(backbone, data, ctx):

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
-from benchbone.features import ExtractionSettings, FeatureStore, RowsFile, extract, feature_key, full_key
+from benchbone.inputs.extraction import ExtractionSettings, extract
+from benchbone.inputs.feature_cache import FeatureStore, RowsFile, feature_key, full_key
 
 TINY = ["-p", "benchbone.testing", "-b", "test/tiny-cnn", "-d", "test/blobs", "-q"]
 DESCRIPTION = {"backbone": "projection", "split": "train"}
@@ -41,7 +42,7 @@ def streamed(store: FeatureStore, model, n: int, dim: int, batch: int, descripti
 
 def test_features_extracted_in_chunks_equal_the_in_memory_extraction_exactly(tmp_path):
     model = projection(48)
-    whole, _ = extract(model, batches(300, 300), 48, 300, ExtractionSettings("cpu", 300))
+    whole, _ = extract(model, batches(300, 32), 48, 300, ExtractionSettings("cpu", 32))  # the same batch boundaries
     store = FeatureStore(tmp_path)
     first = streamed(store, model, 300, 48, 32)  # ten chunks, the last one short
     again = FeatureStore(tmp_path).load(feature_key(DESCRIPTION), DESCRIPTION)  # another process's view
@@ -66,7 +67,8 @@ PEAK = """
 import re, sys, torch
 sys.path.insert(0, {tests!r})
 from test_cache import projection, streamed
-from benchbone.features import FeatureStore, ExtractionSettings, extract
+from benchbone.inputs.feature_cache import FeatureStore
+from benchbone.inputs.extraction import ExtractionSettings, extract
 from test_cache import batches
 
 n, dim, batch = 4000, 4096, 250
@@ -109,7 +111,7 @@ def test_peak_memory_of_a_streamed_extraction_is_one_chunk_not_the_array(tmp_pat
 
 KILLED = """
 import sys, time, torch
-from benchbone.features import FeatureStore
+from benchbone.inputs.feature_cache import FeatureStore
 
 def compute(rows):
     for i in range(100):
@@ -149,7 +151,7 @@ def old_format(store: FeatureStore, description: dict) -> None:
     """An entry as benchbone wrote it before rows went to .npy files: everything in one safetensors file."""
     from safetensors.torch import save_file
 
-    from benchbone.features import _digest
+    from benchbone.inputs.feature_cache import _digest
 
     tensors = {"features": torch.ones(20, 32), "labels": torch.arange(20)}
     store.path(feature_key(description)).parent.mkdir(parents=True, exist_ok=True)
@@ -183,7 +185,7 @@ def test_an_old_or_damaged_entry_is_reported_once_and_recomputed(damage, tmp_pat
     with pytest.warns(UserWarning) as caught:
         entry = streamed(FeatureStore(tmp_path), model, 20, 32, 8)
     assert len(caught) == 1 and "is damaged" in str(caught[0].message) and says in str(caught[0].message)
-    whole, _ = extract(model, batches(20, 20), 32, 20, ExtractionSettings("cpu", 20))
+    whole, _ = extract(model, batches(20, 8), 32, 20, ExtractionSettings("cpu", 8))  # the same batch boundaries
     assert torch.equal(entry["features"], whole)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -191,10 +193,10 @@ def test_an_old_or_damaged_entry_is_reported_once_and_recomputed(damage, tmp_pat
 
 
 def test_a_disk_that_fills_mid_write_is_one_line_the_same_numbers_and_nothing_left(tmp_path, monkeypatch):
-    from benchbone import features
+    from benchbone.inputs import feature_cache as features
 
     model = projection(32)
-    whole, _ = extract(model, batches(40, 40), 32, 40, ExtractionSettings("cpu", 40))
+    whole, _ = extract(model, batches(40, 8), 32, 40, ExtractionSettings("cpu", 8))  # the same batch boundaries
     written = []
     write = RowsFile.write
 
@@ -275,7 +277,7 @@ def test_shard_spec_of_a_run_without_cache_keeps_it_off(tmp_path, cli):
 
 
 def test_a_backbones_efficiency_is_measured_once_per_cache(run_tiny_benchmark, tmp_path, monkeypatch):
-    import benchbone.efficiency
+    import benchbone.execution.efficiency
 
     first = run_tiny_benchmark(strategies=["knn"], out=tmp_path / "a")
     assert len(list((tmp_path / "cache" / "efficiency").glob("*.json"))) == 1
@@ -283,7 +285,7 @@ def test_a_backbones_efficiency_is_measured_once_per_cache(run_tiny_benchmark, t
     def measured_again(*args):
         raise AssertionError("GMACs counted again although the cache holds them")
 
-    monkeypatch.setattr(benchbone.efficiency, "describe", measured_again)
+    monkeypatch.setattr(benchbone.execution.efficiency, "describe", measured_again)
     again = run_tiny_benchmark(strategies=["knn"], out=tmp_path / "b")
     assert list(again.status) == ["ok"]
     assert (again[["params_m", "gmacs"]].to_dict() == first[["params_m", "gmacs"]].to_dict())

@@ -2,7 +2,6 @@ import json
 import sys
 
 import pytest
-
 from conftest import run_subprocess
 
 TINY = ["-p", "benchbone.testing", "-b", "test/tiny-cnn", "-d", "test/blobs", "-s", "linear-probe", "-q"]

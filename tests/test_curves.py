@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from benchbone.grid import GridSpec, expand
+from benchbone.planning.grid import GridSpec, expand
 from benchbone.plugins import get_plugin_manager
 
 

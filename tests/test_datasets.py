@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from benchbone import OfflineError, UsageError
-from benchbone.data import LoadedImages, Preprocess, iterate_batches, whole
+from benchbone.inputs.loading import LoadedImages, iterate_batches
+from benchbone.inputs.splits import whole
+from benchbone.inputs.transforms import Preprocess
 from benchbone.plugins import get_plugin_manager
 
 REAL_CIFAR = [Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg",

@@ -1,9 +1,10 @@
 """Executors and output formats declare their own options; the CLI is built from those declarations."""
 import pytest
 
-from benchbone import executors, formats
 from benchbone.cli import build_parser
 from benchbone.errors import UsageError
+from benchbone.execution import executors
+from benchbone.reporting import formats
 
 
 def subparser(name):

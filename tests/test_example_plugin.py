@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import run_subprocess
 
 SAMPLE = Path(__file__).parent / "plugins" / "benchbone-sample"

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import run_subprocess
 
 PACKAGE = Path(__file__).parent / "plugins" / "benchbone-shapes"

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from benchbone.features import ExtractionSettings, extract
+from benchbone.inputs.extraction import ExtractionSettings, extract
 
 
 class RunsOutOfMemory(torch.nn.Module):
@@ -76,7 +76,9 @@ def test_at_most_one_batch_of_images_is_alive_during_extraction():
 
     from benchbone import ImageTensorDataset
     from benchbone.api import Backbone
-    from benchbone.data import LoadedImages, Preprocess, iterate_batches, whole
+    from benchbone.inputs.loading import LoadedImages, iterate_batches
+    from benchbone.inputs.splits import whole
+    from benchbone.inputs.transforms import Preprocess
 
     refs, alive = [], []
 

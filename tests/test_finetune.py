@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from benchbone import DatasetSplits, ImageTensorDataset, hookimpl
-from benchbone.data import Augmentation
+from benchbone import hookimpl
 from benchbone.errors import PluginError
+from benchbone.inputs.transforms import Augmentation
 from benchbone_plugins.finetune import DEFAULTS, block_depths, freeze_batchnorm, param_groups, sweep_points
 
 FT = {"finetune.epochs": 2}
@@ -64,7 +64,7 @@ def test_a_fixed_lr_is_one_run_and_early_stopping_ends_a_run_that_stops_improvin
 
 
 def test_an_interrupted_sweep_resumes_in_its_second_run(run_tiny_benchmark, tmp_path, monkeypatch):
-    from benchbone.context import Context
+    from benchbone.execution.context import Context
 
     run_tiny_benchmark(strategies=["finetune"], overrides=FT, out=tmp_path / "whole")
     batches, calls = Context.batches, []
@@ -180,7 +180,7 @@ def test_builtin_datasets_declare_theirs_and_false_means_none():
 
 def shifted_centres(augmentation: Augmentation, n: int = 400) -> tuple[torch.Tensor, torch.Tensor]:
     """Where one bright source pixel of an 8x8 image lands, in source pixels, over ``n`` random crops to 64 px."""
-    from benchbone.data import Preprocess
+    from benchbone.inputs.transforms import Preprocess
 
     images = torch.zeros(n, 1, 8, 8, dtype=torch.uint8)
     images[:, :, 2, 5] = 255  # row 2, column 5: off-centre, so a flip shows

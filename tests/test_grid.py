@@ -1,7 +1,8 @@
 import pytest
 
 from benchbone.errors import UsageError
-from benchbone.grid import GridSpec, expand, load_suite, parse_overrides
+from benchbone.planning.grid import GridSpec, expand, parse_overrides
+from benchbone.planning.suites import load_suite
 from benchbone.plugins import get_plugin_manager
 
 

@@ -132,8 +132,8 @@ def test_one_class_dataset_is_a_usage_error_before_anything_is_written(counting,
 
 
 def benchbone_run_with(plugin, tmp_path):
-    from benchbone.grid import GridSpec
-    from benchbone.harness import run_grid
+    from benchbone.execution.harness import run_grid
+    from benchbone.planning.grid import GridSpec
 
     pm = get_plugin_manager(extra=["benchbone.testing"])
     pm.register(plugin, name="counting")

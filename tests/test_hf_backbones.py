@@ -116,8 +116,10 @@ def test_harness_preprocessing_matches_the_image_processor_on_real_images(offlin
     import transformers
     from PIL import Image
 
-    from benchbone.data import LoadedImages, Preprocess, iterate_batches, whole
-    from benchbone.folders import ImageFiles
+    from benchbone.inputs.folders import ImageFiles
+    from benchbone.inputs.loading import LoadedImages, iterate_batches
+    from benchbone.inputs.splits import whole
+    from benchbone.inputs.transforms import Preprocess
 
     repo, folder = save_tiny(offline, "dinov2")
     ours = backbone(f"hf/{repo}")

@@ -125,8 +125,8 @@ def test_same_images_as_imagefolder_give_the_same_leaderboard(cli, tmp_path):
     assert board[0]["top1"] == board[1]["top1"] and board[0]["top1"] > 1 / 3
     records = [json.loads(p.read_text()) for p in (tmp_path / "run" / "records").glob("*.json")]
     record = next(r for r in records if r["dataset"].startswith("hf:"))
-    assert record["data"]["plugin_info"]["image_column"] == "img" and record["cell"]["dataset_params"] == [
-        ["image_column", "img"], ["label_column", None]]
+    assert record["data"]["plugin_info"]["image_column"] == "img" and dict(record["cell"]["dataset_params"]) == {
+        "image_column": "img", "label_column": None, "drop_unlabelled": False}
 
 
 def write_dataset(root: Path, splits: dict, features: dict) -> Path:
@@ -142,7 +142,8 @@ GREY = np.zeros((4, 4), np.uint8)
 @pytest.mark.parametrize("splits, features, extra, message", [
     ({"train": {"x": [1, 2], "label": [0, 1]}, "test": {"x": [1], "label": [0]}},
      {"x": datasets.Value("int64"), "label": datasets.ClassLabel(names=["a", "b"])}, [],
-     r"no Image column \(columns: x \(Value\), label \(ClassLabel\)\); pass --set image_column=NAME"),
+     (r"no Image column and none named image, img, path, file \(columns: x \(Value\), label \(ClassLabel\)\); "
+      r"pass --set image_column=NAME")),
     ({"train": {"img": [GREY, GREY], "y": [0.5, 1.5]}, "test": {"img": [GREY], "y": [0.5]}},
      {"img": datasets.Image(), "y": datasets.Value("float32")}, [],
      r"no label column \(columns: img \(Image\), y \(Value\)\); pass --set label_column=NAME"),
@@ -151,10 +152,14 @@ GREY = np.zeros((4, 4), np.uint8)
      r"label column 'y' holds Value\(.*float32.*not class labels"),
     ({"train": {"img": [GREY, GREY], "label": [0, 1]}},
      {"img": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])}, [],
-     r"splits train; benchbone needs train and test \(or train and validation\)"),
+     (r"only a train split; benchbone needs a test split .*validation split from train \(--set val_fraction, "
+      r"default 0.1\), never the test split: .*train_test_split\(test_size=0.2, seed=0\)")),
+    ({"test": {"img": [GREY, GREY], "label": [0, 1]}},
+     {"img": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])}, [],
+     r"splits test; benchbone needs train and test \(or train and validation\)"),
     ({"train": {"img": [GREY, GREY], "label": [0, 1]}, "test": {"img": [GREY], "label": [-1]}},
      {"img": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])}, [],
-     r"split test has labels outside 0..1 .*keep labelled rows only"),
+     r"unlabelled rows \(label -1\): 1 of 1 in test; keep labelled rows only or pass --set drop_unlabelled=true"),
     ({"train": {"img": [GREY, GREY], "label": [0, 1]}, "test": {"img": [GREY], "label": [0]}},
      {"img": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])}, ["--set", "image_column=picture"],
      r"no column 'picture' \(columns: img \(Image\), label \(ClassLabel\)\); fix --set image_column"),
@@ -176,3 +181,101 @@ def test_unreadable_folder_and_missing_library(cli, tmp_path, monkeypatch):
     result = cli("run", "-b", "pixels:8", "-d", f"hf:{tmp_path / 'notes'}", "-s", "knn", "--out", tmp_path / "out")
     assert result.code == 2 and "pip install 'benchbone[hf]'" in result.err and result.err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def shades(values) -> list:
+    """4x4 grey images of the given shades, so that each row can be told apart."""
+    return [np.full((4, 4), v, np.uint8) for v in values]
+
+
+def pixels(image) -> np.ndarray:
+    """An image as the dataset returned it (PIL, or a uint8 tensor [C, H, W]) as an array [H, W, C]."""
+    array = np.asarray(image) if not hasattr(image, "permute") else image.permute(1, 2, 0).numpy()
+    return array if array.ndim == 3 else array[..., None]
+
+
+LABEL_KINDS = pytest.mark.parametrize("label", [datasets.ClassLabel(names=["a", "b"]), datasets.Value("int64")],
+                                      ids=["ClassLabel", "int"])
+SEMI = {"train": {"img": shades([10, 20, 30, 40, 50]), "label": [0, -1, 1, -1, 0]},
+        "test": {"img": shades([60, 70, 80]), "label": [1, 0, -1]}}
+
+
+@LABEL_KINDS
+def test_unlabelled_rows_are_refused_naming_each_split_and_count(cli, tmp_path, label):
+    """label -1 (an unlabelled row) is no class of its own: one line, exit 2, naming the splits and counts."""
+    root = write_dataset(tmp_path / "semi", SEMI, {"img": datasets.Image(), "label": label})
+    result = cli("run", "-b", "pixels:8", "-d", f"hf:{root}", "-s", "knn", "--out", tmp_path / "out")
+    assert result.code == 2 and result.err.count("\n") == 1, result.err
+    assert result.err.startswith(f"benchbone: error: hf:{root}: 3 unlabelled rows (label -1): 2 of 5 in train, "
+                                 "1 of 3 in test; keep labelled rows only or pass --set drop_unlabelled=true"), \
+        result.err
+    assert not (tmp_path / "out").exists()
+
+
+@LABEL_KINDS
+def test_drop_unlabelled_leaves_them_out_and_counts_them(tmp_path, label):
+    root = write_dataset(tmp_path / "semi", SEMI, {"img": datasets.Image(), "label": label})
+    with pytest.warns(UserWarning, match=r"^hf:.*semi: left out 3 unlabelled rows \(label -1\): 2 of 5 in train, "
+                                         r"1 of 3 in test \(--set drop_unlabelled=true\)$"):
+        data = build(f"hf:{root}", drop_unlabelled=True)
+    assert data.classes == (["a", "b"] if isinstance(label, datasets.ClassLabel) else ["0", "1"])  # no class "-1"
+    assert data.train.targets == [0, 1, 0] and data.test.targets == [1, 0]
+    assert [int(pixels(data.train[i][0])[0, 0, 0]) for i in range(3)] == [10, 30, 50]
+    assert [int(pixels(data.test[i][0])[0, 0, 0]) for i in range(2)] == [60, 70]
+    assert data.info["unlabelled_dropped"] == {"train": 2, "test": 1}
+    assert data.info["splits"] == {"train": 3, "test": 2}
+    labelled = write_dataset(tmp_path / "labelled", {"train": {"img": shades([10, 30, 50]), "label": [0, 1, 0]},
+                                                     "test": {"img": shades([60, 70]), "label": [1, 0]}},
+                             {"img": datasets.Image(), "label": label})
+    assert build(f"hf:{labelled}", drop_unlabelled=True).info["unlabelled_dropped"] == {}
+    none_left = write_dataset(tmp_path / "none",
+                              {"train": SEMI["train"], "test": {"img": shades([1, 2]), "label": [-1, -1]}},
+                              {"img": datasets.Image(), "label": label})
+    with pytest.raises(UsageError, match=r"split test has no labelled rows \(2 unlabelled\)"):
+        build(f"hf:{none_left}", drop_unlabelled=True)
+
+
+def test_drop_unlabelled_in_a_run_is_one_warning_and_in_the_record(cli, tmp_path):
+    labels = [0, 1, -1, 0, 1, 0, 1, -1, 0, 1, 0, 1, 0, 1]
+    root = write_dataset(tmp_path / "semi", {
+        "train": {"img": shades(range(0, 140, 10)), "label": labels},
+        "test": {"img": shades([5, 15, 25, 35]), "label": [0, 1, -1, 1]}},
+        {"img": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    result = cli("run", "-b", "pixels:4", "-d", f"hf:{root}", "-s", "knn", "--set", "k=1",
+                 "--set", "drop_unlabelled=true", "-q", "--out", tmp_path / "run")
+    assert result.code == 0, result.err
+    warning, = [line for line in result.err.splitlines() if "unlabelled" in line]
+    assert warning == (f"benchbone: warning: hf:{root}: left out 3 unlabelled rows (label -1): 2 of 14 in train, "
+                       "1 of 4 in test (--set drop_unlabelled=true)")
+    record, = [json.loads(p.read_text()) for p in (tmp_path / "run" / "records").glob("*.json")]
+    assert record["status"] == "ok" and record["data"]["plugin_info"]["unlabelled_dropped"] == {"train": 2, "test": 1}
+    assert dict(record["cell"]["dataset_params"]) == {"image_column": None, "label_column": None,
+                                                      "drop_unlabelled": True}
+
+
+@pytest.mark.parametrize("column, absolute", [("image", False), ("img", True), ("path", False), ("file", True)])
+def test_image_column_found_by_its_name_and_paths_opened(tmp_path, column, absolute):
+    """No Image feature: a column named image, img, path or file; file paths relative to the dataset's folder."""
+    from PIL import Image
+
+    root = tmp_path / "named"
+    (root / "pics").mkdir(parents=True)
+    paths = []
+    for i, shade in enumerate([10, 60, 110, 160]):
+        Image.fromarray(np.full((5, 6, 3), (shade, 0, 255 - shade), np.uint8)).save(root / "pics" / f"{i}.png")
+        paths.append(str(root / "pics" / f"{i}.png") if absolute else f"pics/{i}.png")
+    write_dataset(root, {"train": {"name": list("abc"), column: paths[:3], "label": [0, 1, 0]},
+                         "test": {"name": ["d"], column: paths[3:], "label": [1]}},
+                  {"name": datasets.Value("string"), column: datasets.Value("string"),
+                   "label": datasets.ClassLabel(names=["a", "b"])})
+    data = build("hf:named", data_dir=tmp_path)
+    assert data.info["image_column"] == column and data.info["label_column"] == "label"
+    assert (len(data.train), len(data.test)) == (3, 1)
+    for split, index, shade in ((data.train, 1, 60), (data.test, 0, 160)):
+        image, label = split[index]
+        assert label == 1 and pixels(image).shape == (5, 6, 3)
+        assert pixels(image)[2, 3].tolist() == [shade, 0, 255 - shade]
+    (root / "pics" / "2.png").unlink()
+    with pytest.raises(UsageError, match=rf"hf:named: 1 of 4 files named by column '{column}' not found \(e.g. "
+                                         rf".*pics/2.png\); relative paths are taken from {re.escape(str(root))}"):
+        build("hf:named", data_dir=tmp_path)

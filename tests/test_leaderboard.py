@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from benchbone import leaderboard
 from benchbone.errors import UsageError
+from benchbone.reporting import leaderboard
 
 
 def record(backbone, seed, top1, loss, dataset="d", strategy="s", status="ok", error=None):
@@ -113,7 +113,7 @@ def test_plot_writes_a_png(tmp_path):
 
 
 def test_pareto_front():
-    from benchbone.plots import pareto_front
+    from benchbone.reporting.presentation import pareto_front
 
     assert list(pareto_front([1, 2, 3, 2], [0.5, 0.7, 0.6, 0.4])) == [True, True, False, False]
     assert list(pareto_front([10, 20], [0.5, 0.7], cost_lower_is_better=False)) == [False, True]
@@ -155,7 +155,7 @@ def test_cells_write_artefacts_listed_in_their_records(run_tiny_benchmark, tmp_p
 
 
 def test_feature_throughput_counts_a_shared_extraction_once():
-    from benchbone.harness import feature_timings
+    from benchbone.execution.harness import feature_timings
 
     train = {"source": "train", "images": 300, "seconds": 3.0, "cached": False}
     timed = feature_timings({"train": train, "val": train, "test": {"source": "test", "images": 100, "seconds": 1.0}})

@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchbone_plugins.logistic import LogisticObjective, extrapolated_start, fit_logistic, minimise, pack
+from benchbone.compute.lbfgs import extrapolated_start, fit_logistic, minimise
+from benchbone.compute.logistic import LogisticObjective, pack
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import sklearn.metrics as skm
 
-from benchbone.artefacts import bootstrap_ci, confusion
+from benchbone.execution.artefacts import confusion
+from benchbone.reporting.bootstrap import bootstrap_ci
 from benchbone_plugins import classification_metrics as cm
 
 RNG = np.random.default_rng(0)

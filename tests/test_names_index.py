@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from benchbone import names_index
+from benchbone.planning import names_index
 from benchbone.plugins import PluginManager
 
 KIND = "datasets"  # the index works alike for every kind; backbones would import torchvision and timm here
@@ -50,8 +50,8 @@ def test_the_second_listing_comes_from_the_index_and_is_the_same(cache, listed):
 
 def test_a_changed_version_rebuilds_the_index(cache, listed, monkeypatch):
     first, _ = listed()
-    version = names_index._version
-    monkeypatch.setattr(names_index, "_version", lambda dist: "99.0" if dist == "timm" else version(dist))
+    version = names_index.package_version
+    monkeypatch.setattr(names_index, "package_version", lambda dist: "99.0" if dist == "timm" else version(dist))
     again, filled = listed()
     assert filled and again == first
     assert json.loads((cache / "index" / f"{KIND}.json").read_text())["stamp"]["versions"]["timm"] == "99.0"

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-import benchbone_plugins.chunks
+import benchbone.compute.chunks
 import benchbone_plugins.linear_probe
+from benchbone.testing import make_context
 from benchbone_plugins.knn import knn_scores
 from benchbone_plugins.linear_probe import DEFAULTS, linear_probe
-from benchbone_plugins.logistic import ChunkedLogisticObjective, LogisticObjective
-
-from benchbone.testing import make_context
+from benchbone.compute.logistic import ChunkedLogisticObjective, LogisticObjective
 
 
 def feature_context(splits: dict, params: dict):
@@ -70,7 +69,7 @@ def test_probe_on_memmapped_features_in_chunks_matches_the_in_memory_probe(split
     expected = linear_probe(None, None, in_memory)
     benchbone_plugins.linear_probe._FITTED.clear()
     monkeypatch.setattr(benchbone_plugins.linear_probe, "fits_in_memory", lambda nbytes, device: False)
-    monkeypatch.setattr(benchbone_plugins.chunks, "CHUNK_BYTES", 256 * 24 * 4)  # 256-row chunks
+    monkeypatch.setattr(benchbone.compute.chunks, "CHUNK_BYTES", 256 * 24 * 4)  # 256-row chunks
     chunked = feature_context(splits, params)
     got = linear_probe(None, None, chunked)
     assert chunked.info["features"].startswith("read in row chunks") and in_memory.info["features"] == "in memory"
@@ -94,7 +93,7 @@ def test_knn_goes_out_of_core_when_the_bank_does_not_fit(splits, monkeypatch):
     (Xtr, ytr), (Xte, _) = splits["train"], splits["test"]
     whole = knn_scores(Xtr, ytr, Xte, 4, 5, 0.1)
     monkeypatch.setattr(benchbone_plugins.knn, "fits_in_memory", lambda nbytes, device: False)
-    monkeypatch.setattr(benchbone_plugins.chunks, "CHUNK_BYTES", 100 * 24 * 4)
+    monkeypatch.setattr(benchbone.compute.chunks, "CHUNK_BYTES", 100 * 24 * 4)
     assert torch.allclose(knn_scores(Xtr, ytr, Xte, 4, 5, 0.1), whole, rtol=1e-5, atol=1e-6)
 
 

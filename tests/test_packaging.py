@@ -4,10 +4,10 @@ import importlib.metadata
 import json
 import re
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 OWN = {"benchbone", "benchbone_plugins", "benchbone_sample", "conftest"}
@@ -61,7 +61,7 @@ def test_the_guard_sees_an_undeclared_import(tmp_path, monkeypatch):
 
 
 def test_builtin_suites_ship_inside_the_package():
-    from benchbone.grid import SUITES_DIR, load_suite
+    from benchbone.planning.suites import SUITES_DIR, load_suite
 
     assert SUITES_DIR.parent == Path(sys.modules["benchbone"].__file__).parent
     spec = load_suite("quickstart")

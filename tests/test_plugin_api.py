@@ -9,7 +9,7 @@ import pytest
 
 from benchbone import hookimpl
 from benchbone.errors import DuplicateNameError, PluginLoadError, UsageError
-from benchbone.grid import GridSpec, expand
+from benchbone.planning.grid import GridSpec, expand
 from benchbone.plugins import get_plugin_manager
 
 _helpers = importlib.import_module("test_plugins")  # its fake entry points and module writer
@@ -118,7 +118,6 @@ def test_two_installed_plugins_claiming_a_name_lose_it_both(tmp_path, monkeypatc
     for module in ("bb_one", "bb_two"):
         write_module(tmp_path, monkeypatch, module, f"""
             from benchbone import hookimpl
-
             @hookimpl
             def benchbone_register_metrics(register):
                 register("shared", lambda *a: 0.0)
@@ -140,7 +139,6 @@ def test_two_installed_plugins_claiming_a_name_lose_it_both(tmp_path, monkeypatc
 def test_hook_benchbone_configure(tmp_path, monkeypatch):
     write_module(tmp_path, monkeypatch, "bb_configured", """
         from benchbone import hookimpl
-
         class Extra:
             @hookimpl
             def benchbone_register_metrics(self, register):
@@ -177,7 +175,7 @@ def test_hook_benchbone_run_cell(benchbone_pm, run_tiny_benchmark, tmp_path):
 
 
 def test_every_plugin_version_is_recorded_and_checked_by_workers(run_tiny_benchmark, tmp_path):
-    from benchbone.runner import check_plugin_versions
+    from benchbone.execution.resume import check_plugin_versions
 
     run_tiny_benchmark(strategies=["knn"], out=tmp_path / "run")
     record = json.loads(next((tmp_path / "run" / "records").glob("*.json")).read_text())
@@ -204,7 +202,8 @@ def test_every_command_needing_plugins_names_one_that_failed_to_import(tmp_path,
 def test_mcnemar_pairs_every_metric_with_0_1_values_per_item_not_only_top1(benchbone_pm):
     import numpy as np
 
-    from benchbone.statistics import Items, MetricForm, binary_items
+    from benchbone.reporting.groups import binary_items
+    from benchbone.reporting.statistics import Items, MetricForm
 
     metrics = benchbone_pm.registries().metrics
     y_true, y_pred = np.arange(8) % 8, np.array([[0, 1, 2, 0, 0, 0, 0, 0]])

@@ -10,7 +10,6 @@ from benchbone.plugins import DEFAULT_PLUGINS, get_plugin_manager
 
 GOOD = """
 from benchbone import hookimpl
-
 @hookimpl
 def benchbone_register_metrics(register):
     register("always-one", lambda y_true, y_pred, y_score: 1.0)
@@ -81,7 +80,6 @@ def test_broken_plugin_is_reported_and_does_not_break_other_commands(tmp_path, m
 def test_plugin_failing_in_its_registration_hook_is_reported(tmp_path, monkeypatch, cli):
     write_module(tmp_path, monkeypatch, "bb_halfway", """
         from benchbone import hookimpl
-
         @hookimpl
         def benchbone_register_metrics(register):
             register("halfway", lambda *a: 0.0)
@@ -97,7 +95,6 @@ def test_plugin_failing_in_its_registration_hook_is_reported(tmp_path, monkeypat
 def test_colliding_names_are_an_error_naming_both_plugins(tmp_path, monkeypatch, cli):
     write_module(tmp_path, monkeypatch, "bb_clash", """
         from benchbone import hookimpl
-
         @hookimpl
         def benchbone_register_datasets(register):
             register("digits", lambda data_dir, download: None)
@@ -112,7 +109,6 @@ def test_colliding_names_are_an_error_naming_both_plugins(tmp_path, monkeypatch,
 def test_misspelled_hook_is_an_error(tmp_path, monkeypatch, cli):
     write_module(tmp_path, monkeypatch, "bb_typo", """
         from benchbone import hookimpl
-
         @hookimpl
         def benchbone_register_metric(register):
             pass
@@ -151,7 +147,6 @@ def test_later_plugins_override_a_firstresult_default():
 
 CLASH = """
 from benchbone import hookimpl
-
 @hookimpl
 def benchbone_register_datasets(register):
     register("digits", lambda data_dir, download: None)

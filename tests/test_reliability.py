@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import torch
 
-from benchbone.features import FeatureStore
-from benchbone.grid import GridSpec, expand
+from benchbone.inputs.feature_cache import FeatureStore
+from benchbone.planning.grid import GridSpec, expand
 from benchbone.plugins import DEFAULT_PLUGINS, get_plugin_manager
 from benchbone.records import record_path
 
@@ -352,7 +352,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, cli):
 
 
 INTERRUPT_PLUGIN = SLOW_PLUGIN + """
-import benchbone.leaderboard
+import benchbone.reporting.leaderboard
 import benchbone.records
 import benchbone_plugins.linear_probe
 
@@ -375,7 +375,7 @@ def slow_write_atomic(path, text):
 
 if os.environ.get("BENCHBONE_TEST_SLOW"):
     benchbone_plugins.linear_probe.minimise = slow_minimise
-    benchbone.leaderboard.write_atomic = slow_write_atomic
+    benchbone.reporting.leaderboard.write_atomic = slow_write_atomic
 """
 
 
@@ -464,7 +464,7 @@ def test_sixteen_bit_pngs_are_scaled_to_eight_bits_not_clipped(tmp_path):
     from PIL import Image
 
     from benchbone.errors import UsageError
-    from benchbone.folders import read_image
+    from benchbone.inputs.folders import read_image
 
     gradient = np.linspace(0, 65535, 64 * 64).round().astype(np.uint16).reshape(64, 64)
     Image.fromarray(gradient).save(tmp_path / "grey16.png")
@@ -487,9 +487,9 @@ def test_sixteen_bit_pngs_are_scaled_to_eight_bits_not_clipped(tmp_path):
 def test_a_truncated_jpeg_streamed_through_workers_is_one_line(tmp_path, monkeypatch, cli):
     from PIL import Image
 
-    import benchbone.data
+    import benchbone.inputs.loading
 
-    monkeypatch.setattr(benchbone.data, "PARALLEL_FROM", 8)  # worker processes decode this small split
+    monkeypatch.setattr(benchbone.inputs.loading, "PARALLEL_FROM", 8)  # worker processes decode this small split
     for split in ("train", "test"):
         for k, name in enumerate(("a", "b")):
             (tmp_path / "data" / split / name).mkdir(parents=True)
@@ -507,7 +507,7 @@ def test_a_truncated_jpeg_streamed_through_workers_is_one_line(tmp_path, monkeyp
 def test_class_folders_starting_with_a_dot_are_classes_when_they_hold_images(tmp_path):
     from PIL import Image
 
-    from benchbone.folders import scan_class_folders
+    from benchbone.inputs.folders import scan_class_folders
 
     for name in (".hidden", "plain"):
         (tmp_path / name).mkdir()
@@ -523,7 +523,7 @@ def test_a_folder_reached_through_a_symlink_keys_the_caches_as_the_folder_does(t
     cache entries); a touched image gets another."""
     from PIL import Image
 
-    from benchbone.folders import ImageFiles, scan_class_folders
+    from benchbone.inputs.folders import ImageFiles, scan_class_folders
 
     for name in ("a", "b"):
         (tmp_path / "data" / name).mkdir(parents=True)

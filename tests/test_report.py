@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from benchbone import leaderboard, report
 from benchbone.records import read_records, write_record
+from benchbone.reporting import leaderboard, report
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -99,10 +99,10 @@ def test_page_is_self_contained(page_path):
     assert "default-src 'none'" in text  # the browser itself refuses any fetch
 
 
-def test_pareto_front():
+def test_front_by_x_orders_the_pareto_front_by_x():
     points = [(1.0, 80.0), (2.0, 90.0), (3.0, 85.0), (0.5, 60.0), (2.0, 90.0)]
-    assert report.pareto_front(points, x_higher_is_better=False) == [3, 0, 1, 4]
-    assert report.pareto_front(points, x_higher_is_better=True) == [1, 4, 2]
+    assert report.front_by_x(points, x_higher_is_better=False) == [3, 0, 1, 4]
+    assert report.front_by_x(points, x_higher_is_better=True) == [1, 4, 2]
 
 
 def test_cli_report_and_html_format(run_dir, cli, tmp_path):

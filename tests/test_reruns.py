@@ -15,8 +15,6 @@ import os
 from pathlib import Path
 
 from benchbone import hookimpl
-
-
 @hookimpl
 def benchbone_record_written(record, run_dir):
     png = record["artefacts"].get("confusion_png")

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from benchbone import corruptions
-from benchbone.corruptions import CORRUPTIONS, EXTRA, STANDARD, STREAMS, Corruption, corrupt_array, parse
 from benchbone.errors import UsageError
-from benchbone import robustness
+from benchbone.inputs import corruptions
+from benchbone.inputs.corruptions import CORRUPTIONS, EXTRA, STANDARD, STREAMS, Corruption, corrupt_array, parse
+from benchbone.reporting import robustness
 
 RUN = ["run", "-p", "benchbone.testing", "-b", "test/tiny-cnn", "-b", "pixels:4", "-d", "test/blobs",
        "-s", "linear-probe", "--set", "c_steps=2", "-q"]
@@ -146,7 +146,7 @@ def test_pixelate_and_jpeg_match_pil():
 
 
 def test_fog_height_map_spans_zero_to_one():
-    from benchbone.corruptions import _plasma_fractal
+    from benchbone.inputs.corruption_functions import _plasma_fractal
 
     grid = _plasma_fractal(32, 2.0, np.random.default_rng(0))
     assert grid.shape == (32, 32) and grid.min() == 0 and grid.max() == 1
@@ -178,7 +178,9 @@ def test_bad_corruption_input_is_one_line_and_writes_nothing(cli, tmp_path, sets
 
 def test_corrupted_batches_are_the_corrupted_images_preprocessed():
     from benchbone.api import ImageTensorDataset
-    from benchbone.data import LoadedImages, Preprocess, iterate_batches, whole
+    from benchbone.inputs.loading import LoadedImages, iterate_batches
+    from benchbone.inputs.splits import whole
+    from benchbone.inputs.transforms import Preprocess
 
     images = torch.from_numpy(np.stack([smooth_image(12), smooth_image(12)[::-1].copy()])).permute(0, 3, 1, 2)
     dataset = ImageTensorDataset(images.contiguous(), torch.tensor([0, 1]))
@@ -278,7 +280,7 @@ def test_frost_is_the_papers_blend_of_an_opencv_resized_photograph(severity, kee
 @needs_frost
 def test_frost_photographs_decode_as_opencv_reads_them_and_scale_as_its_resize():
     cv2 = pytest.importorskip("cv2")
-    from benchbone.corruptions import _frost_layer, frost_photographs
+    from benchbone.inputs.corruption_functions import _frost_layer, frost_photographs
 
     for index, name in enumerate(FROST_FILES):
         bgr = cv2.imread(frost_file(name))
@@ -321,19 +323,19 @@ def spatter_layer(severity: int, seed: int) -> np.ndarray:
 
 def test_spatter_opencv_steps_match_opencv():
     cv2 = pytest.importorskip("cv2")
-    from benchbone.corruptions import _box3, _canny, _distance_to_edges, _equalize_hist
+    from benchbone.inputs.image_filters import box3, canny, distance_to_edges, equalize_hist
 
     edged = 0
     for seed in range(40):
         layer = spatter_layer(1 + seed % 3, seed)
         edges = cv2.Canny(layer, 50, 150)
-        assert np.array_equal(_canny(layer, 50, 150), edges > 0)
+        assert np.array_equal(canny(layer, 50, 150), edges > 0)
         edged += edges.any()
         distance = cv2.threshold(cv2.distanceTransform(255 - edges, cv2.DIST_L2, 5), 20, 20, cv2.THRESH_TRUNC)[1]
-        np.testing.assert_allclose(_distance_to_edges(edges > 0, 20), distance, atol=1e-5)
-        np.testing.assert_allclose(_box3(distance), cv2.blur(distance, (3, 3)), atol=1e-5)
+        np.testing.assert_allclose(distance_to_edges(edges > 0, 20), distance, atol=1e-5)
+        np.testing.assert_allclose(box3(distance), cv2.blur(distance, (3, 3)), atol=1e-5)
         grey = (np.random.default_rng(seed).random((32, 32)) ** 2 * (60 + 4 * seed)).astype(np.uint8)
-        assert np.array_equal(_equalize_hist(grey), cv2.equalizeHist(grey))
+        assert np.array_equal(equalize_hist(grey), cv2.equalizeHist(grey))
     assert edged > 20  # the comparisons saw real edges
 
 

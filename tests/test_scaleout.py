@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from benchbone.grid import GridSpec
-from benchbone.harness import run_grid
+from benchbone.execution.harness import run_grid
+from benchbone.planning.grid import GridSpec
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/net/tcp").exists(), reason="reads sockets from Linux /proc")
 
@@ -188,7 +188,7 @@ def local_ray():
     """A one-node Ray cluster on 127.0.0.1 for this module, shut down afterwards."""
     import importlib.util
 
-    from benchbone.executors import start_local_ray
+    from benchbone.execution.executors import start_local_ray
 
     if importlib.util.find_spec("ray") is None:  # not importorskip: ray must not be imported before the start
         pytest.skip("ray is not installed")
@@ -270,7 +270,7 @@ def test_executor_errors_are_one_line(cli, monkeypatch, tmp_path):
 def test_submitit_requeues_the_same_spec():
     """On preemption or timeout submitit calls ``checkpoint`` and resubmits what it returns."""
     pytest.importorskip("submitit")
-    from benchbone.executors import SubmititCell
+    from benchbone.execution.executors import SubmititCell
 
     task = SubmititCell()
     delayed = task.checkpoint("/runs/q/specs/abc.json")
@@ -281,7 +281,9 @@ def test_shards_split_the_shuffled_order_like_distributed_sampler():
     import torch
 
     from benchbone.api import ImageTensorDataset
-    from benchbone.data import LoadedImages, Preprocess, iterate_batches, whole
+    from benchbone.inputs.loading import LoadedImages, iterate_batches
+    from benchbone.inputs.splits import whole
+    from benchbone.inputs.transforms import Preprocess
 
     labels = torch.arange(11)  # each image's label is its index, so batches show which images a rank got
     view = whole("train", ImageTensorDataset(torch.zeros(11, 3, 4, 4, dtype=torch.uint8), labels))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from benchbone import UsageError
-from benchbone.data import SplitView, carve_validation, exact_subset, subsample
+from benchbone.inputs.splits import SplitView, carve_validation, exact_subset, subsample
 
 PROBE = {"linear-probe.C": 1.0, "linear-probe.max_iter": 50}  # one quick fit
 
@@ -39,7 +39,7 @@ def test_kept_carve_is_scikit_learns_and_a_changed_input_gets_a_fresh_one(tmp_pa
 
     from sklearn.model_selection import train_test_split
 
-    from benchbone.features import FeatureStore
+    from benchbone.inputs.feature_cache import FeatureStore
 
     store = FeatureStore(tmp_path / "cache", folder="splits")
     kept = lambda: sorted((tmp_path / "cache" / "splits").glob("*.safetensors"))  # noqa: E731
@@ -123,7 +123,7 @@ def test_exact_sizes_are_exact_stratified_disjoint_and_seeded():
 
 
 def test_vtab_style_sizes_choose_c_on_val_and_refit_on_both(run_tiny_benchmark, tmp_path):
-    from benchbone.grid import Cell
+    from benchbone.api import Cell
 
     run_tiny_benchmark(overrides={"train_size": 40, "val_size": 16, "linear-probe.c_steps": 3})
     record, = (json.loads(p.read_text()) for p in (tmp_path / "run" / "records").glob("*.json"))

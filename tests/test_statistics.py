@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from benchbone import leaderboard, statistics
 from benchbone.cli import main
 from benchbone.plugins import get_plugin_manager
 from benchbone.records import write_record
+from benchbone.reporting import leaderboard, ranks, statistics
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ DEMSAR = pd.DataFrame([  # AUC of C4.5 variants on 14 UCI data sets (Table 6)
 
 
 def test_demsar_worked_example_is_reproduced(tmp_path):
-    ranking = statistics.rank_matrix(DEMSAR, higher_is_better=True, alpha=0.05, strategy="c45", metric="auc")
+    ranking = ranks.rank_matrix(DEMSAR, higher_is_better=True, alpha=0.05, strategy="c45", metric="auc")
     means = ranking.ranks.mean()
     # published mean ranks 3.143, 2.000, 2.893, 1.964; Table 6 prints voting's 0.975 twice, which ties the
     # last two there (the paper ranked the unrounded values), moving each by 0.5 / 14
@@ -127,11 +127,11 @@ def test_demsar_worked_example_is_reproduced(tmp_path):
     assert ranking.critical_difference == pytest.approx(1.25, abs=5e-3)  # CD at alpha 0.05
     assert ranking.friedman_p < 0.05  # "the null hypothesis can be rejected"
     assert (ranking.nemenyi.to_numpy() >= 0.05).all()  # "not powerful enough to detect any significant differences"
-    at_ten = statistics.rank_matrix(DEMSAR, higher_is_better=True, alpha=0.10)
+    at_ten = ranks.rank_matrix(DEMSAR, higher_is_better=True, alpha=0.10)
     assert at_ten.critical_difference == pytest.approx(1.12, abs=5e-3)
     differ = {frozenset((a, b)) for a in DEMSAR for b in DEMSAR if a < b and at_ten.nemenyi.at[a, b] < 0.10}
     assert differ == {frozenset(("C4.5", "C4.5+m")), frozenset(("C4.5", "C4.5+m+cf"))}  # Figure 1(a)
-    paths = statistics.write_cd_diagrams([ranking], tmp_path)
+    paths = ranks.write_cd_diagrams([ranking], tmp_path)
     assert [p.name for p in paths] == ["cd-c45.png", "cd-c45.svg"]
     assert paths[0].read_bytes()[:4] == b"\x89PNG" and b"C4.5+m+cf" in paths[1].read_bytes()
 
@@ -139,7 +139,7 @@ def test_demsar_worked_example_is_reproduced(tmp_path):
 @pytest.mark.parametrize("k, q", [(2, 1.960), (3, 2.343), (4, 2.569), (5, 2.728), (6, 2.850), (10, 3.164)])
 def test_critical_difference_uses_demsars_critical_values(k, q):
     # Table 5(a) of Demšar (2006), q_0.05 of the Nemenyi test
-    assert statistics.critical_difference(k, 10) / np.sqrt(k * (k + 1) / 60) == pytest.approx(q, abs=1e-3)
+    assert ranks.critical_difference(k, 10) / np.sqrt(k * (k + 1) / 60) == pytest.approx(q, abs=1e-3)
 
 
 # ---------------------------------------------------------------- the leaderboard and `benchbone compare`
@@ -261,7 +261,7 @@ def test_rankings_across_datasets_match_scipy_and_draw_cd_diagrams(tmp_path, met
     leaderboard.write(board, records, tmp_path)
     assert (tmp_path / "cd-s.png").is_file() and (tmp_path / "cd-s.svg").is_file()
     assert "## Across datasets: s (top1, 5 datasets" in (tmp_path / "leaderboard.md").read_text()
-    from benchbone import report
+    from benchbone.reporting import report
 
     page = report.page(board, records)
     assert "<h2>Across datasets</h2>" in page and "<svg" in page and "Friedman test" in page
@@ -296,8 +296,9 @@ def test_expect_prints_measured_against_expected(run_tiny_benchmark, tmp_path, c
 def test_reproduction_suites_are_valid_suites_with_sources():
     from pathlib import Path
 
-    from benchbone import expect
-    from benchbone.grid import expand, load_suite
+    from benchbone.planning.grid import expand
+    from benchbone.planning.suites import load_suite
+    from benchbone.reporting import expect
 
     suites = sorted(Path(__file__).parents[1].joinpath("benchmarks", "reproduce").glob("*.toml"))
     assert len(suites) >= 2
@@ -323,9 +324,9 @@ def test_cd_diagrams_are_the_same_bytes_whatever_the_hash_seed(tmp_path):
     import subprocess
     import sys
 
-    script = ("import sys, pandas as pd; from benchbone import statistics; sys.path.insert(0, sys.argv[2]); "
-              "from test_statistics import DEMSAR; statistics.write_cd_diagrams("
-              "[statistics.rank_matrix(DEMSAR, True, 0.10, 'c45', 'auc')], sys.argv[1])")
+    script = ("import sys, pandas as pd; from benchbone.reporting import ranks; sys.path.insert(0, sys.argv[2]); "
+              "from test_statistics import DEMSAR; ranks.write_cd_diagrams("
+              "[ranks.rank_matrix(DEMSAR, True, 0.10, 'c45', 'auc')], sys.argv[1])")
     for seed in ("1", "2"):
         subprocess.run([sys.executable, "-c", script, str(tmp_path / seed), os.path.dirname(__file__)], check=True,
                        env={**os.environ, "PYTHONHASHSEED": seed})

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from benchbone import UsageError
+from benchbone.compute.lbfgs import fit_logistic
+from benchbone.compute.sweep import close_unresolved
 from benchbone_plugins.knn import knn_scores
-from benchbone_plugins.linear_probe import close_unresolved, linear_probe
-from benchbone_plugins.logistic import fit_logistic
+from benchbone_plugins.linear_probe import linear_probe
 
 STRATEGIES = ["linear-probe", "knn", "finetune", "head-sgd"]
 SHORT = {"finetune.epochs": 2, "head-sgd.epochs": 2, "linear-probe.c_steps": 5}
@@ -186,7 +187,7 @@ def test_finetune_fails_clearly_when_the_loss_becomes_nan(run_tiny_benchmark, tm
 
 
 def test_interrupted_finetune_resumes_from_its_checkpoint(run_tiny_benchmark, tmp_path, monkeypatch):
-    from benchbone.context import Context
+    from benchbone.execution.context import Context
 
     run_tiny_benchmark(strategies=["finetune"], overrides=FT, out=tmp_path / "whole")
     batches = Context.batches

@@ -2,7 +2,8 @@
 import pytest
 
 from benchbone.errors import UsageError
-from benchbone.grid import SUITE_KEYS, GridSpec, expand, load_suite
+from benchbone.planning.grid import GridSpec, expand
+from benchbone.planning.suites import SUITE_KEYS, load_suite
 
 
 @pytest.fixture
@@ -23,13 +24,13 @@ def test_flags_override_a_suites_seeds(suite, benchbone_pm):
 def test_a_suites_out_device_and_download_are_read(suite, tmp_path, cli, monkeypatch):
     assert load_suite(suite).settings == {"out": str(tmp_path / "runs" / "s"), "device": "cpu", "download": False}
     seen = {}
-    import benchbone.harness
+    import benchbone.execution.harness
 
     def fake_run_grid(spec, **kwargs):
         seen.update(kwargs, seeds=spec.seeds)
         raise UsageError("stop here")
 
-    monkeypatch.setattr(benchbone.harness, "run_grid", fake_run_grid)
+    monkeypatch.setattr(benchbone.execution.harness, "run_grid", fake_run_grid)
     assert cli("run", "-p", "benchbone.testing", "--suite", suite).code == 2
     assert (seen["out"], seen["device"], seen["download"], seen["seeds"]) == (tmp_path / "runs" / "s", "cpu", False, 3)
     assert cli("run", "-p", "benchbone.testing", "--suite", suite, "--out", tmp_path / "o", "--seeds", "1").code == 2

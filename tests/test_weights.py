@@ -9,10 +9,11 @@ import torch
 
 from benchbone import UsageError
 from benchbone.cli import main
-from benchbone.grid import GridSpec, expand, load_suite
-from benchbone.harness import run_grid
+from benchbone.execution.harness import run_grid
+from benchbone.inputs.weights import file_digest, load_backbone_weights, load_state_dict_file
+from benchbone.planning.grid import GridSpec, expand
+from benchbone.planning.suites import load_suite
 from benchbone.testing import tiny_cnn
-from benchbone.weights import file_digest, load_backbone_weights, load_state_dict_file
 
 
 def _tiny_state(seed: int = 7) -> dict:
@@ -85,6 +86,7 @@ def test_files_are_read_with_weights_only(tmp_path):
 
 def test_torchvision_checkpoint_with_wrapper_prefix_and_fc(tmp_path):
     import torchvision
+
     from benchbone_plugins.torchvision_backbones import build
 
     torch.manual_seed(5)

@@ -1,0 +1,12 @@
+"""Public building blocks for strategy plugins (API 1.2), shared by the built-ins and free for any plugin to use.
+
+- ``chunks``: ``row_chunks(n, width, itemsize)``, ``fits_in_memory(nbytes, device)``: work on features too large
+  for memory in row chunks.
+- ``logistic``: ``LogisticObjective`` (scikit-learn's multinomial objective, exact, in torch) and
+  ``ChunkedLogisticObjective`` (the same over memory-mapped features); ``pack``, ``unpack``.
+- ``lbfgs``: ``minimise(objective, C, start)``, ``fit_logistic(X, y, num_classes, C)``, ``extrapolated_start``.
+- ``sweep``: ``choose_c(objective, Xva, yva, params, progress)``, the regularisation sweep that linear-probe runs
+  and finetune's probe head reuses (``SWEEP_DEFAULTS``).
+
+These import torch; ``benchbone`` itself does not.
+"""
