@@ -18,7 +18,7 @@ _install_moved_paths()
 
 __all__ = [
     "hookimpl", "Backbone", "DatasetSplits", "Predictions", "ImageTensorDataset", "Context", "Cell", "Config", "TextTower",
-    "BenchboneError", "UsageError", "OfflineError", "PluginError", "UnknownNameError", "run", "API_VERSION",
+    "BenchboneError", "UsageError", "OfflineError", "PluginError", "UnknownNameError", "run", "select", "API_VERSION",
 ]
 
 
@@ -79,6 +79,7 @@ def run(
     executor: str = "local",
     executor_options: dict[str, Any] | None = None,
     log_to: Iterable[str] = (),
+    progress: str | None = None,
 ):
     """Run a grid and return its leaderboard as a pandas DataFrame (also written to ``out``).
 
@@ -89,6 +90,9 @@ def run(
     ``executor`` and ``executor_options`` (``{"slurm_partition": "gpu", "gpus_per_cell": 1}``) as the
     ``--executor`` flags do; see docs/scale-out.md. ``log_to=["mlflow:runs.db"]`` as ``--log-to`` does
     (default: ``BENCHBONE_LOG_TO``). ``cache=False`` runs without the feature and decode caches, as ``--no-cache`` does.
+    ``quiet=False`` prints the leaderboard and the progress; ``progress`` ("auto", "plain" or "json", as
+    ``--progress`` does) shows the progress on stderr whatever ``quiet`` says: "json" gives one event per line for a
+    program to read. A failed cell's line and the warnings are shown either way.
     """
     from benchbone.execution.harness import run_grid
     from benchbone.planning.grid import GridSpec, parse_weights
@@ -106,6 +110,59 @@ def run(
     settings = spec.settings
     return run_grid(spec, out=Path(out or settings.get("out") or "benchbone-runs/default"), pm=pm,
                     device=device or settings.get("device"), cache_dir=cache_dir if cache else "",
-                    download=settings.get("download", True) if download is None else download, quiet=quiet, sort_by=sort_by,
-                    command=f"benchbone.run({spec!r})", echo=not quiet, executor=executor,
-                    executor_options=executor_options)
+                    download=settings.get("download", True) if download is None else download,
+                    quiet=quiet and progress is None, sort_by=sort_by, command=f"benchbone.run({spec!r})", echo=not quiet,
+                    executor=executor, executor_options=executor_options, progress=progress or "auto")
+
+
+def select(
+    dataset: str,
+    backbones: str | Iterable[str],
+    *,
+    budget: str | float | None = None,
+    epsilon: float = 1.0,
+    confidence: float = 0.9,
+    max_latency_ms: float | None = None,
+    max_params: str | float | None = None,
+    max_gmacs: float | None = None,
+    strategy: str = "linear-probe",
+    params: dict[str, Any] | None = None,
+    weights: dict[str, str | Path] | None = None,
+    out: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    device: str | None = None,
+    plugins: Iterable[str] = (),
+    quiet: bool = True,
+    **options: Any,
+):
+    """Choose a backbone for ``dataset`` among ``backbones`` as ``benchbone select`` does; returns a
+    ``SelectResult`` (``.chosen``, ``.survivors``, ``.statement``, ``.data``: select.json, ``.to_frame()``).
+
+    ``budget``: device time as seconds or text ("90s", "2h"); ``max_params`` a count or text ("30M");
+    ``params`` as ``--set``; further keywords as the flags of the same name: ``margin``, ``claim_from``,
+    ``estimators``, ``screen_by``, ``keep``, ``screen_size``. See docs/select.md.
+    """
+    from benchbone.planning.grid import parse_weights
+    from benchbone.plugins import get_plugin_manager
+    from benchbone.selection.constraints import Limits, parse_count, parse_duration
+    from benchbone.selection.run import Request, select as run_select
+
+    if not isinstance(dataset, str):
+        raise UsageError(f"benchbone.select(dataset={dataset!r}): give one dataset name")
+    _check_types(None, params, weights, out)
+    known = {"margin", "claim_from", "estimators", "screen_by", "keep", "screen_size"}
+    if set(options) - known:
+        raise UsageError(f"benchbone.select: unknown argument(s) {', '.join(sorted(set(options) - known))}; "
+                         f"also accepted: {', '.join(sorted(known))}")
+    if "estimators" in options:
+        options["estimators"] = _names("estimators", options["estimators"]) or None
+    request = Request(
+        dataset=dataset, backbones=_names("backbones", backbones), out=Path(out or "benchbone-runs/select"),
+        limits=Limits(max_latency_ms, parse_count(max_params, "max_params") if max_params is not None else None, max_gmacs),
+        budget_s=parse_duration(budget, "budget") if budget is not None else None, epsilon=epsilon,
+        confidence=confidence, strategy=strategy, overrides=dict(params or {}),
+        weights=parse_weights([f"{k}={v}" for k, v in (weights or {}).items()]),
+        data_dir=str(data_dir) if data_dir else None, cache_dir=None if cache_dir is None else str(cache_dir),
+        device=device, quiet=quiet, command=f"benchbone.select(dataset={dataset!r}, backbones={backbones!r})", **options)
+    return run_select(request, get_plugin_manager(extra=_names("plugins", plugins)))

@@ -17,9 +17,9 @@ if TYPE_CHECKING:
 API_VERSION = "1.2"
 RANDOM_SUFFIX = "@random"  # a backbone name's suffix for its randomly initialised twin
 # Harness parameters that do not change a cell's result, so stay out of its id; and those added later, which
-# stay out of it while unset, so that the cells of earlier runs keep their ids.
+# stay out of it at the value given here (unset, or the default), so that the cells of earlier runs keep their ids.
 _NOT_IN_ID = {"batch_size"}
-_IN_ID_WHEN_SET = {"train_size", "val_size"}
+_IN_ID_WHEN_SET = {"train_size": None, "val_size": None, "native_size": False}
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -138,6 +138,15 @@ class ImageTensorDataset:
     def __getitem__(self, index: int):
         return self.images[index], int(self.labels[index])
 
+    def fingerprint(self) -> str:
+        """A digest of the images' and labels' content (taken once): keys the cells and features of data held in
+        memory, so other pixels or labels never get a cached result."""
+        if getattr(self, "_fingerprint", None) is None:
+            from benchbone.digests import array_digest
+
+            self._fingerprint = array_digest(self.images, self.labels)
+        return self._fingerprint
+
 
 @dataclass
 class Config:
@@ -165,6 +174,10 @@ class Cell:
     dataset_params: tuple[tuple[str, Any], ...] = ()  # what the dataset declared and --set gave (image_column)
     layer: str | None = None  # an intermediate block of the backbone (--set layer=NAME), None for its features
     corruption: tuple | None = None  # (name, severity, seed) applied to the test images (--set corruption=NAME)
+    # What the dataset read, bound once it is built (``Session.bind``): "" for a dataset that reads no data
+    # directory (``register(..., uses_data_dir=False)``), else a digest of its files or contents; None before
+    # binding (the id is then keyed by ``data_dir``, as every id was before bindings existed).
+    data_fingerprint: str | None = None
 
     @property
     def backbone_label(self) -> str:
@@ -180,13 +193,25 @@ class Cell:
         return f"{self.dataset}/{self.corruption[0]}-{self.corruption[1]}" if self.corruption else self.dataset
 
     @property
+    def data_key(self) -> str | None:
+        """What identifies the cell's data in its id and its features' cache key: the data fingerprint once bound,
+        None for a dataset that reads no data directory (the value of every id written without --data-dir)."""
+        return self.data_dir if self.data_fingerprint is None else (self.data_fingerprint or None)
+
+    @property
+    def dataset_key(self) -> str:
+        """The dataset in the cell's id and features' key: once bound to a fingerprint of what it read, a prefix
+        dataset's path (``imagefolder:data``, ``imagefolder:/abs/data``) is left to the fingerprint."""
+        return self.dataset.split(":", 1)[0] if self.data_fingerprint else self.dataset
+
+    @property
     def id(self) -> str:
         """A stable hash of everything that defines the cell's result."""
         defining = {
-            "backbone": self.backbone, "pretrained": self.pretrained, "dataset": self.dataset,
+            "backbone": self.backbone, "pretrained": self.pretrained, "dataset": self.dataset_key,
             "strategy": self.strategy, "seed": self.seed, "params": dict(self.params),
             "options": {k: v for k, v in self.options
-                        if k not in _NOT_IN_ID and not (k in _IN_ID_WHEN_SET and v is None)}, "data_dir": self.data_dir,
+                        if k not in _NOT_IN_ID and not (k in _IN_ID_WHEN_SET and v is _IN_ID_WHEN_SET[k])}, "data_dir": self.data_key,
         }
         if self.weights_sha256:
             defining["weights_sha256"] = self.weights_sha256

@@ -51,3 +51,15 @@ class OfflineError(UsageError):
 
 class PluginError(BenchboneError):
     """A plugin returned something that breaks the API contract; its cell is recorded as failed."""
+
+
+class SummarisedWarning(UserWarning):
+    """A warning that many cells of one run may each give, with the same cause and the same advice: the harness
+    counts them and shows one line per ``summary`` at the end of the run instead of one per cell (``--progress
+    json`` gives each cell's ``message`` in its event too). ``summary`` holds ``{count}``, the number of cells, and
+    says what to do; the cell's record must say the detail itself, since the warning leaves no trace in it.
+    Outside a run (a strategy called directly) it is an ordinary warning with the detailed message."""
+
+    def __init__(self, message: str, summary: str):
+        super().__init__(message)
+        self.summary = summary

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import sys
+import traceback
 import warnings
 from pathlib import Path
 from typing import Iterable
@@ -63,6 +64,8 @@ class PluginManager(pluggy.PluginManager):
         self.problems: dict[str, str] = {}
         self.entrypoint_names: set[str] = set()
         self.load_args: dict = {}  # how get_plugin_manager built it: a worker elsewhere builds the same
+        self.tracebacks: dict[str, str] = {}  # plugin -> the traceback of its failure to load, for --debug
+        self.config: Config | None = None  # set once benchbone_configure ran: a plugin registered later is configured then
         self._registries: Registries | None = None
 
     def register(self, plugin: object, name: str | None = None) -> str | None:
@@ -71,6 +74,8 @@ class PluginManager(pluggy.PluginManager):
             if registered not in self.versions:
                 self.versions[registered] = plugin_version(plugin)
             self._registries = None
+            if self.config is not None:  # as pytest does for a plugin registered after pytest_configure
+                configure(self, self.config, only=registered)
         return registered
 
     def unregister(self, plugin: object | None = None, name: str | None = None) -> object | None:
@@ -158,11 +163,42 @@ def get_plugin_manager(
         pm.trace.root.setwriter(sys.stderr.write)
         pm.enable_tracing()
     config = Config(pm, {"log_to": list(log_to)})
-    pm.hook.benchbone_configure(config=config)
+    configure(pm, config, strict=strict)
     if config.options["log_to"]:  # as configure resolved them: a worker elsewhere logs to the same absolute targets
         pm.load_args["log_to"] = list(config.options["log_to"])
     _check_hook_names(pm)
     return pm
+
+
+def configure(pm: PluginManager, config: Config, *, only: str | None = None, strict: bool = False) -> None:
+    """Call ``benchbone_configure`` one plugin at a time (only ``only``'s, for a plugin registered afterwards),
+    then remember ``config`` so that a plugin registered later (``benchbone_pm.register`` in a test) gets it too.
+
+    An installed plugin whose configure raises is treated like one that fails to import: unregistered, with the
+    plugins it registered meanwhile, and reported (``say_load_problems``; ``--debug`` shows the traceback). A
+    built-in's, a ``-p`` plugin's or a later-registered one's fails loudly: a ``UsageError`` (bad options, such as
+    ``--log-to nowhere:x``) as it is, anything else as a ``PluginLoadError`` naming the plugin.
+    """
+    for impl in pm.hook.benchbone_configure.get_hookimpls():
+        name = impl.plugin_name
+        if (only is not None and name != only) or not pm.has_plugin(name):  # one before it may have unregistered it
+            continue
+        before = {n for n, _ in pm.list_name_plugin()}
+        try:
+            call_one(pm, "benchbone_configure", impl, config=config)
+        except Exception as exc:
+            installed = name in pm.entrypoint_names and only is None and not strict
+            message = f"{name} failed in benchbone_configure: {type(exc).__name__}: {exc}"
+            for added in ({n for n, _ in pm.list_name_plugin()} - before) | ({name} if only or installed else set()):
+                pm.unregister(name=added)
+            if not installed:
+                if isinstance(exc, UsageError):
+                    raise
+                raise PluginLoadError(f"plugin {message}") from exc
+            pm.problems[name] = message
+            pm.tracebacks[name] = traceback.format_exc()
+    if only is None:
+        pm.config = config
 
 
 def log_targets(asked: Iterable[str]) -> list[str]:
@@ -177,13 +213,15 @@ def announce_record(pm: pluggy.PluginManager, record_file: Path, run_dir: Path) 
     impls = pm.hook.benchbone_record_written.get_hookimpls()
     if not impls:
         return
-    record = json.loads(Path(record_file).read_text(encoding="utf-8"))
+    text = Path(record_file).read_text(encoding="utf-8")
+    cell_id = json.loads(text).get("cell_id")
     for impl in impls:
+        record = json.loads(text)  # each its own: one that edits its record changes nobody else's
         try:
             call_one(pm, "benchbone_record_written", impl, record=record, run_dir=Path(run_dir))
         except Exception as exc:  # noqa: BLE001 - a logger may fail in any way; the record is already safe
             warnings.warn(f"plugin {impl.plugin_name} failed in benchbone_record_written for cell "
-                          f"{record.get('cell_id')}: {type(exc).__name__}: {exc}; the record {record_file} is kept")
+                          f"{cell_id}: {type(exc).__name__}: {exc}; the record {record_file} is kept")
 
 
 KIND_HOOKS = {many: (one, f"benchbone_register_{many}") for one, many in KINDS.items()}
@@ -249,6 +287,7 @@ def load_entrypoint_plugins(pm: PluginManager, *, strict: bool) -> None:
             if strict:
                 raise PluginLoadError(f"plugin {message}") from exc
             pm.problems[ep.name] = message
+            pm.tracebacks[ep.name] = traceback.format_exc()
 
 
 def _import_explicit(spec: str) -> object:

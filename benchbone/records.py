@@ -20,6 +20,12 @@ REQUIRED = ("cell_id", "status", "backbone", "dataset", "strategy", "seed")  # w
 OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 SCHEMA = 1
+# The version of the harness's image preprocessing (``benchbone.inputs.transforms.Preprocess``), written into every
+# record (``backbone_info.preprocess.version``) and feature-cache key. 1 (no version written): an image already at
+# the input size passed unresized, the longer side was rounded to nearest, the crop offset floored; 2 (issue 28):
+# every image is resized to size / crop_pct and centre-cropped as timm's and transformers' eval pipelines do.
+# A finished record of an older version is not served on resume: its cell runs again (``finished_record``).
+PREPROCESS_VERSION = 2
 STALE_TMP_S = 3600  # a temporary file not written for this long belongs to a dead writer
 _WRITER = f"{re.sub(r'[^A-Za-z0-9-]', '-', socket.gethostname())}-{os.getpid()}"
 
@@ -192,7 +198,19 @@ def finished_record(run_dir: Path, cell_id: str) -> dict | None:
     record, why = check_record(path)
     if why:
         _warn_damaged(path, why, "running its cell again")
+    if record and record.get("status") == "ok" and stale_preprocessing(record):
+        warnings.warn(f"records written with benchbone's preprocessing before version {PREPROCESS_VERSION} (an image "
+                      "at the input size was not resized to size / crop_pct and cropped) are computed again; "
+                      "--set native_size=true keeps the old rule", stacklevel=2)
+        return None
     return record if record and record.get("status") == "ok" else None
+
+
+def stale_preprocessing(record: dict) -> bool:
+    """True for a record of the harness's preprocessing before ``PREPROCESS_VERSION`` (a record without the
+    harness's ``backbone_info.preprocess``, from a plugin's own cell runner, is not judged)."""
+    preprocess = (record.get("backbone_info") or {}).get("preprocess")
+    return isinstance(preprocess, dict) and preprocess.get("version", 1) < PREPROCESS_VERSION
 
 
 def read_records(run_dirs: Iterable[Path]) -> list[dict]:
@@ -226,3 +244,22 @@ def run_slug(record: dict) -> str:
     parts = [record["backbone"], record["dataset"], record["strategy"], f"seed{record['seed']}"]
     readable = "__".join(re.sub(r"[^A-Za-z0-9._+=-]+", "-", str(part)).strip("-.") or "-" for part in parts)
     return f"{readable[:120]}__{record['cell_id'][:8]}"
+
+
+def artefact_file(record: dict, name: str, run_dirs: Iterable[Path]) -> Path | None:
+    """The artefact file ``name`` of a record (``record["artefacts"][name]``), found in the run directories (later
+    ones win, as in ``read_records``), or None. A path that leads outside its run directory (``../``, absolute, a
+    symbolic link out) is reported in one warning line and never opened: every reader of artefacts goes here."""
+    rel = (record.get("artefacts") or {}).get(name)
+    if not rel:
+        return None
+    for run_dir in reversed(list(run_dirs)):
+        root = Path(run_dir).resolve()
+        path = (root / str(rel)).resolve()
+        if not path.is_relative_to(root):
+            warnings.warn(f"record {record.get('cell_id')} in {run_dir} names artefact {name} at {str(rel)!r}, "
+                          "outside its run directory; skipped", stacklevel=2)
+            return None
+        if path.is_file():
+            return path
+    return None

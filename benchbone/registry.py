@@ -23,6 +23,48 @@ def natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
+def read_only(array: Any) -> Any:
+    """``array`` (a numpy array, or None) made read-only in place: several plugins read it, none may change it."""
+    if array is not None:
+        array.flags.writeable = False
+    return array
+
+
+def call_reading(kind: str, plugin: str, fn: Callable[..., Any], arrays: dict[str, Any]) -> Any:
+    """``fn(*arrays.values())`` for ``plugin``'s ``kind`` (e.g. "metric"), the arrays read-only (``read_only``).
+
+    A plugin that writes into one gets a ``PluginError`` naming the plugin, its module and the array, instead of
+    numpy's bare "assignment destination is read-only": it changed nothing, so the other plugins' numbers stay right.
+    """
+    try:
+        return fn(*arrays.values())
+    except ValueError as exc:
+        if "read-only" not in str(exc):
+            raise
+        from benchbone.errors import PluginError
+
+        written, joiner = _written(fn, arrays)
+        raise PluginError(f"{kind} plugin {plugin!r} (module {getattr(fn, '__module__', None) or 'unknown'}) wrote "
+                          f"into {joiner.join(written)}, which {'is' if len(written) == 1 else 'are'} read-only: "
+                          f"copy {'it' if len(written) == 1 else 'them'} first") from exc
+
+
+def _written(fn: Callable[..., Any], arrays: dict[str, Any]) -> tuple[list[str], str]:
+    """Which of ``arrays`` ``fn`` writes into (and " and "), found by running it once more on private copies;
+    every array given (and " or ") when that shows none."""
+    import numpy as np
+
+    copies = {name: None if a is None else np.array(a, copy=True) for name, a in arrays.items()}
+    try:
+        fn(*copies.values())
+    except Exception:  # noqa: BLE001 - only to name the array; the first error is the one reported
+        pass
+    given = [name for name, a in arrays.items() if a is not None]
+    written = [name for name in given
+               if not np.array_equal(arrays[name], copies[name], equal_nan=arrays[name].dtype.kind in "fc")]
+    return (written, " and ") if written else (given, " or ")
+
+
 @dataclass(frozen=True)
 class Entry(Generic[T]):
     """One registered name: the plugin's object, the plugin that offered it, and its metadata."""
@@ -232,9 +274,12 @@ class DatasetRegistrar(Registrar):
 
     def __call__(self, name: str, build: Callable[..., Any], *, aliases: Iterable[str] = (),
                  description: str | None = None, augment: dict | bool | None = None, params: dict | None = None,
-                 types: dict | None = None, prefix: bool = False) -> None:
-        """``build(data_dir, download, **params) -> DatasetSplits``; ``augment``: its label-preserving transforms."""
+                 types: dict | None = None, prefix: bool = False, uses_data_dir: bool = True) -> None:
+        """``build(data_dir, download, **params) -> DatasetSplits``; ``augment``: its label-preserving transforms;
+        ``uses_data_dir=False``: its data come with its code (generated, or bundled with a library), so its cells
+        and features are not keyed by ``--data-dir`` (else they are keyed by what the build read)."""
         self._stage(name, build, aliases, description, augment=augment, prefix=prefix,
+                    uses_data_dir=None if uses_data_dir else False,
                     **_param_settings("dataset", name, params, types, None))
 
 

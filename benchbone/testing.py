@@ -59,7 +59,7 @@ class TinyPlugin:
 
     @hookimpl
     def benchbone_register_datasets(self, register):
-        register("test/blobs", blobs, description="generated 4-class 12x12 images for tests")
+        register("test/blobs", blobs, description="generated 4-class 12x12 images for tests", uses_data_dir=False)
 
 
 class FakeContext:

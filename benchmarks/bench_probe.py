@@ -13,15 +13,28 @@ table, each case's iterations fit by fit (probe / scikit-learn) show where the t
 Each side's time is the least of ``--repeat`` runs, the two sides taking turns: the usual guards against a
 noisy machine.
 
-    python benchmarks/bench_probe.py [--threads 1 [2 ...]] [--repeat 3] [--image-size 64] [--cache-dir DIR]
-                                     [--cifar10-dir DIR] [--cifar10-image-size 32] [--no-cifar10] [--carves N]
+    python benchmarks/bench_probe.py [--threads 1 [2 ...]] [--probe-threads N] [--repeat 3] [--image-size 64]
+                                     [--cache-dir DIR] [--cifar10-dir DIR] [--cifar10-image-size 32] [--no-cifar10]
+                                     [--carves N] [--no-small | --only-small] [--busy-core]
 
 ``--carves N`` also times the probe alone on N other stratified validation carves of each case (train + val
 carved again, same size; the least of ``--repeat`` runs each, as in the table): its iterations at the weak end
 depend on where float32's objective rule happens to stop, and this shows the spread that one run hides.
 
 One thread each is the like-for-like comparison; with more, each library uses them its own way
-(torch intra-op threads; scikit-learn's OpenMP loss and the BLAS under numpy).
+(torch intra-op threads; scikit-learn's OpenMP loss and the BLAS under numpy). ``--probe-threads N`` gives the
+probe N torch threads whatever ``--threads`` gives scikit-learn: ``--threads 1 --probe-threads 2`` on a 2-core
+machine is a cell's condition (torch's default, one thread a core) against scikit-learn on one thread. The probe
+may fit a small problem on fewer threads than it is given (its record's ``threads`` says how many; the ``threads``
+column shows probe / scikit-learn).
+
+``--busy-core`` runs a spinning process pinned to one core (the last this process may use) while the cases run,
+so that the benchmark reproduces a shared machine where another job keeps one core busy; it is killed at the end.
+The header gives the load average (1, 5, 15 minutes) when the cases start.
+
+Small cases (``--no-small`` leaves them out, ``--only-small`` runs them alone): efficientnet_lite0 features of
+digits at 32 px with 240 and 1,000 training rows (stratified subsets of the 1,131 the harness leaves after its
+validation carve; val and test as carved), and digits' raw 8 x 8 pixels (64 features) with 216 training rows.
 
 Cases: synthetic 50,000 x 64 features (CIFAR-10-sized, 10 classes), real efficientnet_lite0 features of
 scikit-learn digits, and real efficientnet_lite0 features of all of CIFAR-10 (the JPEG copy: 45,000 train +
@@ -34,6 +47,8 @@ on one quiet core. Extraction of 60,000 CIFAR-10 images at 32 px (their own size
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -74,12 +89,17 @@ def extract(backbone: str, dataset: str, image_size: int, cache_dir: Path, data_
     from export_features import read_exported
 
     folder = cache_dir / "exported" / f"{backbone}-{dataset}-{image_size}px"
-    subprocess.run([sys.executable, "-c", "from benchbone.cli import main; main()", "run",
-                    "--plugin", str(Path(__file__).with_name("export_features.py")), "--backbone", backbone,
-                    "--dataset", dataset, "--strategy", "export-features", "--set", f"image_size={image_size}",
-                    "--set", f"export-features.to={folder}", "--cache-dir", str(cache_dir),
-                    "--out", str(cache_dir / "run"), "-q", *(["--data-dir", data_dir] if data_dir else [])],
-                   check=True, stdout=subprocess.DEVNULL)
+    cli = subprocess.run([sys.executable, "-c", "from benchbone.cli import main; main()", "run",
+                          "--plugin", str(Path(__file__).with_name("export_features.py")), "--backbone", backbone,
+                          "--dataset", dataset, "--strategy", "export-features", "--set", f"image_size={image_size}",
+                          "--set", f"export-features.to={folder}", "--cache-dir", str(cache_dir),
+                          "--out", str(cache_dir / "run"), "-q", *(["--data-dir", data_dir] if data_dir else [])],
+                         check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if cli.returncode:
+        if not (folder / "test_labels.npy").exists():
+            raise RuntimeError(f"benchbone run failed exporting {backbone} on {dataset}:\n{cli.stderr}")
+        print(f"# the CLI failed (exit {cli.returncode}); {backbone} on {dataset} at {image_size}px read from the "
+              f"earlier export in {folder}", flush=True)
     return read_exported(folder)
 
 
@@ -115,6 +135,51 @@ def cuml_sweep(splits: dict, Cs: list[float], max_iter: int, tol: float) -> dict
     mean, std = Xfit.mean(0), Xfit.std(0, ddof=1).clip(1e-6)
     final = LogisticRegression(C=C, tol=tol, max_iter=max_iter).fit((Xfit - mean) / std, yfit)
     return {"C": C, "test": float((final.predict((Xte - mean) / std) == yte).mean())}
+
+
+def subset(splits: dict, rows: int, seed: int = 0) -> dict:
+    """``splits`` with ``rows`` training rows, a stratified subset (sorted, as the harness keeps rows in order)."""
+    from sklearn.model_selection import train_test_split
+
+    X, y = splits["train"]
+    keep, _ = train_test_split(np.arange(len(y)), train_size=rows, random_state=seed, stratify=y.numpy())
+    keep = torch.from_numpy(np.sort(keep))
+    return dict(splits, train=(X[keep], y[keep]))
+
+
+def digits_pixels(train_rows: int = 216) -> dict:
+    """scikit-learn digits as 64 raw pixel features (0..16): the test split as benchbone's digits plugin carves it
+    (30%, seed 0, stratified), validation as the harness carves it (10%, seed 0), and ``train_rows`` of the rest."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from benchbone.inputs.splits import _carved_positions
+
+    digits = load_digits()
+    X, y = torch.from_numpy(digits.data.astype(np.float32)), torch.from_numpy(digits.target.astype(np.int64))
+    train, test = (np.sort(i) for i in train_test_split(np.arange(len(y)), test_size=0.3, random_state=0,
+                                                          stratify=digits.target))
+    fit, val = _carved_positions(y[train].numpy(), round(0.1 * len(train)), 0, stratify=True, store=None)
+    splits = {"train": (X[train[fit]], y[train[fit]]), "val": (X[train[val]], y[train[val]]),
+              "test": (X[test], y[test])}
+    return subset(splits, train_rows)
+
+
+@contextlib.contextmanager
+def busy_core(enabled: bool):
+    """A process spinning in pure Python, pinned to the last CPU this process may use, while the block runs:
+    another job keeping one core of a shared machine busy. Yields that CPU's number, or None when not enabled."""
+    if not enabled:
+        yield None
+        return
+    cpu = max(os.sched_getaffinity(0))
+    spinner = subprocess.Popen([sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"])
+    try:
+        time.sleep(0.5)  # pinned and spinning before the first case
+        yield cpu
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def least_times(repeat: int, *runs):
@@ -199,13 +264,23 @@ def over_carves(splits: dict, params: dict, carves: int, device: str, sklearn_s:
 
 
 def run_case(name: str, splits: dict, params: dict, repeat: int = 1, threads: int = 1, device: str = "cpu",
-             carves: int = 0) -> dict:
-    """One row of the table: the probe's sweep and scikit-learn's over ``params``' strengths, side by side."""
+             carves: int = 0, probe_threads: int | None = None) -> dict:
+    """One row of the table: the probe's sweep and scikit-learn's over ``params``' strengths, side by side; the
+    probe with ``probe_threads`` torch threads (default ``threads``), scikit-learn within ``threads``."""
     from benchbone.compute.sweep import sweep_values
 
     Cs = sweep_values(params)
     ctx = probe_context(splits, params, device)
-    sides = [lambda: run_probe(ctx), lambda: sklearn_sweep(splits, Cs, params["max_iter"], params["tol"])]
+    probe_threads = probe_threads or threads
+
+    def probe():
+        torch.set_num_threads(probe_threads)
+        try:
+            return run_probe(ctx)
+        finally:
+            torch.set_num_threads(threads)
+
+    sides = [probe, lambda: sklearn_sweep(splits, Cs, params["max_iter"], params["tol"])]
     if device.startswith("cuda"):
         sides.append(lambda: cuml_sweep(splits, Cs, params["max_iter"], params["tol"]))
     (probe_s, pred), (sk_s, sk), *cuml = least_times(repeat, *sides)
@@ -216,7 +291,8 @@ def run_case(name: str, splits: dict, params: dict, repeat: int = 1, threads: in
     val_images = [round(abs(point["val_top1"] - val) * len(splits["val"][1]))
                   for point, val in zip(ctx.info["sweep"], sk["val"])]
     unresolved = [point["C"] for point in ctx.info["sweep"] if not point["resolved"]]
-    row = {"case": name, "train x dim": f"{n} x {d}", "threads": threads, "device": device, "fits": len(Cs) + 1,
+    row = {"case": name, "train x dim": f"{n} x {d}",
+           "threads": f"{ctx.info.get('threads', probe_threads)} / {probe_threads} / {threads}", "device": device, "fits": len(Cs) + 1,
            "probe_iters": probe_iterations, "sklearn_iters": sk["iterations"],
            "ms/iter": f"{1000 * probe_s / probe_iterations:.1f} / {1000 * sk_s / sk['iterations']:.1f}",
            "2 products ms": f"{product_pair_ms(*splits['train'], ctx.num_classes, device):.1f}", "probe_s": probe_s,
@@ -228,7 +304,9 @@ def run_case(name: str, splits: dict, params: dict, repeat: int = 1, threads: in
     row["iterations by fit"] = ", ".join(f"{label} {ours}/{theirs}"
                                          for label, ours, theirs in zip(labels, probe_per_fit, sk["per_fit"]))
     if carves:
+        torch.set_num_threads(probe_threads)
         row["carves"] = over_carves(splits, params, carves, device, sk_s, repeat)
+        torch.set_num_threads(threads)
     if cuml and cuml[0][1] is not None:
         row.update(cuml_s=cuml[0][0], cuml_C=cuml[0][1]["C"], cuml_test=cuml[0][1]["test"])
     return row
@@ -251,32 +329,51 @@ def main() -> None:
     parser.add_argument("--cifar10-dir", default=str(Path(__file__).resolve().parents[1] / "../shared/data/cifar10-jpeg"),
                         help="CIFAR-10 class folders (default: the shared JPEG copy)")
     parser.add_argument("--cifar10-image-size", type=int, default=32, help="input size for the CIFAR-10 features")
+    parser.add_argument("--probe-threads", type=int, default=None,
+                        help="torch threads the probe is given (default: as --threads); scikit-learn keeps --threads")
+    parser.add_argument("--no-small", action="store_true", help="skip the small cases (digits subsets, raw pixels)")
+    parser.add_argument("--only-small", action="store_true", help="run the small cases alone")
+    parser.add_argument("--busy-core", action="store_true",
+                        help="keep one core busy with a pinned spinning process while the cases run")
     parser.add_argument("--carves", type=int, default=0,
                         help="also time the probe alone on this many other validation carves of each case")
     args = parser.parse_args()
     params = dict(DEFAULTS)
     large = dict(params, c_max=1e2, c_steps=7)
-    print(f"{machine_line()}, torch {torch.__version__}")
+    print(f"{machine_line()}, torch {torch.__version__} ({torch.get_num_threads()} threads by default)")
     print(f"# C sweep: {params['c_steps']} values {params['c_min']:g}..{params['c_max']:g} (CIFAR-10: "
           f"{large['c_steps']} values {large['c_min']:g}..{large['c_max']:g}, one run each), "
           f"tol={params['tol']}, max_iter={params['max_iter']}; + 1 refit on train+val; "
           f"least of {args.repeat} runs each, taking turns")
     with tempfile.TemporaryDirectory() as tmp:
         cache_dir = args.cache_dir or Path(tmp)
-        cases = {"synthetic Gaussians": (synthetic(args.synthetic_rows, args.synthetic_rows // 5), params, args.repeat)}
-        if not args.no_real:
+        cases = {}
+        if not args.only_small:
+            cases["synthetic Gaussians"] = (synthetic(args.synthetic_rows, args.synthetic_rows // 5), params, args.repeat)
+        if not (args.no_real or args.only_small):
             cases[f"efficientnet_lite0 @ {args.image_size}px, digits"] = (
                 extract("efficientnet_lite0", "digits", args.image_size, cache_dir), params, args.repeat)
-        if not (args.no_real or args.no_cifar10):
+        if not (args.no_real or args.no_small):
+            digits32 = extract("efficientnet_lite0", "digits", 32, cache_dir)
+            for rows in (240, 1000):
+                cases[f"efficientnet_lite0 @ 32px, digits, {rows} train rows"] = (subset(digits32, rows), params, args.repeat)
+        if not args.no_small:
+            cases["digits raw 8x8 pixels, 216 train rows"] = (digits_pixels(216), params, args.repeat)
+        if not (args.no_real or args.no_cifar10 or args.only_small):
             cases[f"efficientnet_lite0 @ {args.cifar10_image_size}px, CIFAR-10 (JPEG copy)"] = (
                 extract("efficientnet_lite0", "cifar10", args.cifar10_image_size, cache_dir, args.cifar10_dir), large, 1)
     rows = []
-    for threads in args.threads:
-        torch.set_num_threads(threads)
-        with threadpool_limits(threads):
-            run_case("warm-up", synthetic(200, 50, 8, 3), params, device=args.device)  # first-use costs out of the timings
-            rows += [run_case(name, splits, case_params, repeat, threads, args.device, args.carves)
-                     for name, (splits, case_params, repeat) in cases.items()]
+    with busy_core(args.busy_core) as cpu:
+        load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+        print(f"# load average {load} (1, 5, 15 min) as the cases start; "
+              + (f"a spinning process pinned to cpu {cpu} keeps that core busy" if cpu is not None else "no busy core"))
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            with threadpool_limits(threads):
+                run_case("warm-up", synthetic(200, 50, 8, 3), params, device=args.device)  # first-use costs out of the timings
+                rows += [run_case(name, splits, case_params, repeat, threads, args.device, args.carves, args.probe_threads)
+                         for name, (splits, case_params, repeat) in cases.items()]
+        print(f"# load average {', '.join(f'{v:.2f}' for v in os.getloadavg())} (1, 5, 15 min) as the cases end")
     head = ["case", "train x dim", "threads", "device", "fits", "probe_iters", "sklearn_iters", "ms/iter", "2 products ms",
             "probe_s", "sklearn_s",
             "ratio", "probe_C", "sklearn_C", "probe_test", "sklearn_test", "val_diff", "unresolved"]

@@ -30,4 +30,4 @@ def build_digits(data_dir, download) -> DatasetSplits:
 @hookimpl
 def benchbone_register_datasets(register):
     register("digits", build_digits, augment={"hflip": False, "translate": 0.125},  # 1 of 8 pixels, never mirrored
-             description="scikit-learn digits, 8x8 grey, 10 classes, offline")
+             description="scikit-learn digits, 8x8 grey, 10 classes, offline", uses_data_dir=False)

@@ -238,5 +238,6 @@ def hub_entry(value: str):
 @hookimpl
 def benchbone_register_backbones(register):
     register("hf/", hub_entry, prefix=True, pretrained=True, text=has_text,
-             description="hf/ORG/NAME: a transformers vision model (AutoModel pooled output; CLIP and SigLIP with their "
-                         "text tower); needs benchbone[transformers]")
+             description="hf/ORG/NAME from the Hub, or hf/PATH for a local save_pretrained folder (hf/./my-model, "
+                         "hf//abs/path): a transformers vision model (AutoModel pooled output; CLIP and SigLIP with "
+                         "their text tower); needs benchbone[transformers]")

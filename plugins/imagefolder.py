@@ -36,9 +36,13 @@ def split_one_folder(root: Path) -> DatasetSplits:
 
 def read_image_folder(root: Path) -> DatasetSplits:
     """The splits of ``root`` in either layout; bad layouts raise one UsageError naming the directory."""
-    if not root.is_dir():
-        raise UsageError(f"imagefolder: {root} does not exist; pass imagefolder:PATH with an existing folder")
-    present = [s for s in ("train", "val", "test") if (root / s).is_dir()]
+    try:
+        if not root.is_dir():
+            raise UsageError(f"imagefolder: {root} does not exist; pass imagefolder:PATH with an existing folder")
+        present = [s for s in ("train", "val", "test") if (root / s).is_dir()]
+    except OSError as exc:  # a root that cannot be looked into (no permission): one line naming it
+        raise UsageError(f"imagefolder: cannot read {root}: {exc.strerror or exc}; make it readable or pass "
+                         "another folder") from None
     if not present:
         return split_one_folder(root)
     if "train" not in present:

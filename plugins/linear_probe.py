@@ -12,11 +12,20 @@ a point that float32 stopped within one iteration with the gradient above tol is
 where its validation accuracy is within 1% of the best (where a converged fit might choose another C).
 Features too large for a working copy in memory (or on the device) are read where they are, in row chunks.
 
+A small problem (at most ``SMALL_PROBLEM`` entries in the refit's features, ``rows x (features + 1)``) is fitted
+and scored on one torch intra-op thread, whatever torch's setting, which is restored afterwards: its products
+are too short to share out, and threads that wait for each other at every product made it 9 to 20 times
+slower where another job kept one core of two busy (results/perf.md, section 7). The count is chosen from the problem's size
+alone, so that a problem fits the same way (the products rounded the same) however busy the machine is; the
+record's ``threads`` says how many the fit used.
+
 ``shots=K`` is the K-shot probe: K images per class drawn with the cell's seed from the train split.
 The validation split stays as carved (it only chooses C), and the probe is not refitted on train + val,
 so the final probe has seen K labelled images per class.
 """
 from __future__ import annotations
+
+import contextlib
 
 from benchbone import Predictions, UsageError, hookimpl
 from benchbone.compute.chunks import fits_in_memory, row_chunks
@@ -64,6 +73,36 @@ def sample_shots(y, shots: int, num_classes: int, generator):
     return torch.cat(picked).sort().values
 
 
+# Entries of the refit's features, rows x (features + 1), up to which the probe fits on one intra-op thread: 8M
+# float32 entries (32 MiB). On a quiet 2-core machine one
+# thread was as fast as two on 45,000 x 64 and 1,131 x 1,280 (results/perf.md, 3a and 3a'), and two threads
+# 1.8x as fast on 45,000 x 1,280.
+SMALL_PROBLEM = 2**23
+
+
+def fit_threads(rows: int, features: int) -> int:
+    """torch intra-op threads to fit a probe on ``rows`` x ``features`` with: one for a small problem, else torch's
+    setting."""
+    import torch
+
+    return 1 if rows * (features + 1) <= SMALL_PROBLEM else torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def intra_op_threads(count: int):
+    """torch's intra-op threads set to ``count`` inside the block, and restored to what they were after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    if count != before:
+        torch.set_num_threads(count)
+    try:
+        yield count
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 # Probes fitted in this process, by what determines them: cells that differ only in their test images (the
 # conditions of --set corruption=...) score the same probe instead of refitting it. The last few are kept.
 _FITTED: dict[str, tuple] = {}
@@ -96,12 +135,15 @@ def linear_probe(backbone, data, ctx) -> Predictions:
         keep = sample_shots(ytr, p["shots"], ctx.num_classes, ctx.generator(offset=7))
         Xtr, ytr = Xtr[keep], ytr[keep]
     key = fit_key((Xtr, ytr, Xva, yva), p, ctx.num_classes, ctx.device)
-    if key not in _FITTED:
-        while len(_FITTED) >= 4:
-            _FITTED.pop(next(iter(_FITTED)))
-        _FITTED[key] = fit_probe(Xtr, ytr, Xva, yva, p, ctx)
-    objective, x, info = _FITTED[key]
-    scores = torch.softmax(objective.scores(Xte, x), dim=1).float().cpu()
+    threads = fit_threads(len(Xtr) + (len(Xva) if p["shots"] is None else 0), Xtr.shape[1])
+    with intra_op_threads(threads):
+        if key not in _FITTED:
+            while len(_FITTED) >= 4:
+                _FITTED.pop(next(iter(_FITTED)))
+            _FITTED[key] = fit_probe(Xtr, ytr, Xva, yva, p, ctx)
+            _FITTED[key][2]["threads"] = threads
+        objective, x, info = _FITTED[key]
+        scores = torch.softmax(objective.scores(Xte, x), dim=1).float().cpu()
     ctx.info.update(info)  # the same whether fitted here or reused: the fit is deterministic
     return Predictions(y_true=yte, y_pred=scores.argmax(1), y_score=scores)
 

@@ -463,6 +463,14 @@ TOP1_KEYS = ("imagenet_top1", "source_top1", "top1")
 PARAM_KEYS = ("params_m", "num_params", "params", "param_count")
 
 
+def _input_side(meta: dict) -> float:
+    size = meta.get("input_size") or 224
+    size = float(size[-1] if isinstance(size, (tuple, list)) else size)
+    if not (math.isfinite(size) and size > 0):
+        raise ValueError(f"static-prior: input_size must be positive, got {meta.get('input_size')!r}")
+    return size
+
+
 def static_prior(meta: dict) -> float:
     """A prior that reads no target data: T + 0.01 log2(P) + 0.01 log2(R / 224).
 
@@ -477,7 +485,8 @@ def static_prior(meta: dict) -> float:
     top-1 against size (3.5 M parameters: 0.69; 25 M: 0.81; 88 M: 0.88). Random weights get T = 0. The size
     terms prefer, by a point of accuracy per doubling, larger networks and larger inputs, which transfer
     better at equal source accuracy. It is a heuristic, not fitted to any benchmark: a tie-breaker and a
-    default when no target data are at hand, and it needs the top-1 or the parameter count.
+    default when no target data are at hand, and it needs the top-1 or the parameter count. A backbone with
+    zero parameters (a pixels baseline) has learned nothing: T = 0 and no parameter term.
     """
     if not isinstance(meta, dict):
         raise ValueError(f"static-prior needs a dict of backbone metadata, got {type(meta).__name__}")
@@ -488,15 +497,14 @@ def static_prior(meta: dict) -> float:
         raise ValueError("static-prior needs the backbone's ImageNet top-1 (imagenet_top1) or its parameter count "
                          "(params_m)")
     p_m = None
+    if params is not None and float(params) == 0:  # no learned weights (a pixels baseline): nothing transfers
+        return _finite(0.01 * math.log2(_input_side(meta) / 224), "static-prior")
     if params is not None:
         p_m = float(params)
         if not (math.isfinite(p_m) and p_m > 0):
             raise ValueError(f"static-prior: the parameter count must be positive, got {params!r}")
         p_m = p_m / 1e6 if p_m >= 10_000 and params_key != "params_m" else p_m
-    size = meta.get("input_size") or 224
-    size = float(size[-1] if isinstance(size, (tuple, list)) else size)
-    if not (math.isfinite(size) and size > 0):
-        raise ValueError(f"static-prior: input_size must be positive, got {meta.get('input_size')!r}")
+    size = _input_side(meta)
     if meta.get("pretrained") is False:
         t = 0.0
     elif top1 is not None:

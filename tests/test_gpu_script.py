@@ -31,7 +31,7 @@ def test_tiny_cpu_flow_writes_every_section(tmp_path):
     for heading, evidence in [("### 1a. ResNet-50 extraction", "| ratio harness / bare |"),
                               ("### 1b. The same with torch.compile", "'compile': True"),
                               ("### 2. Streaming JPEG loader", "decode_jpeg on cpu, batches of 16"),
-                              ("### 3. linear-probe sweep on cpu", "| synthetic Gaussians | 450 x 64 | 1 | cpu |")]:
+                              ("### 3. linear-probe sweep on cpu", "| synthetic Gaussians | 450 x 64 | 1 / 1 / 1 | cpu |")]:
         section = text.split(heading, 1)[1].split("\n### ", 1)[0]
         assert evidence in section, (heading, section)
     assert "Traceback" not in text

@@ -1,5 +1,5 @@
 """Any metric name works in every output (issue 28, item 3): names with ``/``, ``-``, ``.``, spaces and non-ASCII
-letters, over two datasets and two backbones, through the CLI, sorted by each name."""
+letters, over two datasets and three backbones (the CD diagrams need three), through the CLI, sorted by each name."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,24 @@ import pytest
 from benchbone.records import write_record
 
 NAMES = ("mean_third/brier", "top-1 acc", "ece.15", "précision")
-BACKBONES, DATASETS, CLASSES = ("alpha", "beta"), ("blobs", "digits"), ["cat", "dog", "frog"]
+REGISTRABLE = ("mean_third/brier", "ece.15")  # registered names hold only letters, digits and . _ - / +
+PLUGIN = """
+import numpy as np
+from benchbone import hookimpl
+
+
+def brier_items(y_true, y_pred, y_score):
+    onehot = np.eye(y_score.shape[1])[y_true]
+    return ((y_score - onehot) ** 2).sum(axis=1) / 3
+
+
+@hookimpl
+def benchbone_register_metrics(register):
+    register("mean_third/brier", lambda t, p, s: float(brier_items(t, p, s).mean()), higher_is_better=False,
+             per_item=brier_items, needs_scores=True, default=False)
+    register("ece.15", lambda t, p, s: float(np.mean(t != p)), higher_is_better=False, resample=True, default=False)
+"""
+BACKBONES, DATASETS, CLASSES = ("alpha", "beta", "gamma"), ("blobs", "digits"), ["cat", "dog", "frog"]
 
 
 def record(run_dir, backbone, dataset, seed, values):
@@ -51,8 +68,11 @@ def run_dir(tmp_path):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_any_metric_name_works_in_every_output(name, run_dir, cli, tmp_path):
+    plugin = tmp_path / "names_plugin.py"
+    plugin.write_text(PLUGIN, encoding="utf-8")
+
     def ok(*args):
-        result = cli(*args)
+        result = cli(*args, "-p", plugin)
         assert result.code == 0, (args, result.err)
         assert "Traceback" not in result.err, (args, result.err)
         return result
@@ -61,17 +81,23 @@ def test_any_metric_name_works_in_every_output(name, run_dir, cli, tmp_path):
     for fmt in ("table", "md", "csv", "json", "html"):
         out = tmp_path / f"board.{fmt}"
         ok("leaderboard", run_dir, *sort, "--format", fmt, "-o", out)
-        assert name in out.read_text(encoding="utf-8") or fmt in ("table", "html"), fmt
-    rows = [json.loads(line) for line in (tmp_path / "board.json").read_text(encoding="utf-8").splitlines() if line.strip()] \
-        if not (tmp_path / "board.json").read_text(encoding="utf-8").lstrip().startswith("[") \
-        else json.loads((tmp_path / "board.json").read_text(encoding="utf-8"))
-    assert len(rows) == 4 and all(name in row for row in rows)
+        if fmt in ("md", "csv"):
+            assert name in out.read_text(encoding="utf-8"), fmt
+    rows = json.loads((tmp_path / "board.json").read_text(encoding="utf-8"))
+    assert len(rows) == 6 and all(name in row for row in rows)
     assert name in ok("leaderboard", run_dir, *sort).out
     assert "alpha" in ok("leaderboard", run_dir, "--pivot", name).out
     ok("leaderboard", run_dir, *sort, "--plot", tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 0
+    ok("leaderboard", run_dir, *sort, "--cd-diagrams", tmp_path / "cd")
+    assert (tmp_path / "cd" / "cd-linear-probe.svg").is_file()
     ok("report", run_dir, *sort, "-o", tmp_path / "report.html")
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "alpha" in page and "beta" in page
     for fmt in ("table", "json", "html"):
-        ok("compare", run_dir, *sort, "--format", fmt, "-o", tmp_path / f"compare.{fmt}")
+        if name in REGISTRABLE:
+            ok("compare", run_dir, *sort, "--format", fmt, "-o", tmp_path / f"compare.{fmt}")
+            assert "alpha" in (tmp_path / f"compare.{fmt}").read_text(encoding="utf-8")
+        else:  # no plugin can register it, so no paired test can recompute it: one line, not a traceback
+            result = cli("compare", run_dir, *sort, "--format", fmt, "-o", tmp_path / f"compare.{fmt}")
+            assert result.code == 2 and "is not registered here" in result.err and "Traceback" not in result.err

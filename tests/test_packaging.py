@@ -10,7 +10,8 @@ import pytest
 import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
-OWN = {"benchbone", "benchbone_plugins", "benchbone_sample", "conftest"}
+OWN = {"benchbone", "benchbone_plugins", "benchbone_sample",
+       *(path.stem for path in Path(__file__).parent.glob("*.py"))}  # conftest and test modules that share helpers
 
 
 def _normal(name: str) -> str:

@@ -220,3 +220,18 @@ def test_finetune_leaves_the_shared_backbone_untouched(run_tiny_benchmark, tmp_p
     run_tiny_benchmark(strategies=["finetune", "knn"], overrides=FT, out=tmp_path / "after", cache_dir=tmp_path / "c2")
     alone, after = records(tmp_path / "alone"), records(tmp_path / "after")
     assert alone["knn"]["metrics"] == after["knn"]["metrics"]
+
+
+def test_a_small_probe_fits_on_one_thread_and_gives_torch_its_threads_back():
+    from benchbone_plugins.linear_probe import SMALL_PROBLEM, fit_threads, intra_op_threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert fit_threads(1_000, 1_280) == 1 and fit_threads(SMALL_PROBLEM, 64) == 2
+        with pytest.raises(RuntimeError), intra_op_threads(1):
+            assert torch.get_num_threads() == 1
+            raise RuntimeError("a fit that fails")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -14,7 +14,8 @@ from benchbone.execution.allocator import prefer_huge_pages
 
 COMMANDS = {"run": commands.cmd_run, "run-cell": commands.cmd_run_cell, "list": commands.cmd_list,
             "plugins": commands.cmd_plugins, "leaderboard": commands.cmd_leaderboard, "report": commands.cmd_report,
-            "doctor": commands.cmd_doctor, "compare": commands.cmd_compare}
+            "doctor": commands.cmd_doctor, "compare": commands.cmd_compare,
+            "select": commands.cmd_select}
 
 
 @contextlib.contextmanager
@@ -37,7 +38,45 @@ def _one_line_warnings():
         yield
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, as Ctrl-C's KeyboardInterrupt is: the same clean-up, then one line."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """While ``main`` runs (in the main thread), SIGTERM raises ``Terminated`` in this process; a forked child
+    (a DataLoader worker) that inherits the handler dies of it as it would have."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    owner = os.getpid()
+
+    def terminated(signum, frame):
+        if os.getpid() != owner:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        with _sigterm_raises():
+            return _main(argv)
+    except Terminated:  # in the moment outside _main's own handling
+        return 143
+
+
+def _main(argv: list[str] | None) -> int:
     prefer_huge_pages()  # before anything imports torch
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("BENCHBONE_DEBUG"))
     try:
@@ -65,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except BrokenPipeError:  # `benchbone list backbones | head`
         return 0
+    except Terminated:
+        print("benchbone: terminated (SIGTERM); finished cells are kept, run the same command to resume",
+              file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("benchbone: interrupted; finished cells are kept, run the same command to resume", file=sys.stderr)
         return 130

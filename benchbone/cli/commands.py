@@ -23,6 +23,9 @@ def _manager(args, log_to=(), needs: tuple[str, ...] = ()):
     from benchbone.plugins import get_plugin_manager, warn_load_problems
 
     pm = get_plugin_manager(blocked=args.no_plugin, extra=args.plugin, log_to=log_to)
+    if getattr(args, "debug", False):  # --debug: how each plugin that was skipped failed
+        for name, trace in sorted(pm.tracebacks.items()):
+            print(f"benchbone: plugin {name} failed to load:\n{trace}", file=sys.stderr, end="")
     if needs:
         warn_load_problems(pm, needs)
     return pm
@@ -84,7 +87,7 @@ def cmd_run(args) -> int:
         pm=_manager(args, log_to=log_targets(args.log_to)), device=args.device or spec.settings.get("device"),
         cache_dir="" if args.no_cache else args.cache_dir, download=not args.no_download and spec.settings.get("download", True), quiet=args.quiet,
         fail_fast=args.fail_fast, sort_by=args.sort_by, command=_command_line(args.argv),
-        executor=args.executor, executor_options=_executor_options(args),
+        executor=args.executor, executor_options=_executor_options(args), progress=args.progress,
         **dict(zip(("alpha", "ci_method"), _statistics_options(args))),
     )
     return 1 if (board["status"] != "ok").any() else 0
@@ -241,4 +244,25 @@ def cmd_report(args) -> int:
     path = report.write([Path(d) for d in args.run_dirs], args.output, sort_by=args.sort_by, title=args.title,
                         metric_registry=_manager(args).registries().metrics, statistics=_statistics_options(args))
     print(f"benchbone: wrote {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_select(args) -> int:
+    from benchbone.planning.grid import parse_overrides, parse_weights
+    from benchbone.selection.constraints import Limits, parse_count, parse_duration
+    from benchbone.selection.run import Request, select
+
+    if args.executor != "local":
+        raise UsageError(f"--executor {args.executor}: select runs its steps in this process; use --executor local")
+    request = Request(
+        dataset=args.dataset, backbones=args.backbone, out=Path(args.out or "benchbone-runs/select"),
+        limits=Limits(args.max_latency_ms, parse_count(args.max_params) if args.max_params else None, args.max_gmacs),
+        budget_s=parse_duration(args.budget) if args.budget else None, epsilon=args.epsilon,
+        confidence=args.confidence, margin=args.margin, claim_from=args.claim_from, strategy=args.strategy,
+        estimators=args.estimator or None, screen_by=args.screen_by, keep=args.keep, screen_size=args.screen_size,
+        overrides=parse_overrides(args.overrides), weights=parse_weights(args.weights), data_dir=args.data_dir,
+        cache_dir=args.cache_dir, device=args.device, quiet=args.quiet, command=_command_line(args.argv))
+    result = select(request, _manager(args, needs=("backbones", "datasets", "estimators")))
+    print(result.to_text(args.format), flush=True)
+    print(f"benchbone: wrote {request.out}/select.json", file=sys.stderr)
     return 0

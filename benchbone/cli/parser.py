@@ -55,7 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-download", action="store_true", help="never download data (a suite may say download = false)")
     run.add_argument("--sort-by", metavar="METRIC", help="rank by this metric (default: the first)")
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
-    run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    run.add_argument("-q", "--quiet", action="store_true",
+                     help="no progress: no bars, no line per cell; failed cells, warnings and the leaderboard stay")
+    run.add_argument("--progress", choices=("auto", "plain", "json"), default="auto",
+                     help="what stderr shows as cells run: auto (a line as each cell starts and ends, with a counter "
+                          "and the time left; per-batch bars too when stderr is a terminal), plain (the lines, never "
+                          "bars) or json (one JSON event per line: run_started, cell_started, cell_finished, "
+                          "cell_failed, cell_cached, warning, run_finished)")
     run.add_argument("--log-to", action="append", default=[], metavar="KIND:TARGET",
                      help="also log each cell to an experiment tracker: mlflow:FILE.db (a local sqlite store; "
                           "needs benchbone[mlflow]) tensorboard:DIR (needs benchbone[tensorboard]) or "
@@ -63,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "default $BENCHBONE_LOG_TO, else none (repeatable)")
     _statistics_flags(run)
     _executor_flags(run.add_argument_group("scale-out (see docs/scale-out.md)"))
+
+    _select_parser(sub, common)
 
     cell = sub.add_parser("run-cell", help="run one cell from its spec file (what every executor's worker runs)",
                           description="Run one cell from <run_dir>/specs/<cell id>.json and write its record; "
@@ -128,10 +136,68 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--strategy", "-s", metavar="NAME", help="only this strategy")
     compare.add_argument("--dataset", "-d", metavar="NAME", help="only this dataset")
     compare.add_argument("--sort-by", metavar="METRIC", help="the metric to compare (default: the first metric)")
-    compare.add_argument("--format", "-f", choices=("table", "json", "html"), default="table")
+    compare.add_argument("--format", "-f", choices=formats.OFFERED["compare"], default="table")
     compare.add_argument("--output", "-o", metavar="FILE", help="write here instead of printing")
     _statistics_flags(compare)
     return parser
+
+
+def _select_parser(sub, common) -> None:
+    """``benchbone select``: its own flags and those of ``run`` that apply."""
+    from benchbone.execution import executors
+    from benchbone.reporting import formats
+    from benchbone.planning.grid import HARNESS_DEFAULTS
+
+    sel = sub.add_parser("select", parents=[common], help="choose a backbone for one dataset under a budget",
+                         description="Screen candidate backbones cheaply, evaluate the promising ones exactly on "
+                                     "growing subsamples, and stop when one is within --epsilon of the best with "
+                                     "--confidence, or the --budget is spent (docs/select.md).")
+    sel.add_argument("--dataset", "-d", required=True, metavar="NAME", help="the dataset to choose for")
+    sel.add_argument("--backbone", "-b", action="append", default=[], required=True, metavar="NAME",
+                     help="candidate backbone, name or pattern; NAME@random for random init (repeatable)")
+    sel.add_argument("--max-latency-ms", type=float, metavar="MS",
+                     help="drop candidates slower than this at batch 1 on --device (measured)")
+    sel.add_argument("--max-params", metavar="N", help="drop candidates with more parameters, e.g. 30M (counted)")
+    sel.add_argument("--max-gmacs", type=float, metavar="G", help="drop candidates above this many GMACs an image (counted)")
+    sel.add_argument("--budget", metavar="TIME", help="device time for the screen, the rounds and the test: 90s, 15m, 2h "
+                                                     "(default: none; stop on the answer or at the whole pool)")
+    sel.add_argument("--epsilon", type=float, default=1.0, metavar="POINTS",
+                     help="the chosen backbone is within this many points of the best (default 1)")
+    sel.add_argument("--confidence", type=float, default=0.9, metavar="P", help="of the statement (default 0.9)")
+    sel.add_argument("--margin", type=float, default=3.0, metavar="POINTS",
+                     help="a candidate is dropped when worse than the leader by more than this with confidence "
+                          "(default 3: fewer wrong drops where learning curves cross)")
+    sel.add_argument("--claim-from", type=float, default=0.5, metavar="N",
+                     help="no within-epsilon claim below this training size: a fraction of the pool (<= 1) or a "
+                          "number of images (default 0.5)")
+    sel.add_argument("--strategy", "-s", default="linear-probe", metavar="NAME",
+                     help="the exact evaluation: linear-probe (default; C chosen on a carve of the training "
+                          "subsample, or --set C=VALUE) or knn")
+    sel.add_argument("--estimator", action="append", default=[], metavar="NAME",
+                     help="screen with these estimators (default: all that need only features; see "
+                          "`benchbone list estimators`; repeatable)")
+    sel.add_argument("--screen-by", default="logme", metavar="NAME",
+                     help="the estimator whose order makes the first cut (default logme)")
+    sel.add_argument("--keep", type=float, metavar="K",
+                     help="candidates the screen keeps: a number, or a fraction (< 1; default: half, at least 2), "
+                          "plus the static prior's top pick")
+    sel.add_argument("--screen-size", type=int, metavar="N",
+                     help="images of the screen's subsample and of the first round (default 20 per class, at least 200)")
+    sel.add_argument("--format", "-f", choices=formats.OFFERED["select"], default="table",
+                     help="how the answer is printed (select.json and select.md are written either way)")
+    sel.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
+                     help="load backbone NAME from a local state dict (repeatable)")
+    sel.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                     help="as for run: the harness's " + ", ".join(HARNESS_DEFAULTS) + " (val_fraction defaults to 0.2 "
+                          "here), layer=A,B (each layer a candidate), and the strategy's parameters")
+    sel.add_argument("--out", metavar="DIR", help="where select.json, select.md, select.png and steps/ go "
+                                                   "(default benchbone-runs/select)")
+    sel.add_argument("--data-dir", metavar="DIR", help="where the datasets' files are")
+    sel.add_argument("--cache-dir", metavar="DIR", help="feature cache (default: $BENCHBONE_CACHE_DIR or ~/.cache/benchbone)")
+    sel.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: picked automatically); constraints are timed here")
+    sel.add_argument("-q", "--quiet", action="store_true", help="no progress bars or round lines")
+    sel.add_argument("--executor", choices=tuple(executors.EXECUTORS), default="local",
+                     help="only local: select's steps run in this process (see docs/select.md)")
 
 
 def _statistics_flags(parser: argparse.ArgumentParser) -> None:

@@ -5,8 +5,9 @@ import math
 
 from benchbone.compute.lbfgs import extrapolated_start, minimise
 from benchbone.compute.logistic import pack
+from benchbone.errors import SummarisedWarning
 
-__all__ = ["sweep_values", "choose_c", "close_unresolved", "stalled", "SWEEP_DEFAULTS"]
+__all__ = ["sweep_values", "choose_c", "close_unresolved", "unresolved_warning", "stalled", "SWEEP_DEFAULTS"]
 
 # The sweep's strengths and each fit's stopping rule (linear-probe's parameters of the same names).
 SWEEP_DEFAULTS = dict(C=None, c_min=1e-4, c_max=1e4, c_steps=17, max_iter=1000, tol=1e-6)
@@ -45,11 +46,29 @@ def choose_c(objective, Xva, yva, p: dict, progress) -> tuple[list[dict], tuple]
     if doubtful := close_unresolved(sweep, best[1], len(yva)):
         import warnings
 
-        warnings.warn(f"linear-probe: at C={', '.join(f'{C:g}' for C in doubtful)} the fit stopped after at most one "
-                      f"iteration because {p.get('dtype', 'float32')} could not hold further progress, with the gradient still above "
-                      f"tol, within 1% (at least 5 images) of the best validation accuracy: a converged fit there might "
-                      f"change the chosen C (dtype=float64 settles it)", stacklevel=2)
+        warnings.warn(unresolved_warning(doubtful, p.get("dtype")), stacklevel=2)
     return sweep, best
+
+
+def unresolved_warning(doubtful: list[float], dtype: str | None) -> SummarisedWarning:
+    """What ``choose_c`` warns of when points close to the best are unresolved: the detail (which C) for this cell,
+    and a summary that the harness shows once per run with the number of cells. ``dtype``: the strategy's
+    parameter, None for a sweep without one (finetune's starting head), which can only fit in float32."""
+    precision = dtype or "float32"
+    detail = (f"at C={', '.join(f'{C:g}' for C in doubtful)} the fit stopped after at most one iteration because "
+              f"{precision} could not hold further progress, with the gradient still above tol, within 1% (at least "
+              f"5 images) of the best validation accuracy: a converged fit there might change the chosen C")
+    if dtype == "float32":
+        advice = "--set linear-probe.dtype=float64 settles it"
+    elif dtype is None:
+        advice = "such a sweep fits in float32 only; the chosen C is as good as any within that 1%"
+    else:
+        advice = f"{precision} holds no further progress there: the chosen C is as good as any within that 1%"
+    summary = (f"{{count}} cell(s) stopped a fit of the C sweep at {precision}'s limit at a C within 1% of the best "
+               f"validation accuracy, so a converged fit might choose another C (their records mark the sweep point "
+               f"resolved: false; see docs/scale-out.md, 'Large feature sets'); {advice}")
+    return SummarisedWarning(f"{'linear-probe: ' if dtype else ''}{detail}"
+                             f"{' (dtype=float64 settles it)' if dtype == 'float32' else ''}", summary)
 
 
 def close_unresolved(sweep: list[dict], best_acc: float, n_val: int) -> list[float]:

@@ -14,6 +14,7 @@ from benchbone.errors import PluginError
 from benchbone.execution.artefacts import DEFERRED, write_artefacts
 from benchbone.execution.provenance import base_record
 from benchbone.execution.session import Session, seed_everything
+from benchbone.registry import call_reading, read_only
 from benchbone.reporting.bootstrap import bootstrap_ci
 
 if TYPE_CHECKING:
@@ -37,7 +38,8 @@ def _as_numpy(values: Any) -> np.ndarray:
 
 
 def checked_predictions(cell: Cell, predictions: Predictions, num_classes: int, n_test: int):
-    """``(y_true, y_pred, y_score or None)`` as numpy arrays, after checking their shapes."""
+    """``(y_true, y_pred, y_score or None)`` as numpy arrays of the harness's own (copies, never the strategy's), after
+    checking their shapes; read-only, since every metric, the bootstrap and the artefacts read the same arrays."""
     if not isinstance(predictions, Predictions):
         raise PluginError(f"strategy {cell.strategy!r} returned {type(predictions).__name__}, not Predictions")
     y_true, y_pred = _as_numpy(predictions.y_true).astype(np.int64), _as_numpy(predictions.y_pred).astype(np.int64)
@@ -55,12 +57,14 @@ def checked_predictions(cell: Cell, predictions: Predictions, num_classes: int, 
     if y_score is not None and y_score.shape != (n_test, num_classes):
         raise PluginError(f"strategy {cell.strategy!r} returned y_score of shape {y_score.shape}, "
                           f"expected ({n_test}, {num_classes})")
-    return y_true, y_pred, y_score
+    return read_only(y_true), read_only(y_pred), read_only(y_score)
 
 
 def score(cell: Cell, registries, y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray | None) -> dict[str, float]:
     """Every metric of the cell on the strategy's checked test predictions."""
-    return {name: float(registries.metrics.get(name).obj(y_true, y_pred, y_score)) for name in cell.metrics}
+    arrays = {"y_true": y_true, "y_pred": y_pred, "y_score": y_score}
+    return {name: float(call_reading("metric", (entry := registries.metrics.get(name)).plugin, entry.obj, arrays))
+            for name in cell.metrics}
 
 
 def intervals(cell: Cell, registries, y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray | None) -> dict:
@@ -71,7 +75,8 @@ def intervals(cell: Cell, registries, y_true: np.ndarray, y_pred: np.ndarray, y_
         per_item = registries.metrics.get(name).meta.get("per_item")
         if per_item is None or (registries.metrics.get(name).meta.get("needs_scores") and y_score is None):
             continue
-        values = np.asarray(per_item(y_true, y_pred, y_score), dtype=np.float64)
+        values = np.asarray(call_reading("metric", registries.metrics.get(name).plugin, per_item,
+                                         {"y_true": y_true, "y_pred": y_pred, "y_score": y_score}), dtype=np.float64)
         if len(values) == len(y_true) and np.isfinite(values).all():
             out[name] = bootstrap_ci(values)
     return out
@@ -190,11 +195,11 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
 
     views = split_views(cell, data, session.splits)
     strategy = registries.strategies.get(cell.strategy)
-    preprocess = Preprocess.for_backbone(backbone, options["image_size"])
+    preprocess = Preprocess.for_backbone(backbone, options["image_size"], options.get("native_size", False))
     efficiency = session.efficiency(backbone, preprocess.size)
     identity = {
         "backbone": cell.backbone, "weights": backbone.weights or ("pretrained" if cell.pretrained else "random"),
-        "init_seed": None if cell.pretrained else cell.seed, "dataset": cell.dataset, "data_dir": cell.data_dir,
+        "init_seed": None if cell.pretrained else cell.seed, "dataset": cell.dataset_key, "data_dir": session.feature_data_key(cell),
         "state_sha256": session.backbone_digest,
         **({"dataset_params": dict(cell.dataset_params)} if cell.dataset_params else {}),
         **({"layer": cell.layer} if cell.layer else {}),

@@ -67,6 +67,7 @@ def write_spec(cell: Cell, session, run_dir: Path, device: str | None, resources
         "plugin_versions": session.pm.plugin_versions(),
         "device": device, "cache_dir": str(root.resolve()) if root else "", "download": session.download,
         "command": session.command, "resources": resources,
+        "cwd": os.getcwd(),  # where relative dataset paths (imagefolder:data) were read; data_dir is absolute
     }
     path = spec_path(run_dir, cell)
     write_atomic(path, json.dumps(spec, indent=2, sort_keys=True, default=str) + "\n")
@@ -86,9 +87,15 @@ def read_spec(path: str | Path) -> dict:
 
 def run_spec_file(path: str) -> dict:
     """Run the cell of one spec file and return its record: what every worker calls."""
+    from benchbone.execution.provenance import record_spec_failure
     from benchbone.execution.resume import run_spec
 
-    return run_spec(read_spec(path))
+    spec = read_spec(path)
+    try:
+        return run_spec(spec)
+    except Exception as exc:  # the cell could not run here at all (plugins, data, directory): its record says why
+        record_spec_failure(spec, exc)
+        raise
 
 
 def _require(module: str, extra: str):
@@ -141,14 +148,18 @@ class Executor:
 
     def submit(self, cells: list[Cell], session, run_dir: Path, *, requested_device: str | None = None,
                fail_fast: bool = False, on_record: Callable[[dict, str], None] | None = None,
-               later: list | None = None) -> list[dict]:
+               later: list | None = None, on_start: Callable[[Cell], None] | None = None) -> list[dict]:
         """Run the unfinished ``cells``, wait, and return every cell's record (in ``cells`` order).
 
         ``later`` receives what is left to do once the leaderboard is written (the last cell's deferred
-        artefacts, see ``runner.run_cells``); executors whose workers finish their own cells leave it empty."""
+        artefacts, see ``runner.run_cells``); executors whose workers finish their own cells leave it empty.
+        ``on_start(cell)`` as a cell starts and ``on_record(record, how)`` as it ends feed the progress lines;
+        executors whose workers run the cells elsewhere never call ``on_start``, and call ``on_record`` for each
+        cell once the engine has run them all."""
         from benchbone.execution.resume import run_cells
 
-        return run_cells(cells, session, run_dir, fail_fast=fail_fast, on_record=on_record, later=later)
+        return run_cells(cells, session, run_dir, fail_fast=fail_fast, on_record=on_record, later=later,
+                         on_start=on_start)
 
 
 class SpecsExecutor(Executor):
@@ -173,7 +184,8 @@ class SpecsExecutor(Executor):
         pending = [c for c in cells if finished_record(run_dir, c.id) is None]
         return pending, [write_spec(c, session, run_dir, device, resources) for c in pending], resources
 
-    def submit(self, cells, session, run_dir, *, requested_device=None, fail_fast=False, on_record=None, later=None):
+    def submit(self, cells, session, run_dir, *, requested_device=None, fail_fast=False, on_record=None, later=None,
+               on_start=None):
         for path in self.write_specs(cells, session, run_dir, requested_device)[1]:
             print(f"benchbone run-cell {shlex.quote(str(path.resolve()))}")
         return []
@@ -182,7 +194,8 @@ class SpecsExecutor(Executor):
 class _RemoteExecutor(SpecsExecutor, abc.ABC):
     """Writes a spec per unfinished cell, has an engine run them, and reads the records back."""
 
-    def submit(self, cells, session, run_dir, *, requested_device=None, fail_fast=False, on_record=None, later=None):
+    def submit(self, cells, session, run_dir, *, requested_device=None, fail_fast=False, on_record=None, later=None,
+               on_start=None):
         from benchbone.execution.provenance import failed_record
         from benchbone.plugins import announce_record
         from benchbone.records import write_record
@@ -276,14 +289,49 @@ class SubmititExecutor(_RemoteExecutor):
         return errors
 
 
+LOCAL_RAY_VARIABLES = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")
+
+
+def quiet_ray_environment() -> dict[str, str | None]:
+    """Set what a local Ray cluster reads from the environment so that it runs quietly and writes nothing in the
+    home directory; return the previous values (``restore_environment`` puts them back).
+
+    Ray's default token authentication stays on, but explicitly (no warning) and with a token of this run's own in
+    ``RAY_AUTH_TOKEN`` that the cluster's processes inherit, instead of one Ray would save in ``~/.ray/auth_token``;
+    a mode or token the user set is kept. Usage statistics are off unless the user turned them on. Ray's session
+    files go to its temporary directory (``/tmp/ray``, or ``RAY_TMPDIR``)."""
+    import secrets
+
+    wanted = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # else Ray binds its node's public address; precedes import
+              "RAY_USAGE_STATS_ENABLED": "0"}
+    if "RAY_AUTH_MODE" not in os.environ:
+        wanted["RAY_AUTH_MODE"] = "token"
+        if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+            wanted["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    previous = {name: os.environ.get(name) for name in wanted}
+    for name, value in wanted.items():
+        os.environ.setdefault(name, value)
+    return previous
+
+
+def restore_environment(previous: dict[str, str | None]) -> None:
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def start_local_ray(num_cpus: int | None = None, num_gpus: int | None = None):
-    """Start a one-node Ray cluster on this machine, bound to 127.0.0.1 only, and return the ray module."""
-    # Ray binds its node's public address unless it believes it runs a laptop-only cluster; must precede import
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    """Start a one-node Ray cluster on this machine, bound to 127.0.0.1 only, quietly (``quiet_ray_environment``),
+    and return the ray module."""
+    import logging
+
+    quiet_ray_environment()
     import ray
 
     ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=False)
+             log_to_driver=False, logging_level=logging.WARNING)
     return ray
 
 
@@ -303,7 +351,7 @@ class RayExecutor(_RemoteExecutor):
 
     def dispatch(self, specs, run_dir, resources):
         address = self.options.get("ray_address") or os.environ.get("RAY_ADDRESS")
-        started = False
+        started, previous = False, None
         if "ray" in sys.modules and sys.modules["ray"].is_initialized():
             import ray  # the caller's session: use it and leave it running
         elif address:
@@ -312,6 +360,7 @@ class RayExecutor(_RemoteExecutor):
             ray.init(address=address, log_to_driver=False)
             started = True
         else:
+            previous = {name: os.environ.get(name) for name in LOCAL_RAY_VARIABLES}
             ray = start_local_ray()
             started = True
         try:
@@ -328,6 +377,8 @@ class RayExecutor(_RemoteExecutor):
         finally:
             if started:
                 ray.shutdown()
+            if previous is not None:  # this run's token must not follow the process to another cluster
+                restore_environment(previous)
 
 
 # The executors by name, in the order --help lists them; each declares its options (``Executor.options``).

@@ -4,13 +4,13 @@ printed and written. The path of one cell: ``session`` (shared state) -> ``cell`
 """
 from __future__ import annotations
 
-import sys
 import warnings
 from pathlib import Path
 
 from benchbone.errors import UsageError
-from benchbone.execution.artefacts import cell_title, missing_lines, why_failed
+from benchbone.execution.artefacts import missing_lines, why_failed
 from benchbone.execution.cell_run import check_cells_against_data, feature_timings  # noqa: F401 (feature_timings: its v1 import path)
+from benchbone.execution.progress import Progress
 from benchbone.execution.session import Session
 from benchbone.plugins import PluginManager, warn_load_problems
 from benchbone.records import check_run_dir
@@ -61,14 +61,33 @@ def run_grid(
     executor_options: dict | None = None,
     alpha: float = 0.05,
     ci_method: str = "percentile",
+    progress: str = "auto",
 ):
     """Expand ``spec`` into cells, run those not yet finished in ``out``, and return the leaderboard.
 
     ``alpha`` and ``ci_method`` are those of the leaderboard's paired tests (``benchbone.reporting.statistics``).
+    ``progress`` is what stderr shows as the cells run (``benchbone.execution.progress``): "auto" (a line as each
+    cell starts and ends, with a counter and the time left; per-batch bars too when stderr is a terminal), "plain"
+    (the lines alone) or "json" (one JSON event per line); ``quiet`` hides the lines and bars but not a failed
+    cell's line, the warnings or the once-per-run summary of ``SummarisedWarning``s. ``echo`` prints the leaderboard.
 
     ``executor`` is "local" (this process), "submitit", "ray" or "specs" (see ``benchbone.execution.executors``). The
     leaderboard (CSV, markdown, JSON) is written to ``out`` from the records of this grid.
     """
+    from benchbone.reporting.statistics import check_options
+
+    check_options(alpha, ci_method)  # before any cell runs
+    reporter = Progress(progress, quiet=quiet, fail_fast=fail_fast)
+    with reporter.watch():
+        try:
+            return _run_grid(spec, out, pm, device, cache_dir, download, fail_fast, sort_by, command, echo, executor,
+                             executor_options, alpha, ci_method, reporter)
+        finally:  # a run stopped early still says what its cells warned of (a finished one has said it)
+            reporter.summarise()
+
+
+def _run_grid(spec, out, pm, device, cache_dir, download, fail_fast, sort_by, command, echo, executor, executor_options,
+              alpha, ci_method, reporter: Progress):
     from benchbone.execution import executors
     from benchbone.planning import names_index
     from benchbone.planning.grid import expand, split_backbone
@@ -76,9 +95,7 @@ def run_grid(
     from benchbone.records import write_atomic
     from benchbone.reporting import leaderboard
     from benchbone.reporting.report import page as report_page
-    from benchbone.reporting.statistics import check_options
 
-    check_options(alpha, ci_method)  # before any cell runs
     pm = pm or get_plugin_manager()
     asked = [split_backbone(b)[0] for b in [*spec.backbones, *spec.weights]]
     index_root = names_index.DEFAULT if cache_dir is None else cache_dir or None  # the run's cache directory
@@ -91,36 +108,34 @@ def run_grid(
     if sort_by is not None and sort_by not in cells[0].metrics:
         raise UsageError(f"--sort-by {sort_by!r} is not a metric of this run ({', '.join(cells[0].metrics)})")
     check_run_dir(Path(out))  # a run directory that cannot be written fails before any cell, as bad data does
-    session = Session(pm, device=device, cache_dir=cache_dir, download=download, quiet=quiet, command=command)
+    session = Session(pm, device=device, cache_dir=cache_dir, download=download, quiet=not reporter.bars,
+                      command=command)
     for key in {(c.dataset, c.data_dir, c.dataset_params) for c in cells}:  # bad data fails here, before anything is written
         session.dataset(*key)
+    # ids keyed by what each dataset read, not by how a path was spelled (one folder named twice: one cell)
+    cells = list({c.id: c for c in (session.bind(c) for c in cells)}.values())
     check_cells_against_data(cells, session)  # and sizes or shots the splits cannot give
     for cell in {(c.backbone, c.weights): c for c in cells if c.weights}.values():
         session.backbone(cell)  # and so do weights files that do not fit their backbone
     cells = capable_cells(cells, session)  # strategies' requirements: zero-shot's backbones need a text tower
     if session.store.root is not None:  # the input is sound: keep the name index for the next run (not --no-cache)
         names_index.rows(pm, "backbones", root=session.store.root)
-    say = (lambda msg: print(msg, file=sys.stderr)) if echo and not quiet else (lambda msg: None)
 
     def warn(msg: str) -> None:  # shown even with -q (one line through the CLI): something asked for is missing
         warnings.warn(msg, stacklevel=2)
-    say(f"benchbone: {len(cells)} cell(s) on {session.device}, run directory {out}")
 
     def report(record: dict, how: str) -> None:
-        head = cell_title(record)
-        if how == "failed":  # also with -q a failed cell says so (with --fail-fast, the error that stops the run)
-            if not fail_fast:
-                print(f"  FAILED {head}: {record['error']}", file=sys.stderr)
-        else:
-            shown = ", ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items())
-            say(f"  {'cached' if how == 'cached' else 'done'} {head}: {shown}")
+        reporter.finish(record, how)
         for line in missing_lines(record):  # those of the deferred artefacts come when they are drawn
             warn(line)
 
+    reporter.begin(cells, session.device, Path(out), finished_cells(cells, Path(out)))
     later: list = []  # what waits for the leaderboard: the last cell's confusion PNG and its loggers
     records = runner.submit(
-        cells, session, Path(out), requested_device=device, fail_fast=fail_fast, on_record=report, later=later)
+        cells, session, Path(out), requested_device=device, fail_fast=fail_fast, on_record=report, later=later,
+        on_start=reporter.start)
     if executor == "specs":  # nothing ran: the specs are written, and their commands printed
+        reporter.end()
         return leaderboard.build(records)
     board = leaderboard.build(records, sort_by=sort_by, run_dirs=[Path(out)], metric_registry=pm.registries().metrics,
                               alpha=alpha, ci_method=ci_method)
@@ -135,6 +150,22 @@ def run_grid(
         print(leaderboard.to_text(board, "table"), flush=True)
     for finish in later:  # a run stopped before this leaves its last record pending: the next run completes it
         finish()
-    if echo:
-        say(f"benchbone: wrote {out}/{{{written}}} and records/")
+    reporter.end(written, Path(out))
     return board
+
+
+def finished_cells(cells: list, run_dir: Path) -> set[str]:
+    """Ids of the cells whose "ok" record is in ``run_dir`` already: the progress counts them out of the time left.
+    A quick look (the status alone); the resume loop checks each record in full."""
+    import json
+
+    from benchbone.records import record_path
+
+    found = set()
+    for cell in cells:
+        try:
+            if json.loads(record_path(run_dir, cell.id).read_text(encoding="utf-8")).get("status") == "ok":
+                found.add(cell.id)
+        except (OSError, ValueError, AttributeError):
+            continue
+    return found

@@ -55,3 +55,27 @@ def failed_record(cell: Cell, session: Session, exc: BaseException) -> dict:
         "metrics": {},
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def record_spec_failure(spec: dict, exc: BaseException) -> None:
+    """Write the failed record of a spec's cell that could not run at all (its plugins do not load, its data are
+    gone or changed, ...), built from the spec alone; never over an "ok" record. A spec without a readable cell
+    writes nothing (the driver records the worker's failure)."""
+    from pathlib import Path
+
+    from benchbone.records import SCHEMA, finished_record, write_record
+
+    try:
+        cell = Cell.from_json(spec["cell"])
+        run_dir = Path(spec["run_dir"])
+        if finished_record(run_dir, cell.id) is not None:
+            return
+        write_record(run_dir, {
+            "schema": SCHEMA, "cell_id": cell.id, "cell": cell.to_json(), "backbone": cell.backbone_label,
+            "dataset": cell.dataset_label, "strategy": cell.strategy, "seed": cell.seed, "params": dict(cell.params),
+            "options": dict(cell.options), "command": spec.get("command"), "host": platform.node(),
+            "status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=20),
+            "metrics": {}, "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        })
+    except Exception:  # noqa: BLE001 (a spec too damaged to name its cell, or a run directory that cannot be written)
+        return

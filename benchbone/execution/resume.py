@@ -33,6 +33,7 @@ def run_cells(
     fail_fast: bool = False,
     on_record: Callable[[dict, str], None] | None = None,
     later: list[Callable[[], None]] | None = None,
+    on_start: Callable[[Cell], None] | None = None,
 ) -> list[dict]:
     """Run each cell not yet finished in ``run_dir``; a usage error stops the run, other errors fail one cell.
 
@@ -45,9 +46,13 @@ def run_cells(
     the next cell runs, and for the last cell before this returns, or, with ``later`` (a list), by the callable
     left in it, which the harness calls once the leaderboard is written. A record whose deferred artefacts a
     killed run left undrawn is completed when a run finds it.
+
+    ``on_start(cell)`` is called before a cell runs (not for one whose record is there), ``on_record(record, how)``
+    after each cell, ``how`` being "ok", "failed" or "cached": the harness's progress lines and events.
     """
     for key in {(c.dataset, c.data_dir, c.dataset_params) for c in cells}:
         session.dataset(*key)  # built once per session: cheap when run_grid already did
+    cells = [session.bind(c) for c in cells]  # keyed by the data read (a worker's spec: the same data, or an error)
     for folder in (Path(run_dir), Path(run_dir) / "records"):
         remove_stale_tmp(folder)  # what a killed run left
     writer = int(os.environ.get("RANK", "0")) == 0
@@ -72,6 +77,8 @@ def run_cells(
                 if on_record:
                     on_record(done, "cached")
                 continue
+            if on_start:
+                on_start(cell)
             try:
                 record = run_cell_hooked(cell, session, run_dir)
             except (UsageError, KeyboardInterrupt):
@@ -133,7 +140,8 @@ def run_spec(spec: dict) -> dict:
         import torch
 
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # torchrun: one GPU per rank
-    return run_cells([Cell.from_json(spec["cell"])], session, Path(spec["run_dir"]))[0]
+    with contextlib.chdir(spec.get("cwd") or "."):  # relative dataset paths resolve as the driver's did
+        return run_cells([Cell.from_json(spec["cell"])], session, Path(spec["run_dir"]))[0]
 
 
 def check_plugin_versions(driver: dict[str, str], worker: dict[str, str]) -> None:

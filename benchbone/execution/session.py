@@ -51,6 +51,7 @@ class Session:
         self.quiet = quiet
         self.command = command  # the command line that started the run, written into every record
         self._datasets: dict[tuple, DatasetSplits] = {}
+        self._fingerprints: dict[tuple, str] = {}
         self._images: dict[tuple, Any] = {}
         self._backbone: tuple[tuple, Backbone] | None = None
         self.backbone_digest: str | None = None  # of the last built backbone's parameters and buffers
@@ -81,8 +82,47 @@ class Session:
                 raise PluginError(f"dataset {name!r} (plugin {entry.plugin}) returned {type(data).__name__}, not DatasetSplits")
             check_splits(name, data)
             Augmentation.declared_by(name, entry.meta.get("augment"))  # a bad declaration fails before any cell
+            warn_identical_images(name, data)
             self._datasets[key] = data
         return self._datasets[key]
+
+    def data_fingerprint(self, name: str, data_dir: str | None, params: tuple = ()) -> str:
+        """What identifies the data a dataset's build read (``inputs.splits.data_fingerprint``), once per run;
+        "" for a dataset registered with ``uses_data_dir=False``, whose data come with its code."""
+        from benchbone.inputs.splits import data_fingerprint
+
+        key = (name, data_dir, params)
+        if key not in self._fingerprints:
+            data = self.dataset(name, data_dir, params)
+            reads = self.registries.datasets.get(name).meta.get("uses_data_dir") is not False
+            self._fingerprints[key] = data_fingerprint(data, data_dir, name) if reads else ""
+        return self._fingerprints[key]
+
+    def feature_data_key(self, cell: Cell) -> str | None:
+        """The data in a cell's feature-cache key: none where every split fingerprints itself (image files,
+        images in memory: the split's own fingerprint is in the key, so a changed test split leaves the train
+        features valid), else the cell's data key."""
+        if cell.data_fingerprint:
+            data = self.dataset(cell.dataset, cell.data_dir, cell.dataset_params)
+            splits = [s for s in (data.train, data.val, data.test) if s is not None]
+            if all(callable(getattr(s, "fingerprint", None)) for s in splits):
+                return None
+        return cell.data_key
+
+    def bind(self, cell: Cell) -> Cell:
+        """``cell`` keyed by the data its dataset read here (its id and features then follow the data, not how a
+        path was spelled); a cell bound elsewhere (a worker's spec) whose data differ here is a UsageError."""
+        import dataclasses
+
+        found = self.data_fingerprint(cell.dataset, cell.data_dir, cell.dataset_params)
+        if cell.data_fingerprint is None:
+            return dataclasses.replace(cell, data_fingerprint=found)
+        if cell.data_fingerprint != found:
+            where = f" in {cell.data_dir}" if cell.data_dir else ""
+            raise UsageError(f"the data of dataset {cell.dataset!r}{where} changed since this cell was planned "
+                             f"(fingerprint {cell.data_fingerprint or 'none'}, here {found or 'none'}); run the grid "
+                             "again to plan its cells on these data")
+        return cell
 
     def images(self, dataset: str, data_dir: str | None, source: str, params: tuple = ()):
         from benchbone.inputs.loading import LoadedImages
@@ -99,7 +139,12 @@ class Session:
             self._backbone = None
             entry = self.registries.backbones.get(cell.backbone)
             seed_everything(cell.seed)
-            backbone = entry.obj(pretrained=cell.pretrained and not cell.weights, **({"layer": cell.layer} if cell.layer else {}))
+            from benchbone.inputs.weights import refused_checkpoint
+
+            with refused_checkpoint(f"the checkpoint of backbone {cell.backbone!r},", "delete the file (it is "
+                                    "downloaded again) and check who can write that cache"):
+                backbone = entry.obj(pretrained=cell.pretrained and not cell.weights,
+                                     **({"layer": cell.layer} if cell.layer else {}))
             if not isinstance(backbone, Backbone):
                 raise PluginError(f"backbone {cell.backbone!r} (plugin {entry.plugin}) returned "
                                   f"{type(backbone).__name__}, not Backbone")
@@ -164,16 +209,50 @@ class Session:
 
 
 def check_splits(name: str, data: DatasetSplits) -> None:
-    """A dataset needs at least two classes and non-empty train and test splits."""
+    """A dataset needs at least two classes, each named once, non-empty train and test splits, and labels that
+    are whole numbers in 0..classes-1 (checked here, once, before the grid: never truncated or failed per cell)."""
+    from benchbone.inputs.splits import labels_of
+
     if len(data.classes) < 2:
         raise UsageError(f"dataset {name!r} has {len(data.classes)} class(es); classification needs at least two")
+    from collections import Counter
+
+    twice = sorted(str(c) for c, n in Counter(data.classes).items() if n > 1)
+    if twice:
+        raise UsageError(f"dataset {name!r} names class {twice[0]!r} twice{f' (and {len(twice) - 1} more)' if len(twice) > 1 else ''}; "
+                         "every class needs a name of its own")
     for split in ("train", "test"):
         if getattr(data, split) is None or len(getattr(data, split)) == 0:
             raise UsageError(f"dataset {name!r} has an empty {split} split; check its data directory")
     if data.val is not None and len(data.val) == 0:
         raise UsageError(f"dataset {name!r} has an empty val split; remove it or add images")
+    for split in ("train", "val", "test"):
+        if getattr(data, split) is None:
+            continue
+        try:
+            labels = labels_of(getattr(data, split))
+        except UsageError as exc:
+            raise UsageError(f"dataset {name!r}, {split} split: {exc}") from None
+        outside = labels[(labels < 0) | (labels >= len(data.classes))]
+        if len(outside):
+            raise UsageError(f"dataset {name!r}, {split} split: label {int(outside[0])} is outside 0..{len(data.classes) - 1} "
+                             f"({len(outside)} such label(s), {len(data.classes)} classes); labels index the class names")
     from benchbone.inputs.loading import as_uint8_chw
 
     for split in ("train", "val", "test"):  # the first image of each split decodes (a cheap look before any cell)
         if getattr(data, split) is not None:
             as_uint8_chw(getattr(data, split)[0][0])
+
+
+def warn_identical_images(name: str, data: DatasetSplits) -> None:
+    """One warning line when test images are identical to train images (``inputs.splits.identical_across``: the
+    pixels of images in memory, the bytes of same-size image files; no extra pass over large data)."""
+    import warnings
+
+    from benchbone.inputs.splits import identical_across
+
+    found = identical_across(data.train, data.test)
+    if found:
+        warnings.warn(f"dataset {name!r}: {found} test image{'s are' if found > 1 else ' is'} identical to train "
+                      f"images (same {'pixels' if hasattr(data.test, 'images') else 'file content'}); scores on "
+                      "them measure memory, not generalisation", stacklevel=2)

@@ -20,8 +20,10 @@ def data_root() -> Path:
 def scan_class_folders(root: Path) -> tuple[list[Path], list[int], list[str]]:
     """Image paths, labels and sorted class names of ``root/<class>/<image>``."""
     root = Path(root)
-    if not root.is_dir():
+    if not readable_dir(root):
         raise UsageError(f"data directory {root} does not exist; pass --data-dir with the data set's folder")
+    unreadable: list[Path] = []
+
     def listing(folder: Path) -> list[tuple[Path, os.DirEntry]]:
         """The entries of ``folder`` sorted by name, each with its DirEntry (whose type needs no stat of its own)."""
         try:
@@ -31,8 +33,15 @@ def scan_class_folders(root: Path) -> tuple[list[Path], list[int], list[str]]:
             raise UsageError(f"cannot read data directory {folder}: {exc.strerror or exc}; "
                              "make it readable or pass another --data-dir") from None
 
+    def is_file(path: Path, entry: os.DirEntry) -> bool:
+        try:
+            return entry.is_file()
+        except OSError:  # a symbolic link loop (a.jpg -> b.jpg -> a.jpg) and the like: skipped, and counted
+            unreadable.append(path)
+            return False
+
     def images_in(folder: Path) -> list[Path]:
-        return [p for p, entry in listing(folder) if p.suffix.lower() in IMAGE_SUFFIXES and entry.is_file()]
+        return [p for p, entry in listing(folder) if p.suffix.lower() in IMAGE_SUFFIXES and is_file(p, entry)]
 
     listed = listing(root)
     entries = [p for p, _ in listed]
@@ -54,7 +63,23 @@ def scan_class_folders(root: Path) -> tuple[list[Path], list[int], list[str]]:
             raise UsageError(f"class folder {root / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         paths += files
         labels += [label] * len(files)
+    if unreadable:
+        import warnings
+
+        skipped = sorted(set(unreadable))
+        warnings.warn(f"skipped {len(skipped)} image file(s) under {root} that cannot be read (a symbolic link loop "
+                      f"or the like), e.g. {skipped[0]}", stacklevel=2)
     return paths, labels, classes
+
+
+def readable_dir(path: Path) -> bool:
+    """Whether ``path`` is a directory; one that cannot be looked at (no permission) is a UsageError naming it,
+    not a PermissionError from deep inside a plugin."""
+    try:
+        return Path(path).is_dir()
+    except OSError as exc:
+        raise UsageError(f"cannot read data directory {path}: {exc.strerror or exc}; make it readable or pass "
+                         "another --data-dir") from None
 
 
 def pil_to_uint8(image):
@@ -102,6 +127,7 @@ class ImageFiles:
         self.paths = list(paths)
         self.targets = list(labels)
         self._fingerprint: str | None = None
+        self._sizes: list[int] = []
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -114,7 +140,7 @@ class ImageFiles:
         caches. Folders are resolved (one ``realpath`` each), so data reached through a symlink keys the same."""
         if self._fingerprint is not None:
             return self._fingerprint
-        h, real = hashlib.sha256(), {}
+        h, real, self._sizes = hashlib.sha256(), {}, []
         for path, label in zip(self.paths, self.targets):
             try:
                 stat = path.stat()
@@ -123,9 +149,15 @@ class ImageFiles:
             if path.parent not in real:
                 real[path.parent] = os.path.realpath(path.parent)
             folder = real[path.parent]
+            self._sizes.append(stat.st_size)
             h.update(f"{os.path.join(folder, path.name)}\0{stat.st_size}\0{stat.st_mtime_ns}\0{label}\n".encode())
         self._fingerprint = h.hexdigest()
         return self._fingerprint
+
+    def sizes(self) -> list[int]:
+        """Each file's size in bytes, as the fingerprint read them (taken with it)."""
+        self.fingerprint()
+        return self._sizes
 
 
 def load_split_folders(root: Path, splits: Sequence[str]) -> tuple[dict[str, ImageFiles], list[str]]:

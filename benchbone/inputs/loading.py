@@ -73,7 +73,7 @@ class _Decoded(torch.utils.data.Dataset):
             image = self.corrupt(image, int(index))
         if self.preprocess is None:
             return image
-        x = self.preprocess.resize_crop(image[None].float()).round_().clamp_(0, 255).to(torch.uint8)[0]
+        x = self.preprocess.resize_crop(image[None]).to(torch.uint8)[0]  # whole grey levels already
         return x.expand(3, -1, -1).contiguous() if x.shape[0] == 1 else x
 
 
@@ -207,8 +207,11 @@ def iterate_batches(
     labels = torch.as_tensor(view.labels)
     pin = device.startswith("cuda")
     batches = images.batches(view.indices[order.numpy()], batch_size, preprocess, corrupt)
+    # streamed images come resized and cropped from the workers: not again (said only then, so that a
+    # Preprocess subclass written before ``prepared`` existed still works for in-memory images)
+    prepared = {"prepared": True} if images.tensor is None else {}
     for start, x in zip(range(0, len(order), batch_size), batches):
         pos = order[start:start + batch_size]
         if pin:
             x = x.pin_memory()
-        yield preprocess(x.to(device, non_blocking=pin), augment), labels[pos].to(device, non_blocking=pin)
+        yield preprocess(x.to(device, non_blocking=pin), augment, **prepared), labels[pos].to(device, non_blocking=pin)

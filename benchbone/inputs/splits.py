@@ -15,17 +15,105 @@ from benchbone.inputs.feature_cache import FeatureStore, feature_key
 from benchbone.versions import package_version
 
 
+def as_labels(values: Any) -> np.ndarray:
+    """``values`` as int64 class indices; anything but whole numbers (0.7, "cat", None) is a UsageError, never
+    truncated (a float label of 1.7 read as 1 would score as if it were right)."""
+    array = np.asarray(values.detach().cpu() if torch.is_tensor(values) else values)
+    if array.dtype.kind in "iu":
+        return array.astype(np.int64, copy=False)
+    if array.dtype.kind == "f" and np.isfinite(array).all() and (array == np.round(array)).all():
+        return array.astype(np.int64)
+    if array.dtype.kind == "O":  # a list of tensors or Python numbers: each checked
+        try:
+            return as_labels(np.asarray([v.item() if hasattr(v, "item") else v for v in array.ravel()]))
+        except (TypeError, ValueError):
+            pass
+    bad = next((v for v in array.ravel().tolist() if not (isinstance(v, int) and not isinstance(v, bool))),
+               array.ravel()[0] if array.size else None)
+    raise UsageError(f"labels must be integers (class indices 0..classes-1), not {bad!r} ({array.dtype})")
+
+
 def labels_of(dataset: Any) -> np.ndarray:
-    """The labels of a split, without decoding images where the dataset exposes them."""
+    """The labels of a split, without decoding images where the dataset exposes them; labels that are not
+    whole numbers raise a UsageError (``as_labels``)."""
     if isinstance(dataset, ImageTensorDataset):
-        return np.asarray(dataset.labels, dtype=np.int64)
+        return as_labels(dataset.labels)
     if isinstance(dataset, torch.utils.data.Subset):
         return labels_of(dataset.dataset)[np.asarray(dataset.indices, dtype=np.int64)]
     for attr in ("targets", "labels"):
         values = getattr(dataset, attr, None)
         if values is not None and len(values) == len(dataset):
-            return np.asarray(values, dtype=np.int64)
-    return np.asarray([int(dataset[i][1]) for i in range(len(dataset))], dtype=np.int64)
+            return as_labels(values)
+    return as_labels([dataset[i][1] for i in range(len(dataset))])
+
+
+def data_fingerprint(data: Any, data_dir: str | None, name: str) -> str:
+    """What a dataset's build read, as a digest: for image files their real paths, sizes, mtimes and labels
+    (``ImageFiles.fingerprint``), for images in memory their pixels and labels, else the split's labels with the
+    real data directory, the dataset's name and ``info``. A plugin may add ``info["fingerprint"]``, a string that
+    stands for its content. Keys cell ids and features, so that other data never get a cell's records."""
+    import json
+    import os
+
+    from benchbone.digests import array_digest, json_digest
+
+    parts: dict[str, Any] = {"classes": list(data.classes)}
+    info = data.info if isinstance(data.info, dict) else {}
+    if info.get("fingerprint"):
+        parts["plugin"] = str(info["fingerprint"])
+    opaque = False
+    for source in ("train", "val", "test"):
+        split = getattr(data, source, None)
+        if split is None:
+            continue
+        if callable(getattr(split, "fingerprint", None)):  # image files, images in memory, hf: tables
+            parts[source] = {"files": split.fingerprint()}
+        else:  # contents benchbone cannot see without decoding: where they came from and their labels
+            parts[source] = {"labels": array_digest(labels_of(split)), "type": type(split).__qualname__}
+            opaque = True
+    if opaque:  # the name too (``hf:user/set``): only a fingerprint of contents stands for a prefix dataset's value
+        parts["name"] = name
+        parts["data_dir"] = os.path.realpath(data_dir) if data_dir else None
+        parts["info"] = json.dumps(info, sort_keys=True, default=str)
+    return json_digest(parts, length=16)
+
+
+OVERLAP_BYTES = 256 << 20  # image files read to find copies across splits: only files whose size matches, at most this
+
+
+def identical_across(train: Any, test: Any) -> int | None:
+    """How many ``test`` images are identical to a ``train`` image, or None when it is not looked at.
+
+    Images in memory (``ImageTensorDataset``) are compared by a hash of their pixels; image files by a hash of
+    their bytes, read only for the files whose size equals that of a file in the other split (sizes come from
+    the fingerprint's stat), at most ``OVERLAP_BYTES`` in all. Other datasets are not looked at."""
+    import xxhash
+
+    if isinstance(train, ImageTensorDataset) and isinstance(test, ImageTensorDataset):
+        a, b = (np.ascontiguousarray(torch.as_tensor(s.images).numpy()) for s in (train, test))
+        if a.shape[1:] != b.shape[1:] or a.dtype != b.dtype:
+            return 0
+        seen = {xxhash.xxh3_128_digest(row) for row in a.reshape(len(a), -1)}
+        return sum(xxhash.xxh3_128_digest(row) in seen for row in b.reshape(len(b), -1))
+    sizes = [getattr(s, "sizes", None) for s in (train, test)]
+    if not all(callable(f) for f in sizes):
+        return None
+    train_sizes, test_sizes = sizes[0](), sizes[1]()
+    shared = set(train_sizes) & set(test_sizes)
+    wanted = [(p, n) for split, listed in ((train, train_sizes), (test, test_sizes))
+              for p, n in zip(split.paths, listed) if n in shared]
+    if sum(n for _, n in wanted) > OVERLAP_BYTES:
+        return None
+
+    def digest(path) -> bytes | None:
+        try:
+            with open(path, "rb") as f:
+                return xxhash.xxh3_128_digest(f.read())
+        except OSError:
+            return None
+
+    seen = {digest(p) for p, n in zip(train.paths, train_sizes) if n in shared} - {None}
+    return sum(digest(p) in seen for p, n in zip(test.paths, test_sizes) if n in shared)
 
 
 @dataclass

@@ -11,47 +11,108 @@ import torch.nn.functional as F
 
 from benchbone.api import Backbone
 from benchbone.errors import UsageError
+from benchbone.records import PREPROCESS_VERSION  # in every feature-cache key and record (describe)
 
 _MODES = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest", "area": "area"}
 
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Resize (shorter side to size / crop_pct), centre-crop and normalise, in batches on the device."""
+    """Resize (shorter side to size / crop_pct), centre-crop and normalise, in batches on the device.
+
+    The geometry is that of the backbone library's eval transform, whatever the image's size (an image already
+    at the input size is resized to size / crop_pct and cropped like any other):
+
+    - a square input size S: the shorter side to ``floor(S / crop_pct)``, the longer in proportion, rounded
+      down (torchvision's and transformers' ``Resize(int)``); a non-square (H, W): the side whose ratio to
+      ``floor(H / crop_pct)``, ``floor(W / crop_pct)`` is smaller to its target, the other in proportion, rounded
+      to nearest (timm's ``ResizeKeepRatio``);
+    - the centred crop's offset ``round(d / 2)`` (torchvision's ``CenterCrop``: timm, open_clip) or, with
+      ``crop_offset="floor"``, ``floor(d / 2)`` (transformers' image processors); an image smaller than the
+      crop (crop_pct > 1) is padded with black first;
+    - ``crop_mode="squash"`` (timm's pretrained configs that say so, ``backbone.info["crop_mode"]``): both sides
+      to ``floor(side / crop_pct)`` whatever the aspect, then the centre crop. (timm's "border" mode is taken as
+      "center".)
+
+    Images are resized as tensors on the device (``torch.nn.functional.interpolate``, antialiased), in PIL's
+    two passes rounded to whole grey levels (``resize_crop``), so that they agree with PIL's resize to a grey
+    level at most (tests/test_preprocessing.py).
+    ``native_size=True`` (``--set native_size=true``) keeps the old rule: an image already at the input size
+    passes unresized.
+    """
 
     size: tuple[int, int]
     crop_pct: float
     interpolation: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    native_size: bool = False
+    crop_offset: str = "round"
+    crop_mode: str = "center"
 
     @classmethod
-    def for_backbone(cls, backbone: Backbone, image_size: int | None = None) -> "Preprocess":
+    def for_backbone(cls, backbone: Backbone, image_size: int | None = None, native_size: bool = False) -> "Preprocess":
         size = (image_size, image_size) if image_size else tuple(backbone.input_size)
         if backbone.interpolation not in _MODES:
             raise UsageError(f"unsupported interpolation {backbone.interpolation!r}; use one of {sorted(_MODES)}")
-        return cls(size, float(backbone.crop_pct), backbone.interpolation, tuple(backbone.mean), tuple(backbone.std))
+        info = backbone.info or {}  # transformers' image processors (the hf/ plugin's backbones) floor the offset
+        offset = "floor" if info.get("library") == "transformers" or "processor" in info else "round"
+        mode = "squash" if info.get("crop_mode") == "squash" else "center"  # timm's pretrained_cfg (via its plugin)
+        return cls(size, float(backbone.crop_pct), backbone.interpolation, tuple(backbone.mean), tuple(backbone.std),
+                   bool(native_size), offset, mode)
 
     def describe(self) -> dict:
         return {"size": list(self.size), "crop_pct": self.crop_pct, "interpolation": self.interpolation,
-                "mean": list(self.mean), "std": list(self.std)}
+                "mean": list(self.mean), "std": list(self.std), "native_size": self.native_size,
+                "crop_offset": self.crop_offset, "crop_mode": self.crop_mode, "version": PREPROCESS_VERSION}
+
+    def scale(self, side: int) -> int:
+        """``floor(side / crop_pct)``, timm's ``scale_size``; the 1e-6 keeps a crop_pct given as crop / resize
+        (torchvision's and transformers', e.g. 384 / 450) from flooring to resize - 1; it changes no timm config's"""
+        return math.floor(side / self.crop_pct + 1e-6)
+
+    def resized(self, h: int, w: int) -> tuple[int, int]:
+        """The size an h x w image is resized to before the centre crop."""
+        height, width = self.size
+        if self.crop_mode == "squash":
+            return self.scale(height), self.scale(width)
+        if height == width:
+            scale = self.scale(height)
+            if h <= w:
+                return scale, max(1, int(scale * w / h))
+            return max(1, int(scale * h / w)), scale
+        target_h, target_w = self.scale(height), self.scale(width)
+        ratio = min(h / target_h, w / target_w)
+        return max(1, round(h / ratio)), max(1, round(w / ratio))
+
+    def _offset(self, d: int) -> int:
+        return d // 2 if self.crop_offset == "floor" else round(d / 2)  # Python rounds half to even, as CenterCrop
 
     def resize_crop(self, x: torch.Tensor) -> torch.Tensor:
-        """Float images [N, C, h, w] to [N, C, H, W]; images already at the target size pass unchanged."""
+        """Images [N, C, h, w] of grey levels 0..255 (uint8 or float) to float grey levels [N, C, H, W], whole
+        numbers in 0..255; with ``native_size``, images already at the target size pass unchanged (as floats).
+
+        Resized as PIL resizes (torchvision's ``Resize`` on a PIL image, in timm's eval transform): the width
+        first, then the height, each pass antialiased and rounded to whole grey levels. Without the rounding,
+        the difference from PIL is under a grey level on average, but it moves a pretrained EfficientNet-Lite0's
+        features to cosine 0.985 of timm's; with it they agree to 0.9999 (tests/test_preprocessing.py).
+        """
         height, width = self.size
         h, w = x.shape[-2:]
-        if (h, w) == (height, width):
+        x = x.float()
+        if self.native_size and (h, w) == (height, width):
             return x
-        if height == width:
-            scale = math.floor(height / self.crop_pct)
-            new = (scale, max(1, round(w * scale / h))) if h <= w else (max(1, round(h * scale / w)), scale)
-        else:
-            new = (math.floor(height / self.crop_pct), math.floor(width / self.crop_pct))
-        if new != (h, w):
-            mode = _MODES[self.interpolation]
-            kwargs = {"antialias": True, "align_corners": False} if mode in ("bilinear", "bicubic") else {}
-            x = F.interpolate(x, size=new, mode=mode, **kwargs)
-        top, left = (x.shape[-2] - height) // 2, (x.shape[-1] - width) // 2
+        new_h, new_w = self.resized(h, w)
+        mode = _MODES[self.interpolation]
+        kwargs = {"antialias": True, "align_corners": False} if mode in ("bilinear", "bicubic") else {}
+        if new_w != w:
+            x = F.interpolate(x, size=(h, new_w), mode=mode, **kwargs).round_().clamp_(0, 255)
+        if new_h != h:
+            x = F.interpolate(x, size=(new_h, new_w), mode=mode, **kwargs).round_().clamp_(0, 255)
+        if new_h < height or new_w < width:  # crop_pct > 1: pad with black, as CenterCrop does
+            ph, pw = max(0, height - new_h), max(0, width - new_w)
+            x = F.pad(x, (pw // 2, (pw + 1) // 2, ph // 2, (ph + 1) // 2))
+        top, left = self._offset(x.shape[-2] - height), self._offset(x.shape[-1] - width)
         return x[..., top:top + height, left:left + width]
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,22 +122,28 @@ class Preprocess:
 
     def field_of_view(self, h: int, w: int) -> tuple[float, float]:
         """The height and width, in source pixels, of the centred region of an h x w image that
-        ``resize_crop`` shows (all of it when the image is already at the target size)."""
+        ``resize_crop`` shows (all of it when ``native_size`` keeps it unresized)."""
         height, width = self.size
-        if (h, w) == (height, width):
+        if self.native_size and (h, w) == (height, width):
             return float(h), float(w)
-        if height == width:
-            side = min(h, w) * height / math.floor(height / self.crop_pct)
-            return side, side
-        return h * height / math.floor(height / self.crop_pct), w * width / math.floor(width / self.crop_pct)
+        new_h, new_w = self.resized(h, w)
+        return min(h, height * h / new_h), min(w, width * w / new_w)
 
-    def __call__(self, images: torch.Tensor, augment: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, augment: Callable[..., torch.Tensor] | None = None, *,
+                 prepared: bool = False) -> torch.Tensor:
         """uint8 [N, C, h, w] (C = 1 or 3) to a normalised float batch; ``augment`` (from
-        ``Augmentation.drawing_from``) replaces the resize and centre crop with random crops."""
-        x = images.float().div_(255)
+        ``Augmentation.drawing_from``) replaces the resize and centre crop with random crops. ``prepared``:
+        the images were resized and cropped already (streamed ones, in the loader's workers), so all of each
+        is the view."""
+        if augment is None and not prepared:
+            x = self.resize_crop(images).div_(255)
+        else:
+            x = images.float().div_(255)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        x = augment(x, self.size, self.field_of_view(*x.shape[-2:])) if augment is not None else self.resize_crop(x)
+        if augment is not None:
+            view = (float(x.shape[-2]), float(x.shape[-1])) if prepared else self.field_of_view(*x.shape[-2:])
+            x = augment(x, self.size, view)
         return self.normalise(x.clamp(0, 1))  # bicubic overshoots
 
 

@@ -6,6 +6,7 @@ a UsageError listing missing or unexpected keys instead of loading part of a net
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
@@ -31,6 +32,50 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
+REFUSED = ("it holds code or objects that are not plain tensors, and benchbone refuses to unpickle it")
+
+
+def _refused_unpickling(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) is torch's ``weights_only`` unpickler refusing a file."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower():
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+@contextlib.contextmanager
+def refused_checkpoint(what: str = "checkpoint", advice: str = "delete it (it is downloaded again) or replace it"):
+    """Around code that reads checkpoints with ``torch.load(weights_only=True)`` (a plugin's pretrained weights
+    from the torch or Hugging Face cache, a ``--weights`` file): torch's warnings while reading stay quiet, and a
+    file the unpickler refuses is one UsageError naming it (``torch.load`` is watched for the file it opens),
+    without torch's advice to retry with ``weights_only=False``."""
+    import warnings
+
+    import torch
+
+    real, opened = torch.load, []
+
+    def load(f, *args, **kwargs):
+        opened.append(f)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Detected pickle protocol 4 ...": noise before the one line
+            return real(f, *args, **kwargs)
+
+    torch.load = load
+    try:
+        yield
+    except Exception as exc:
+        if not _refused_unpickling(exc):
+            raise
+        name = opened[-1] if opened and isinstance(opened[-1], (str, os.PathLike)) else "a file torch.load read"
+        raise UsageError(f"cannot read {what} {name}: {REFUSED}; {advice}") from None
+    finally:
+        torch.load = real
+
+
 def load_state_dict_file(path: str | Path) -> dict[str, Any]:
     """The tensors of a .safetensors or .pth/.pt/.bin state dict, unwrapped from a ``state_dict``/``model`` key."""
     import torch
@@ -46,12 +91,12 @@ def load_state_dict_file(path: str | Path) -> dict[str, Any]:
 
             state = load_file(str(path), device="cpu")
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling refused, truncated file, not a checkpoint at all
-        if isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower():
-            raise UsageError(f"cannot read weights file {path}: it holds code or objects that are not plain tensors, and benchbone "
-                             "refuses to unpickle it; save a plain state dict with torch.save(model.state_dict()) "
-                             "or safetensors") from None
+            with refused_checkpoint("weights file", "save a plain state dict with torch.save(model.state_dict()) "
+                                    "or safetensors"):
+                state = torch.load(path, map_location="cpu", weights_only=True)
+    except UsageError:
+        raise
+    except Exception as exc:  # truncated file, not a checkpoint at all
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         raise UsageError(f"cannot read weights file {path} ({type(exc).__name__}: {first}); "
                          "save it with torch.save(model.state_dict()) or safetensors") from None

@@ -15,7 +15,8 @@ from benchbone.plugins import Registries
 HARNESS_DEFAULTS: dict[str, Any] = {"val_fraction": 0.1, "image_size": None, "batch_size": 64,
                                     "train_per_class": None, "train_fraction": None, "test_per_class": None,
                                     "train_size": None, "val_size": None,  # exact split sizes (VTAB-1k: 800, 200)
-                                    "precision": "auto", "channels_last": None, "compile": False}  # None: automatic
+                                    "precision": "auto", "channels_last": None, "compile": False,  # None: automatic
+                                    "native_size": False}  # true: images already at the input size stay unresized
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Keys of --set that multiply the grid rather than set a parameter: each value is a row of its own.
 CONDITION_KEYS = {"layer": "an intermediate block (or all)", "layers": "the same as layer",
@@ -286,7 +287,7 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
                 check(dict(params))
     return [
         Cell(backbone, pretrained, dataset, strategy, seed, params,
-             options, metrics, data_dirs.get(dataset, spec.data_dir),
+             options, metrics, absolute(data_dirs.get(dataset, spec.data_dir)),
              *(weights.get(backbone, (None, None)) if pretrained else (None, None)),
              tuple(sorted(per_dataset[dataset].items())), layer, condition)
         for backbone, pretrained in backbones
@@ -297,6 +298,13 @@ def expand(spec: GridSpec, registries: Registries) -> list[Cell]:
         for strategy in strategies
         for params in swept(per_strategy[strategy])
     ]
+
+
+def absolute(path: str | None) -> str | None:
+    """A data directory as an absolute path (a worker may start elsewhere); how it was spelled keys nothing."""
+    import os
+
+    return os.path.abspath(os.path.expanduser(path)) if path else None
 
 
 class Sweep(list):

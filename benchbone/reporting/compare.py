@@ -14,9 +14,7 @@ from typing import Sequence
 import pandas as pd
 
 from benchbone.errors import UsageError
-from benchbone.reporting import groups, leaderboard, statistics
-
-FORMATS = ("table", "json", "html")
+from benchbone.reporting import formats, groups, leaderboard, statistics
 
 
 def _pick(board: pd.DataFrame, column: str, value: str | None, flag: str) -> pd.DataFrame:
@@ -89,8 +87,7 @@ def to_text(groups: list[dict], alpha: float, ci_method: str, fmt: str = "table"
     """The comparisons as a terminal table, JSON or an HTML page."""
     from tabulate import tabulate
 
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    formats.check(fmt, formats.OFFERED["compare"])
     method = pairwise_method(alpha, ci_method)
     if fmt == "json":
         return json.dumps(_no_nan({"method": method, "alpha": alpha, "ci_method": ci_method,

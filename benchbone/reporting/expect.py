@@ -21,6 +21,7 @@ import pandas as pd
 import tomllib
 
 from benchbone.errors import UsageError
+from benchbone.reporting import formats
 
 FIELDS = {"backbone": str, "dataset": str, "strategy": str, "metric": str, "value": (int, float),
           "tolerance": (int, float), "source": str}
@@ -71,14 +72,10 @@ def check(board: pd.DataFrame, entries: list[dict]) -> pd.DataFrame:
 
 
 def to_text(table: pd.DataFrame, fmt: str = "table") -> str:
-    from tabulate import tabulate
 
-    if fmt == "json":
-        return table.to_json(orient="records", indent=2)
-    if fmt == "csv":
-        return table.to_csv(index=False)
+    if fmt in ("csv", "json"):
+        return formats.table_text(table, fmt)
     shown = table.assign(**{c: [f"{v:.2f}" if not math.isnan(v) else "-" for v in table[c]]
                             for c in ("expected", "measured", "difference")})
     shown["difference"] = [f"+{d}" if d[0].isdigit() else d for d in shown["difference"]]
-    return tabulate(shown.drop(columns=["within"]), headers="keys", showindex=False, disable_numparse=True,
-                    tablefmt="github" if fmt == "md" else "simple")
+    return formats.table_text(table, fmt, shown.drop(columns=["within"]))

@@ -10,13 +10,12 @@ import pandas as pd
 from benchbone.errors import UsageError
 from benchbone.records import write_atomic
 from benchbone.registry import natural_key
-from benchbone.reporting import groups, presentation, ranks, statistics
+from benchbone.reporting import formats, groups, presentation, ranks, statistics
 from benchbone.reporting.presentation import delta_text, interval_text, metric_text, tie_label
 
 KEYS = ["dataset", "strategy", "backbone", "params"]
 COST = ["params_m", "gmacs", "num_features"]  # from each record's backbone_info
 MEASURED = ["images_per_s", "peak_mem_mb"]  # measured per cell, averaged over seeds
-FORMATS = ("table", "md", "csv", "json")
 
 
 def ranking_metric(records: list[dict], metric_registry=None) -> str | None:
@@ -90,12 +89,17 @@ def build(records: Iterable[dict], sort_by: str | None = None, *, run_dirs: Iter
         row["peak_mem_mb"] = (r.get("resources") or {}).get("peak_mem_mb")
         row.update({c: r.get("backbone_info", {}).get(c) for c in COST})
         row["error"] = r.get("error")
+        row["items"] = statistics.items_key(r)
         rows.append(row)
     flat = pd.DataFrame(rows)
     out = []
     for key, group in flat.groupby(KEYS, sort=False, dropna=False):
         ok = group[group.status == "ok"]
         row = dict(zip(KEYS, key))
+        if ok["items"].nunique() > 1:  # other data or test_per_class: not seeds of one row (compare refuses them too)
+            raise UsageError(f"{row['backbone']} x {row['dataset']} x {row['strategy']}: its records scored different "
+                             f"test items ({ok['items'].nunique()} sets: other data or test_per_class), which are not "
+                             "seeds of one row; pass those run directories separately or rerun them on the same data")
         row["seeds"] = len(ok)
         row["status"] = "ok" if len(ok) == len(group) else ("failed" if ok.empty else f"{len(group) - len(ok)} failed")
         for m in metrics:
@@ -179,18 +183,13 @@ def method_line(board: pd.DataFrame) -> str:
 
 def to_text(board: pd.DataFrame, fmt: str = "table") -> str:
     """The leaderboard as a terminal table, markdown, CSV or JSON."""
-    from tabulate import tabulate
 
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    if fmt == "csv":
-        return board.to_csv(index=False)
-    if fmt == "json":
-        return board.to_json(orient="records", indent=2)
+    formats.check(fmt)
+    if fmt in ("csv", "json"):
+        return formats.table_text(board, fmt)
     if board.empty:
         return "(no records)"
-    tablefmt = "github" if fmt == "md" else "simple"
-    table = tabulate(display(board), headers="keys", tablefmt=tablefmt, showindex=False, disable_numparse=True)
+    table = formats.table_text(board, fmt, display(board))
     return f"{table}\n\n{method_line(board)}" if board.attrs.get("sort_by") else table
 
 
@@ -310,19 +309,15 @@ def pivot(board: pd.DataFrame, metric: str, strategy: str | None = None) -> pd.D
 
 def pivot_text(table: pd.DataFrame, fmt: str = "table") -> str:
     """A pivot as a terminal table, markdown, CSV or JSON (CSV and JSON keep raw fractions)."""
-    from tabulate import tabulate
 
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    if fmt == "csv":
-        return table.to_csv()
-    if fmt == "json":
-        return table.to_json(orient="index", indent=2)
+    formats.check(fmt)
+    if fmt in ("csv", "json"):
+        return formats.table_text(table, fmt, index=True, orient="index")
     scale, digits = (100.0, 2) if table.attrs["percent"] else (1.0, 4)
     shown = table.apply(lambda col: [f"{v * scale:.{digits}f}" if pd.notna(v) else "-" for v in col])
     arrow = "↑" if table.attrs["higher_is_better"] else "↓"
     shown.index.name = f"{table.attrs['metric']} {arrow} ({table.attrs['strategy']})"
-    return tabulate(shown, headers="keys", tablefmt="github" if fmt == "md" else "simple", disable_numparse=True)
+    return formats.table_text(table, fmt, shown, index=True)
 
 
 def plot(board: pd.DataFrame, path: Path, metric: str | None = None, strategy: str | None = None) -> Path:

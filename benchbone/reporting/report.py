@@ -7,15 +7,13 @@ forbids any fetch), so it opens from disk and publishes as a static file. Rows c
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
 import pandas as pd
 
 from benchbone.records import check_output_file, read_records, write_atomic
-from benchbone.reporting import leaderboard, presentation
+from benchbone.reporting import leaderboard
 from benchbone.reporting.presentation import (
     delta_text,
     html_text,
@@ -26,14 +24,11 @@ from benchbone.reporting.presentation import (
     tie_label,
 )
 from benchbone.reporting.report_cells import cell_views, provenance_html
+from benchbone.reporting.report_plots import front_by_x, plots  # noqa: F401 - report.front_by_x, as before
+from benchbone.reporting.report_plots import has as _has
 
 # columns the leaderboard may carry: (column, header, higher is better, or None for text)
 OPTIONAL = [("images_per_s", "images/s", True), ("peak_mem_mb", "peak MB", False), ("device", "device", None)]
-
-
-def _has(board, column: str) -> bool:
-    """Whether the board holds ``column`` with at least one value (records may predate it)."""
-    return column in board and board[column].notna().any()
 
 
 def _tied(row: pd.Series) -> bool:
@@ -53,7 +48,7 @@ def _row_key(dataset, strategy, backbone, params: str) -> str:
 
 
 def _json_script(element_id: str, data) -> str:
-    text = json.dumps(data, allow_nan=False, separators=(",", ":")).replace("<", "\\u003c")  # no </script> inside
+    text = json.dumps(data, allow_nan=False, separators=(",", ":"), ensure_ascii=False).replace("<", "\\u003c")  # no </script>
     return f'<script type="application/json" id="{element_id}">{text}</script>'
 
 
@@ -106,7 +101,8 @@ def _td(board: pd.DataFrame, row: pd.Series, col: str, kind: str) -> str:
         text = "ok" if value == "ok" else f"{value}: {error}"
         return f'<td class="status" data-v="{html_text(value)}" title="{html_text(error)}">{html_text(text)}</td>'
     if kind == "num":
-        shown = "-" if missing(value) else (str(int(value)) if col in ("num_features", "seeds") else number_text(value))
+        shown = ("-" if missing(value) else str(int(value)) if col in ("num_features", "seeds")
+                 else f"{float(value):.0f}" if abs(float(value)) >= 1000 else number_text(value))  # 2400, not 2.4e+03
         return f'<td class="n" data-v="{_sort_value(value)}">{shown}</td>'
     if col == "params_shown":
         return f'<td class="params" data-v="{html_text(value)}" title="{html_text(row["params"])}">{html_text(value)}</td>'
@@ -116,11 +112,13 @@ def _td(board: pd.DataFrame, row: pd.Series, col: str, kind: str) -> str:
 def _shown_params(board: pd.DataFrame) -> list[str]:
     """Per row, only the parameters that differ between rows of its strategy (defaults shared by all are noise)."""
     parsed = [json.loads(p) for p in board["params"]]
-    shown = []
-    for strategy, params in zip(board["strategy"], parsed):
+    varying: dict[str, set[str]] = {}  # per strategy, the keys whose value is not the same in all its rows
+    for strategy in set(board["strategy"]):
         same = [q for s, q in zip(board["strategy"], parsed) if s == strategy]
-        shown.append(", ".join(f"{k}={v}" for k, v in params.items() if any(q.get(k) != v for q in same)))
-    return shown
+        keys = {k for q in same for k in q}
+        varying[strategy] = {k for k in keys if any(q.get(k) != same[0].get(k) for q in same)}
+    return [", ".join(f"{k}={v}" for k, v in params.items() if k in varying[strategy])
+            for strategy, params in zip(board["strategy"], parsed)]
 
 
 def _table(board: pd.DataFrame) -> str:
@@ -128,8 +126,8 @@ def _table(board: pd.DataFrame) -> str:
     board["params_shown"] = _shown_params(board)
     cols = _columns(board)
     head = "".join(
-        f'<th data-first="{first}" title="{html_text(_th_title(board, col))}">{html_text(label)}</th>'
-        for col, label, _, first in cols)
+        f'<th data-first="{first}" data-column="{html_text(col)}" title="{html_text(_th_title(board, col))}">'
+        f'{html_text(label)}</th>' for col, label, _, first in cols)
     rows = []
     for _, row in board.iterrows():
         classes = [c for c, on in (("failed", row["status"] != "ok"), ("leader", bool(row.get("leader")) and row["status"] == "ok"),
@@ -138,8 +136,15 @@ def _table(board: pd.DataFrame) -> str:
         key = html_text(_row_key(row["dataset"], row["strategy"], row["backbone"], row["params"]))
         cells = "".join(_td(board, row, col, kind) for col, _, kind, _ in cols)
         rows.append(f'<tr class="{" ".join(classes)}"{attrs} data-key="{key}">{cells}</tr>')
-    return (f'<div class="scroll"><table id="board"><thead><tr>{head}</tr></thead>'
+    return (f'{_column_chooser(cols)}<div class="scroll board"><table id="board"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div>')
+
+
+def _column_chooser(cols: list[tuple[str, str, str, str]]) -> str:
+    """A fold-out list of checkboxes, one per column but the row's identity, to hide and show columns."""
+    boxes = "".join(f'<label><input type="checkbox" checked data-column="{html_text(col)}"> {html_text(label)}</label>'
+                    for col, label, _, _ in cols if col not in ("dataset", "strategy", "backbone"))
+    return f'<details id="columns"><summary>columns</summary><div>{boxes}</div></details>'
 
 
 def _th_title(board: pd.DataFrame, col: str) -> str:
@@ -160,85 +165,7 @@ def _filters(board: pd.DataFrame) -> str:
             f' <span id="shown"></span></div>')
 
 
-# ---------------------------------------------------------------- the plots
-
-
-def front_by_x(points: list[tuple[float, float]], x_higher_is_better: bool) -> list[int]:
-    """Indices of the points on the Pareto front (``presentation.pareto_front``'s rule, the PNG plots' too), by x."""
-    on_front = presentation.pareto_front([x for x, _ in points], [y for _, y in points],
-                                       cost_lower_is_better=not x_higher_is_better)
-    return sorted(np.flatnonzero(on_front).tolist(), key=lambda i: points[i][0])
-
-
-def _scatter(points: list[tuple[float, float, str]], xlabel: str, ylabel: str, x_higher: bool) -> str:
-    """An inline SVG scatter plot of (x, y, label) with its Pareto front drawn as a line."""
-    w, h, left, right, top, bottom = 420, 260, 52, 16, 12, 40
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    log = min(xs) > 0 and max(xs) / min(xs) >= 100
-    tx = (lambda v: math.log10(v)) if log else (lambda v: v)
-    x0, x1 = tx(min(xs)), tx(max(xs))
-    y0, y1 = min(ys), max(ys)
-    pad = (abs(x0) / 2 or 0.5) if x0 == x1 else 0.06 * (x1 - x0)  # one x: centre it
-    x0, x1 = x0 - pad, x1 + pad
-    if not log and min(xs) >= 0:
-        x0 = max(x0, 0.0)  # no negative GMACs or images/s on the axis
-    y0, y1 = (y0 - 1, y1 + 1) if y0 == y1 else (y0 - 0.08 * (y1 - y0), y1 + 0.08 * (y1 - y0))
-
-    def px(v):
-        return left + (tx(v) - x0) / (x1 - x0) * (w - left - right)
-
-    def py(v):
-        return top + (y1 - v) / (y1 - y0) * (h - top - bottom)
-
-    parts = [f'<svg class="plot" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img">',
-             f'<rect x="{left}" y="{top}" width="{w - left - right}" height="{h - top - bottom}" class="frame"/>']
-    for i in range(5):
-        yv = y0 + (y1 - y0) * i / 4
-        xv = x0 + (x1 - x0) * i / 4
-        parts.append(f'<text x="{left - 4}" y="{py(yv) + 4:.1f}" class="tick" text-anchor="end">{yv:.3g}</text>')
-        xt = 10 ** xv if log else xv
-        parts.append(f'<text x="{left + (xv - x0) / (x1 - x0) * (w - left - right):.1f}" y="{h - bottom + 14}" '
-                     f'class="tick" text-anchor="middle">{xt:.3g}</text>')
-    parts.append(f'<text x="{(left + w - right) / 2}" y="{h - 6}" text-anchor="middle">'
-                 f'{html_text(xlabel)}{" (log)" if log else ""}</text>')
-    parts.append(f'<text transform="translate(12 {(top + h - bottom) / 2}) rotate(-90)" text-anchor="middle">'
-                 f'{html_text(ylabel)}</text>')
-    front = front_by_x([(x, y) for x, y, _ in points], x_higher)
-    line = " ".join(f"{px(points[i][0]):.1f},{py(points[i][1]):.1f}" for i in front)
-    parts.append(f'<polyline class="front" points="{line}"/>')
-    for i, (x, y, label) in enumerate(points):
-        cls = "point on-front" if i in front else "point"
-        parts.append(f'<circle class="{cls}" cx="{px(x):.1f}" cy="{py(y):.1f}" r="4">'
-                     f'<title>{html_text(label)}: {y:.4g} at {x:.4g}</title></circle>'
-                     f'<text class="label" x="{px(x) + (-6 if px(x) > w / 2 else 6):.1f}" y="{py(y) - 5:.1f}" '
-                     f'text-anchor="{"end" if px(x) > w / 2 else "start"}">{html_text(label)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _plots(board: pd.DataFrame) -> str:
-    metric = board.attrs.get("sort_by")
-    if metric is None:
-        return "<p>No metrics to plot.</p>"
-    scale = 100.0 if board.attrs["percent"][metric] else 1.0
-    ylabel = f"{metric}{' %' if scale == 100 else ''}"
-    figures = []
-    for (dataset, strategy), group in board.groupby(["dataset", "strategy"], sort=True):
-        for col, xlabel, higher in (("gmacs", "GMACs", False), ("images_per_s", "images/s", True)):
-            if col not in group:
-                continue
-            ok = group[group[metric].notna() & group[col].notna()]
-            several = ok.groupby("backbone")["params"].nunique().max() > 1 if len(ok) else False
-            points = [(float(r[col]), float(r[metric]) * scale,
-                       f"{r['backbone']} {r['params']}" if several else r["backbone"]) for _, r in ok.iterrows()]
-            if points:
-                figures.append(f'<figure><figcaption>{html_text(dataset)} · {html_text(strategy)}: {html_text(ylabel)} against '
-                               f'{xlabel}</figcaption>{_scatter(points, xlabel, ylabel, higher)}</figure>')
-    if not _has(board, "images_per_s"):
-        figures.append('<p class="note">No throughput in these records (images/s): that plot is left out.</p>')
-    legend = ('<p class="note">The line joins the Pareto front: no other backbone is both more accurate and '
-              'cheaper (fewer GMACs) or faster (more images/s).</p>')
-    return legend + "".join(figures)
+# ---------------------------------------------------------------- the tables below the plots
 
 
 def _pivot(board: pd.DataFrame) -> str:
@@ -247,26 +174,26 @@ def _pivot(board: pd.DataFrame) -> str:
     if metric is None:
         return ""
     best = board.sort_values("rank").drop_duplicates(["dataset", "strategy", "backbone"])
-    columns = sorted({(r.dataset, r.strategy) for r in best.itertuples()})
+    columns = sorted(set(zip(best["dataset"], best["strategy"])))
     leaders = {k: g.loc[g["leader"], "backbone"].iloc[0] for k, g in best.groupby(["dataset", "strategy"])
                if g["leader"].any()}
     head = "".join(f"<th>{html_text(d)}<br><small>{html_text(s)}</small></th>" for d, s in columns)
+    found = {(r["dataset"], r["strategy"], r["backbone"]): r for _, r in best.iterrows()}
     rows = []
     for backbone in sorted(best["backbone"].unique()):
         cells = []
         for key in columns:
-            hit = best[(best.dataset == key[0]) & (best.strategy == key[1]) & (best.backbone == backbone)]
-            if hit.empty:
+            r = found.get((*key, backbone))
+            if r is None:
                 cells.append("<td>-</td>")
                 continue
-            r = hit.iloc[0]
             text = "failed" if r["status"] == "failed" else metric_text(r[metric], r.get(f"{metric}_std"),
                                                                   board.attrs["percent"][metric])
             cls = ' class="n best"' if leaders.get(key) == backbone and r["status"] != "failed" else ' class="n"'
             cells.append(f"<td{cls}>{html_text(text)}</td>")
         rows.append(f"<tr><th>{html_text(backbone)}</th>{''.join(cells)}</tr>")
-    return (f'<table id="pivot"><thead><tr><th>{html_text(metric)}</th>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>')
+    return (f'<div class="scroll"><table id="pivot"><thead><tr><th>{html_text(metric)}</th>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>')
 
 
 def _rankings(board: pd.DataFrame) -> str:
@@ -278,19 +205,29 @@ def _rankings(board: pd.DataFrame) -> str:
         table = r.table()
         head = "".join(f"<th>{html_text(c)}</th>" for c in ["backbone", "mean rank", f"mean {r.metric}", *r.ranks.index])
         scale = 100.0 if board.attrs["percent"][r.metric] else 1.0
-        rows = "".join(
-            f"<tr><td>{html_text(t.backbone)}</td><td class=n>{t.mean_rank:.2f}</td>"
-            f"<td class=n>{getattr(t, f'mean_{r.metric}') * scale:.{2 if scale == 100 else 4}f}</td>"
-            + "".join(f"<td class=n>{r.ranks.at[d, t.backbone]:g}</td>" for d in r.ranks.index) + "</tr>"
-            for t in table.itertuples())
+        rows = "".join(  # by column name, never itertuples: a metric name need not be an identifier
+            f"<tr><td>{html_text(t['backbone'])}</td><td class=n>{t['mean_rank']:.2f}</td>"
+            f"<td class=n>{t[f'mean_{r.metric}'] * scale:.{2 if scale == 100 else 4}f}</td>"
+            + "".join(f"<td class=n>{r.ranks.at[d, t['backbone']]:g}</td>" for d in r.ranks.index) + "</tr>"
+            for _, t in table.iterrows())
         svg = ""
         if r.nemenyi is not None:
             svg = ranks.cd_diagram(r, "svg").decode("utf-8")
             svg = svg[svg.index("<svg"):]  # inline: no XML prolog or doctype
         parts.append(f'<h3>{html_text(r.strategy)}: {html_text(r.metric)} ranked on {len(r.values)} datasets (1 = best)</h3>'
-                     f'<table class="ranking"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
-                     f'<p class="note">{html_text(leaderboard.ranking_summary(r))}</p><div class="cd">{svg}</div>')
+                     f'<div class="scroll"><table class="ranking"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
+                     f'{_summary_html(leaderboard.ranking_summary(r))}<div class="cd">{svg}</div>')
     return "<h2>Across datasets</h2>" + "".join(parts) if parts else ""
+
+
+def _summary_html(text: str) -> str:
+    """A ranking's summary paragraph; a long list of the pairs that differ folds away under its count."""
+    head, found, rest = text.partition("; pairs that differ: ")
+    pairs, _, tail = rest.partition(". Diagram: ")
+    if not found or len(pairs) < 300:
+        return f'<p class="note">{html_text(text)}</p>'
+    return (f'<div class="note"><p>{html_text(head)}. Diagram: {html_text(tail)}</p><details><summary>'
+            f'{pairs.count(" vs ")} pairs differ</summary><p>{html_text(pairs)}.</p></details></div>')
 
 
 # ---------------------------------------------------------------- the page
@@ -306,19 +243,18 @@ def page(board: pd.DataFrame, records: list[dict], run_dirs: Iterable[Path] = ()
     """The whole HTML page for a leaderboard ``board`` built from ``records`` (found in ``run_dirs``)."""
     run_dirs = [Path(d) for d in run_dirs]
     cells = cell_views(records, run_dirs)
-    options = "".join(f'<option value="{html_text(c["id"])}">{html_text(c["label"])}'
-                      f'{" (failed)" if c["status"] != "ok" else ""}</option>' for c in cells)
     failed = int((board["status"] != "ok").sum()) if not board.empty else 0
     summary = (f"{len(board)} rows from {len(records)} cells"
                + (f"; {failed} row(s) with failed cells" if failed else "")
                + (f"; ranked by {board.attrs['sort_by']} within each dataset and strategy" if board.attrs.get("sort_by") else ""))
     body = "<p>No records.</p>" if board.empty else (
         f"{_filters(board)}{_table(board)}"
-        '<p class="note">Click a header to sort (metrics sort best first), double-click a row to see its cells. '
+        '<p class="note">Click a header to sort (metrics sort best first), double-click a row to see its cells, '
+        '"columns" to hide some; the table scrolls in its box. '
         '↑ higher is better, ↓ lower is better; mean ± std over seeds, [confidence interval] where computed; '
         '"≈ leader": tied with the leader.</p>'
         f'<p class="note" id="method">{html_text(leaderboard.method_line(board))}</p>'
-        f"<h2>Accuracy against cost</h2>{_plots(board)}<h2>Backbones × datasets</h2>{_pivot(board)}"
+        f"<h2>Accuracy against cost</h2>{plots(board)}<h2>Backbones × datasets</h2>{_pivot(board)}"
         f"{_rankings(board)}")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -327,7 +263,7 @@ def page(board: pd.DataFrame, records: list[dict], run_dirs: Iterable[Path] = ()
 <style>{_asset('report.css')}</style></head><body>
 <h1>{html_text(title)}</h1><p id="summary">{html_text(summary)}</p>
 <h2>Leaderboard</h2>{body}
-<h2>Cells</h2><p><label>cell <select id="cell-select">{options}</select></label></p><div id="cell-view"></div>
+<h2>Cells</h2><p><label>cell <select id="cell-select"></select></label></p><div id="cell-view"></div>
 <h2>Provenance</h2><div id="provenance">{provenance_html(records, run_dirs)}</div>
 {_json_script("cells", cells)}
 <script>{_asset('report.js')}</script>

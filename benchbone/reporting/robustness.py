@@ -11,6 +11,7 @@ import pandas as pd
 
 from benchbone.errors import UsageError
 from benchbone.inputs.corruptions import STANDARD
+from benchbone.reporting import formats
 
 KEYS = ["dataset", "strategy", "params"]
 
@@ -92,12 +93,9 @@ def table(records: list[dict], baseline: str, metric: str = "top1") -> pd.DataFr
 
 def to_text(board: pd.DataFrame, fmt: str = "table") -> str:
     """The robustness table as a terminal table, markdown, CSV or JSON (CSV and JSON keep raw numbers)."""
-    from tabulate import tabulate
 
-    if fmt == "csv":
-        return board.to_csv(index=False)
-    if fmt == "json":
-        return board.to_json(orient="records", indent=2)
+    if fmt in ("csv", "json"):
+        return formats.table_text(board, fmt)
     shown = board[["dataset", "strategy", "backbone"]].copy()
     if board["params"].nunique() > 1:
         shown["params"] = board["params"]
@@ -107,8 +105,7 @@ def to_text(board: pd.DataFrame, fmt: str = "table") -> str:
         shown[title] = [f"{v * 100:.2f}" if pd.notna(v) else "-" for v in board[column]]
     for column in ["mCE", "relative_mCE", *[c for c in board if c.startswith("CE ")]]:
         shown[column.replace("_", " ")] = [f"{v:.1f}" if pd.notna(v) else "-" for v in board[column]]
-    table_text = tabulate(shown, headers="keys", tablefmt="github" if fmt == "md" else "simple", showindex=False,
-                          disable_numparse=True)
+    table_text = formats.table_text(board, fmt, shown)
     note = (f"mCE and relative mCE in % of the baseline {board['baseline'].iloc[0]} (100 = as robust as it; lower is "
             f"better), over {int(board['conditions'].max())} corruption x severity conditions; errors are 1 - {metric}. "
             "Relative mCE is undefined (-) where the baseline lost no accuracy under some corruption.")

@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from benchbone.errors import UsageError
+from benchbone.registry import call_reading, read_only
 from benchbone.reporting.bootstrap import BOOTSTRAP_SEED
 from benchbone.versions import package_version
 
@@ -79,11 +80,19 @@ class Items:
 
 
 def _predictions_file(record: dict, run_dirs: Sequence[Path]) -> Path | None:
-    rel = (record.get("artefacts") or {}).get("predictions")
-    for run_dir in reversed(list(run_dirs)):  # later directories win, as in read_records
-        if rel and (Path(run_dir) / rel).is_file():
-            return Path(run_dir) / rel
-    return None
+    """Never a file outside the record's run directory (``records.artefact_file``)."""
+    from benchbone.records import artefact_file
+
+    return artefact_file(record, "predictions", run_dirs)
+
+
+def items_key(record: dict) -> str:
+    """What identifies the test items a record scored: its data (the fingerprint of what its dataset read; an
+    older record's data directory) and the digest of its test rows. Records of one leaderboard row or one
+    comparison must share it."""
+    cell = record.get("cell") or {}
+    data = (cell.get("data_fingerprint") or None) if "data_fingerprint" in cell else cell.get("data_dir")
+    return json.dumps([data, (record.get("data") or {}).get("indices_digest", {}).get("test")])
 
 
 def load_items(records: Sequence[dict], run_dirs: Sequence[Path], scores: bool = True) -> Items | str:
@@ -102,17 +111,16 @@ def load_items(records: Sequence[dict], run_dirs: Sequence[Path], scores: bool =
                 arrays.append({k: saved[k] for k in ("y_true", "y_pred", *(("y_score",) if scores else ()))})
         except (OSError, ValueError, KeyError) as exc:
             return f"unreadable {path}: {exc}"
-    digests = {json.dumps([(r.get("cell") or {}).get("data_dir"), (r.get("data") or {}).get("indices_digest",
-                                                                                               {}).get("test")])
-               for r in records}
+    digests = {items_key(r) for r in records}
     y_true = arrays[0]["y_true"]
     if len(digests) > 1 or any(not np.array_equal(a["y_true"], y_true) for a in arrays):
         return "its seeds scored different test items"
     given = [a["y_score"] for a in arrays] if scores else []
     has_scores = scores and all(s.ndim == 2 and s.shape[1] > 0 for s in given)
     key = (*json.loads(digests.pop()), len(y_true), hash(y_true.tobytes()))
-    return Items([int(r.get("seed", 0)) for r in records], y_true, np.stack([a["y_pred"] for a in arrays]),
-                 np.stack(given) if has_scores else None, key)
+    return Items([int(r.get("seed", 0)) for r in records], read_only(y_true),  # every metric's paired test reads them
+                 read_only(np.stack([a["y_pred"] for a in arrays])), read_only(np.stack(given) if has_scores else None),
+                 key)
 
 
 # ---------------------------------------------------------------- resampling
@@ -134,11 +142,18 @@ class MetricForm:
             return f"metric {name!r} is not registered here (install its plugin to compare rows on it)"
         entry = metrics.get(name)
         if entry.meta.get("per_item"):
-            return cls(name, entry.obj, entry.meta["per_item"], bool(entry.meta.get("needs_scores")))
+            return cls(name, _reading(entry.plugin, entry.obj), _reading(entry.plugin, entry.meta["per_item"]),
+                       bool(entry.meta.get("needs_scores")))
         if entry.meta.get("resample"):
-            return cls(name, entry.obj, None, bool(entry.meta.get("needs_scores")))
+            return cls(name, _reading(entry.plugin, entry.obj), None, bool(entry.meta.get("needs_scores")))
         return (f"metric {name!r} does not declare per_item= or resample=True, so it cannot be recomputed on a "
                 "resample of the test items")
+
+
+def _reading(plugin: str, fn: Callable) -> Callable:
+    """``fn`` called through ``call_reading``: a metric that writes into the read-only items is named."""
+    return lambda y_true, y_pred, y_score: call_reading("metric", plugin, fn,
+                                                        {"y_true": y_true, "y_pred": y_pred, "y_score": y_score})
 
 
 class Resampler:

@@ -14,6 +14,20 @@ heads.forEach((th, i) => th.addEventListener('click', () => {
   });
   body.append(...rows);
 }));
+const hidden = document.createElement('style');  // hidden columns: one nth-child rule each
+document.head.append(hidden);
+const boxes = [...document.querySelectorAll('#columns input[data-column]')];
+function applyColumns() {
+  const names = heads.map(th => th.dataset.column);
+  hidden.textContent = boxes.filter(b => !b.checked).map(b => names.indexOf(b.dataset.column) + 1)
+    .map(n => `#board tr > :nth-child(${n}) {display: none}`).join('\n');
+}
+boxes.forEach(b => b.addEventListener('change', applyColumns));
+applyColumns();
+const plotGroup = document.getElementById('plot-group');  // many datasets: one figure per question, a group chosen
+if (plotGroup) plotGroup.addEventListener('change', () => {
+  for (const g of document.querySelectorAll('.plot-group')) g.hidden = g.dataset.group !== plotGroup.value;
+});
 const search = document.getElementById('search'), selects = [...document.querySelectorAll('[data-filter]')];
 function applyFilters() {
   const q = search.value.trim().toLowerCase();
@@ -57,6 +71,7 @@ function showCell(id) {
   if (!c.confusion && !perClass) out += '<p class="note">No confusion matrix or per-class accuracy was recorded for this cell.</p>';
   view.innerHTML = out;
 }
+picker.append(...cells.map(c => new Option(c.label + (c.status !== 'ok' ? ' (failed)' : ''), c.id)));
 if (cells.length) {
   picker.addEventListener('change', () => showCell(picker.value));
   showCell((cells.find(c => c.confusion) || cells[0]).id);

@@ -1,0 +1,383 @@
+"""``benchbone select`` end to end: candidates, measured constraints, the screen, rounds of exact evaluation, test.
+
+The steps go through the run's machinery directly rather than as records of ``run_grid`` cells: the cells of
+the grid (``planning.grid.expand``) name the candidates (patterns, ``@random``, ``--set layer``, ``--weights``),
+``execution.session.Session`` builds datasets and backbones, ``split_views`` carves validation as ``run`` does,
+and every feature goes through ``execution.context.Context.features`` and so through the content-addressed
+feature cache. What a cell record cannot carry is what select needs: per-validation-item correctness of a
+probe fitted without the validation items, on nested subsamples whose new rows are each a cache entry of
+their own (round r extracts only the images round r-1 did not). So each step keeps its own small record:
+constraints in ``<cache>/efficiency/``, estimator scores in ``<cache>/estimates/``, each round's evaluation in
+``OUT/steps/``, with the device seconds measured when it first ran. A rerun after a kill reads them all back
+and, since the budget is charged with those stored seconds, reaches the same answer. Cells run in this
+process only (``--executor local``).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchbone.errors import UsageError
+from benchbone.selection import constraints as cons
+from benchbone.selection import probes, screen
+from benchbone.selection.elimination import eliminate
+from benchbone.selection.probes import PROBES
+from benchbone.selection.request import DEFAULTS, Request, min_val_items, nested_order, round_sizes, smallest_epsilon
+
+__all__ = ["Request", "Selector", "select"]
+
+class Candidate:
+    """One backbone (x layer) of the selection and everything measured of it."""
+
+    def __init__(self, cell):
+        self.cell, self.label = cell, cell.backbone_label
+        self.constraints: dict = {}
+        self.scores: dict = {}
+        self.status = "candidate"
+        self.why = ""
+        self.features: dict = {}     # chunk index -> (X, y); "val" -> (X, y)
+        self.extract_s: dict = {}    # chunk index / "val" / "test" -> seconds, images
+        self.meta: dict = {}
+        self.fit_rate: float | None = None  # seconds per training image of the last fit
+        self.test: dict | None = None
+        self.state = ""              # the digest of the backbone's weights (keys every step)
+        self.charged: set = set()    # chunks (and "val", "test") whose extraction seconds are counted
+        self.fit_s: dict = {}        # training size -> seconds of the probe's fit
+        self.probe = None            # (training size, predict, info) of the last fitted probe
+
+
+class Selector:
+    def __init__(self, request: Request, pm, say):
+        self.r, self.pm, self.say = request, pm, say
+        self.spent = 0.0
+        self.lines: list[str] = []
+
+    # ------------------------------------------------------------------ candidates and data
+    def cells(self) -> list:
+        from benchbone.planning import names_index
+        from benchbone.planning.grid import GridSpec, expand, split_backbone
+
+        r = self.r
+        if r.strategy not in PROBES:
+            raise UsageError(f"--strategy {r.strategy!r}: select evaluates with one of {', '.join(PROBES)}")
+        overrides = dict(r.overrides)
+        overrides.setdefault("val_fraction", DEFAULTS["val_fraction"])
+        if r.strategy == "linear-probe":  # a coarser sweep, and float64, which resolves every point of it
+            overrides.setdefault("linear-probe.c_steps", DEFAULTS["c_steps"])
+            overrides.setdefault("linear-probe.dtype", "float64")
+        names_index.narrow(self.pm, "backbones", [split_backbone(b)[0] for b in [*r.backbones, *r.weights]],
+                           names_index.DEFAULT if r.cache_dir is None else r.cache_dir or None)
+        spec = GridSpec(list(r.backbones), [r.dataset], [r.strategy], ["top1"], 1, overrides, r.data_dir, dict(r.weights))
+        cells = expand(spec, self.pm.registries())
+        if len({c.dataset for c in cells}) > 1:
+            raise UsageError(f"-d {r.dataset!r} matches {len({c.dataset for c in cells})} datasets; select chooses for one")
+        if len(cells) < 2:
+            raise UsageError(f"one candidate ({cells[0].backbone_label}): nothing to select; give two or more with "
+                             "-b (repeatable, patterns such as 'timm/*') or --set layer=A,B")
+        return cells
+
+    def _identity(self, cand, backbone) -> dict:
+        cell = cand.cell
+        return {"backbone": cell.backbone, "weights": backbone.weights or ("pretrained" if cell.pretrained else "random"),
+                "init_seed": None if cell.pretrained else cell.seed, "dataset": cell.dataset, "data_dir": cell.data_dir,
+                "state_sha256": self.session.backbone_digest,
+                **({"dataset_params": dict(cell.dataset_params)} if cell.dataset_params else {}),
+                **({"layer": cell.layer} if cell.layer else {})}
+
+    def _build(self, cand):
+        """The candidate's backbone, preprocessing and extraction settings (the session keeps the last one)."""
+        from benchbone.inputs.extraction import ExtractionSettings
+        from benchbone.inputs.transforms import Preprocess
+
+        options = dict(cand.cell.options)
+        backbone = self.session.backbone(cand.cell)
+        preprocess = Preprocess.for_backbone(backbone, options["image_size"])
+        settings = ExtractionSettings(self.session.device, options["batch_size"], options["precision"],
+                                      options["channels_last"], options["compile"])
+        return backbone, preprocess, settings
+
+    def features(self, cand, view, what: str):
+        """``(X, y)`` of ``view``'s rows for ``cand`` through the feature cache; the extraction's seconds are
+        charged (as measured when first extracted) the first time ``what`` is asked in this run."""
+        from benchbone.execution.context import Context
+
+        backbone, preprocess, settings = self._build(cand)
+        cell = cand.cell
+        ctx = Context(device=self.session.device, seed=cell.seed, params=dict(cell.params), classes=list(self.data.classes),
+                      backbone=backbone, views={"train": view, "val": view, "test": view},
+                      images=lambda source: self.session.images(cell.dataset, cell.data_dir, source, cell.dataset_params),
+                      preprocess=preprocess, feature_identity=self._identity(cand, backbone), store=self.session.store,
+                      memory=self.session._features, extraction=settings, progress=self.session.progress,
+                      workdir=self.r.out / "work" / cell.id)
+        X, y = ctx.features("train")
+        seconds = float(ctx.extraction["train"].get("seconds") or 0.0)
+        if what not in cand.extract_s:
+            cand.extract_s[what] = {"seconds": seconds, "images": len(view), "cached": ctx.extraction["train"]["cached"]}
+        return np.asarray(X, dtype=np.float32), np.asarray(y)
+
+    # ------------------------------------------------------------------ the steps
+    def run(self):
+        """Every step: constraints, the screen, the rounds and the test; returns self."""
+        kept = self.screen(self.constrain(self.prepare()))
+        self.selection = self.eliminate(kept)  # rounds of exact evaluation
+        self.score_test()  # once, for the chosen candidate and the survivors
+        return self
+
+    def prepare(self) -> list:
+        """Candidates, session, splits, the nested order and sizes; the candidates."""
+        from benchbone.execution.cell_run import split_views
+        from benchbone.execution.session import Session
+        from benchbone.inputs.splits import SplitView
+        from benchbone.records import check_run_dir
+
+        r, say = self.r, self.say
+        if not 0 < r.confidence < 1 or r.epsilon < 0 or r.margin < 0:
+            raise UsageError("need 0 < --confidence < 1, --epsilon >= 0 and --margin >= 0")
+        cells = self.cells()
+        check_run_dir(r.out)
+        self.session = Session(self.pm, device=r.device, cache_dir=r.cache_dir, quiet=r.quiet, command=r.command)
+        self.data = self.session.dataset(cells[0].dataset, cells[0].data_dir, cells[0].dataset_params)
+        views = split_views(cells[0], self.data, self.session.splits)
+        self.pool, self.val, self.test_view = views["train"], views["val"], views["test"]
+        classes = len(self.data.classes)
+        self.sizes = round_sizes(len(self.pool), classes, r.screen_size)
+        order = nested_order(self.pool.labels, cells[0].seed)
+        self.chunks = [SplitView(self.pool.source, self.pool.dataset, np.sort(self.pool.indices[order[a:b]]),
+                                 self.pool.labels[np.sort(order[a:b])])
+                       for a, b in zip([0, *self.sizes[:-1]], self.sizes)]
+        registry = self.pm.registries().estimators
+        self.estimator_names = names = screen.usable(registry, r.estimators, say)
+        if r.screen_by not in names:
+            raise UsageError(f"--screen-by {r.screen_by!r} is not among the estimators computed ({', '.join(names)})")
+        candidates = [Candidate(c) for c in cells]
+        self.candidates = {c.label: c for c in candidates}
+        say(f"benchbone: select on {self.data_name()}: {len(candidates)} candidate(s) on {self.session.device}; "
+            f"pool {len(self.pool)} training, {len(self.val)} validation, {len(self.test_view)} test images; "
+            f"sizes {', '.join(map(str, self.sizes))}")
+        return candidates
+
+    def constrain(self, candidates: list) -> list:
+        """Measure each candidate, before any data is touched; those within the limits."""
+        r, say = self.r, self.say
+        # latency and throughput are timed when a latency limit or a budget (whose predictions use them) asks
+        self.timed = r.limits.max_latency_ms is not None or r.budget_s is not None
+        fitting = []
+        for cand in candidates:
+            try:
+                backbone, preprocess, settings = self._build(cand)
+                figures, _ = cons.cached_measure(self.session.store.root, self.session.backbone_digest, backbone.model,
+                                                 preprocess.size, self.session.device, settings,
+                                                 batch=min(32, settings.batch_size),
+                                                 candidate={"backbone": cand.cell.backbone, "layer": cand.cell.layer},
+                                                 timed=self.timed)
+            except UsageError:
+                raise
+            except Exception as exc:  # noqa: BLE001 (a plugin may fail in any way: the others go on)
+                cand.status, cand.why = "failed", f"failed to load: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                say(f"benchbone: dropped {cand.label}: {cand.why}", important=True)
+                continue
+            cand.constraints, cand.state = figures, self.session.backbone_digest
+            self.spent += figures["measure_s"]
+            cand.meta = {"params_m": figures["params"] / 1e6, "input_size": list(preprocess.size),
+                         "pretrained": cand.cell.pretrained,
+                         **{k: v for k, v in backbone.info.items() if k in ("imagenet_top1", "source_top1", "top1")},
+                         **{k: v for k, v in self.pm.registries().backbones.get(cand.cell.backbone).meta.items()
+                            if k in ("imagenet_top1", "source_top1")}}
+            broken = r.limits.broken(figures)
+            if broken:
+                cand.status, cand.why = "constraint", "; ".join(broken)
+                say(f"benchbone: dropped {cand.label}: {cand.why}", important=True)
+                continue
+            fitting.append(cand)
+        if not fitting:
+            raise UsageError(f"nothing fits: {len(candidates)} candidate(s), none within the constraints or loadable "
+                             "(see the lines above); relax --max-latency-ms, --max-params or --max-gmacs")
+        if len(fitting) < 2:
+            say(f"benchbone: only {fitting[0].label} is left after the constraints", important=True)
+        return fitting
+
+    def screen(self, fitting: list) -> list[str]:
+        """Estimator scores on the first subsample; the labels the first cut keeps, in the screen's order."""
+        r, say = self.r, self.say
+        screen_cost = sum(self.sizes[0] / c.constraints["throughput_ips"] for c in fitting) if self.timed else 0.0
+        if r.budget_s is not None and self.spent + screen_cost > r.budget_s:
+            raise UsageError(f"--budget {cons.duration_text(r.budget_s)} is too small for the screen: it needs about "
+                             f"{cons.duration_text(self.spent + screen_cost)} ({len(fitting)} candidates x "
+                             f"{self.sizes[0]} images at their measured throughput); give a larger --budget or fewer candidates")
+        for cand in fitting:
+            X, y = self.features(cand, self.chunks[0], 0)
+            cand.features[0] = (X, y)
+            cand.charged.add(0)
+            self.spent += cand.extract_s[0]["seconds"]
+            identity = {"features": self._identity(cand, self.session.backbone(cand.cell)), "rows": self.chunks[0].digest(),
+                        "preprocess": self._build(cand)[1].describe()}
+            cand.scores = screen.score(self.pm.registries().estimators, self.estimator_names, X, y, cand.meta, identity, self.session.store.root, say, cand.label)
+            self.spent += sum(s["seconds"] for s in cand.scores.values())
+        labels = [c.label for c in fitting]
+        kept, why = screen.first_cut(labels, {c.label: c.scores for c in fitting}, r.screen_by,
+                                     screen.keep_count(len(fitting), r.keep))
+        for cand in fitting:
+            cand.status, cand.why = ("kept" if cand.label in kept else "screened out"), why[cand.label]
+        say(f"benchbone: screen ({r.screen_by}, {self.sizes[0]} images): kept {len(kept)} of {len(fitting)}: {', '.join(kept)}")
+        return kept
+
+    def data_name(self) -> str:
+        return self.r.dataset
+
+    def eliminate(self, kept: list[str]):
+        r = self.r
+        m = len(self.val)
+        if len(kept) > 1:
+            needed = min_val_items(r.confidence, len(kept), len(self.sizes))
+            if m < needed:
+                raise UsageError(f"{m} validation items are too few: dropping a candidate at {r.confidence:g} confidence "
+                                 f"over {len(kept)} candidates and {len(self.sizes)} rounds needs at least {needed}; "
+                                 "raise --set val_fraction or val_size")
+            floor = smallest_epsilon(m, r.confidence, len(kept), len(self.sizes))
+            if floor > r.epsilon:
+                self.say(f"benchbone: note: with {m} validation items no within-{r.epsilon:g}-point claim is possible "
+                         f"(the smallest is {floor:.1f} points); only eliminations can end the selection", important=True)
+        reserve = 0.0 if r.budget_s is None else max(len(self.test_view) / self.candidates[c].constraints["throughput_ips"]
+                                                   for c in kept)
+        claim_from = r.claim_from * len(self.pool) if r.claim_from <= 1 else r.claim_from
+        steps = Path(r.out) / "steps"
+
+        def evaluate(label, size):
+            return self.evaluate(self.candidates[label], size, steps)
+
+        def cost(label, size):
+            cand = self.candidates[label]
+            r_index = self.sizes.index(size)
+            rate = 1 / cand.constraints["throughput_ips"]
+            new = sum(len(self.chunks[i]) for i in range(r_index + 1) if i not in cand.charged)
+            fit = (cand.fit_rate or 0.0) * size
+            return rate * (new + (0 if "val" in cand.charged else m)) + fit
+
+        budget = None if r.budget_s is None else r.budget_s - self.spent - reserve
+        result = eliminate(kept, evaluate, epsilon=r.epsilon / 100, confidence=r.confidence, sizes=self.sizes,
+                           budget_s=budget, cost=cost if budget is not None else None, margin=r.margin / 100,
+                           claim_from=claim_from)
+        self.spent += result.seconds
+        for rnd in result.history:
+            self.say(f"benchbone: round {rnd.index} ({rnd.size} images): leader {rnd.leader} "
+                     f"{100 * rnd.accuracy[rnd.leader]:.1f}%; dropped {', '.join(rnd.eliminated) or 'none'}; "
+                     f"{len(rnd.survivors)} left; {rnd.seconds:.1f} s")
+        return result
+
+    def evaluate(self, cand, size, steps: Path, test: bool = False):
+        """Fit the probe on the first ``size`` images of the pool; (correct per validation item, seconds), and with
+        ``test`` the test items' correctness in ``cand.test``. Kept in ``steps/`` with the seconds it took the
+        first time, which a rerun charges again."""
+        from benchbone.digests import json_digest
+        from benchbone.records import write_atomic
+
+        r_index = self.sizes.index(size)
+        key = {"candidate": cand.cell.id, "state": cand.state, "size": size, "sizes": self.sizes,
+               "val": self.val.digest(), "pool": self.pool.digest(), "strategy": self.r.strategy,
+               "params": dict(cand.cell.params), "test": self.test_view.digest() if test else None}
+        path = steps / f"{json_digest(key, length=24)}.json"
+        kept = None
+        if path.is_file():
+            try:
+                kept = json.loads(path.read_text(encoding="utf-8"))
+                kept = kept if kept["key"] == json.loads(json.dumps(key)) else None
+            except (OSError, ValueError, KeyError):
+                kept = None
+        if kept is None:
+            kept = self._fit(cand, r_index, test)
+            kept["key"] = key
+            write_atomic(path, json.dumps(kept))
+        cand.charged.update([*range(r_index + 1), "val", *(["test"] if test else [])])
+        if not test:
+            cand.fit_rate = kept["fit_s"] / size
+            cand.fit_s[size] = kept["fit_s"]
+        unpack = (lambda hexed, n: np.unpackbits(np.frombuffer(bytes.fromhex(hexed), np.uint8))[:n].astype(bool))
+        if test:
+            cand.test = {"correct": unpack(kept["test_correct"], kept["test_n"]), "info": kept["info"],
+                         "seconds": kept["seconds"]}
+        return unpack(kept["correct"], kept["n"]), kept["seconds"]
+
+    def _fit(self, cand, r_index: int, test: bool) -> dict:
+        seconds, parts = 0.0, []
+        for i in range(r_index + 1):
+            if cand.features.get(i) is None:
+                cand.features[i] = self.features(cand, self.chunks[i], i)
+            if i not in cand.charged:
+                seconds += cand.extract_s[i]["seconds"]
+            parts.append(cand.features[i])
+        if cand.features.get("val") is None:
+            cand.features["val"] = self.features(cand, self.val, "val")
+        if "val" not in cand.charged:
+            seconds += cand.extract_s["val"]["seconds"]
+        evaluated = [cand.features["val"][0]]
+        if test:
+            evaluated.append(self.features(cand, self.test_view, "test")[0])
+            seconds += cand.extract_s["test"]["seconds"]
+        X, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        t = time.perf_counter()
+        if test and cand.probe is not None and cand.probe[0] == len(y):  # the final round's probe, kept in memory
+            predicted = [cand.probe[1](x) for x in evaluated]
+            info = {**cand.probe[2], "refit": False}
+        else:
+            predicted, info, predict = probes.fit(self.r.strategy, X, y, evaluated, len(self.data.classes),
+                                                  dict(cand.cell.params), cand.cell.seed, self.session.device)
+            cand.probe = (len(y), predict, info)
+        fit_s = time.perf_counter() - t
+        correct = predicted[0] == cand.features["val"][1]
+        out = {"n": len(correct), "correct": np.packbits(correct).tobytes().hex(), "seconds": seconds + fit_s,
+               "fit_s": fit_s, "info": info}
+        if test:
+            right = predicted[1] == np.asarray(self.test_view.labels)
+            out.update(test_n=len(right), test_correct=np.packbits(right).tobytes().hex())
+        return out
+
+    def score_test(self):
+        """The test split scored once, for the chosen candidate and then each survivor while the budget lasts."""
+        from benchbone.reporting.bootstrap import bootstrap_ci
+
+        sel = self.selection
+        size = sel.final_size or self.sizes[0]
+        for i, label in enumerate(sel.survivors):
+            cand = self.candidates[label]
+            if i and self.r.budget_s is not None and self.spent + len(self.test_view) / cand.constraints[
+                    "throughput_ips"] > self.r.budget_s:
+                self.say(f"benchbone: test not scored for {label}: the budget is spent", important=True)
+                continue
+            self.evaluate(cand, size, Path(self.r.out) / "steps", test=True)
+            self.spent += cand.test["seconds"]
+            correct = cand.test["correct"]
+            cand.test.update(top1=float(correct.mean()), ci=bootstrap_ci(correct), size=size, items=len(correct))
+
+    def full_grid_s(self) -> float:
+        """The full grid's device time, estimated from measured per-image costs: every candidate that met the
+        constraints extracts pool + validation + test images (at its screen extraction's seconds per image) and
+        fits its probe once on the whole pool (its own fit at that size where measured, else the median of those
+        measured at that size, else the median seconds per training image times the pool)."""
+        measured = [c for c in self.candidates.values() if c.extract_s.get(0)]
+        at_pool = [c.fit_s[len(self.pool)] for c in measured if len(self.pool) in c.fit_s]
+        rates = [s / n for c in measured for n, s in c.fit_s.items()]
+        fit = float(np.median(at_pool)) if at_pool else float(np.median(rates)) * len(self.pool) if rates else 0.0
+        total = 0.0
+        for c in measured:
+            per_image = c.extract_s[0]["seconds"] / max(1, c.extract_s[0]["images"])
+            total += per_image * (len(self.pool) + len(self.val) + len(self.test_view)) + c.fit_s.get(len(self.pool), fit)
+        return total
+
+
+def select(request: Request, pm):
+    """Run the selection of ``request`` with plugin manager ``pm``; the ``SelectResult`` (also written to OUT)."""
+    from benchbone.selection.output import SelectResult
+
+    def say(line: str, important: bool = False) -> None:  # progress lines only without quiet
+        if important or not request.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    started = time.perf_counter()
+    selector = Selector(request, pm, say).run()
+    result = SelectResult.from_selector(selector, wall_s=time.perf_counter() - started)
+    result.write(Path(request.out), say)
+    return result

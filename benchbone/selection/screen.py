@@ -1,0 +1,141 @@
+"""The screen of ``benchbone select``: estimator scores on a small subsample, the order and the first cut.
+
+Every estimator registered through ``benchbone_register_estimators`` that needs only features and labels is
+called on the screen subsample's features of each candidate (those that need source logits are skipped with
+one line: select does not extract a source head's logits); the static prior (``needs=("meta",)``) on the
+candidate's metadata. Each score is timed and kept in the cache directory (``<cache>/estimates/``) keyed by
+the features' identity, the rows and the estimator, so a rerun reads it back. An estimator that raises or
+returns NaN is left out for that candidate with one line; the others go on.
+
+The screen only orders the candidates and makes the first cut: the top ``keep`` by the screening estimator
+(LogME by default), plus the static prior's top pick when the cut missed it. Nothing is eliminated by a
+score afterwards; only exact evaluations do that (``elimination``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchbone.errors import UsageError
+from benchbone.selection.probes import ONE_THREAD_BELOW, one_thread
+
+PRIOR = "static-prior"
+DEFAULT_SCREEN_BY = "logme"
+
+
+def usable(registry, asked: list[str] | None, say) -> list[str]:
+    """The estimators to compute: ``asked`` (names or patterns) or every registered one, less those that need
+    source logits (one line each)."""
+    names = registry.resolve(asked) if asked else list(registry.registered())
+    out = []
+    for name in names:
+        needs = tuple(registry.get(name).meta.get("needs") or ("features", "labels"))
+        if "source_logits" in needs:
+            if asked:
+                say(f"benchbone: estimator {name} skipped: it needs the source classifier's logits, which select "
+                    "does not extract", important=True)
+            continue
+        out.append(name)
+    return out
+
+
+def _cache_path(root: Path | None, key: dict) -> Path | None:
+    from benchbone.digests import json_digest
+
+    return Path(root) / "estimates" / f"{json_digest(key, length=32)}.json" if root else None
+
+
+def score(registry, names: list[str], features, labels, meta: dict, identity: dict, root: Path | None,
+          say, label: str) -> dict[str, dict]:
+    """``{estimator: {"score", "seconds", "cached"}}`` for one candidate; failures and NaN left out with a line."""
+    from benchbone.records import write_atomic
+
+    out = {}
+    for name in names:
+        entry = registry.get(name)
+        needs = tuple(entry.meta.get("needs") or ("features", "labels"))
+        key = {"estimate": name, "plugin": entry.plugin, **({"meta": meta} if "meta" in needs else identity)}
+        path = _cache_path(root, key)
+        if path is not None and path.is_file():
+            try:
+                kept = json.loads(path.read_text(encoding="utf-8"))
+                if kept["key"] == json.loads(json.dumps(key)):
+                    out[name] = {"score": kept["score"], "seconds": kept["seconds"], "cached": True}
+                    continue
+            except (OSError, ValueError, KeyError):
+                pass
+        t = time.perf_counter()
+        try:
+            with one_thread(np.size(features) < ONE_THREAD_BELOW):  # as the probes: see ``probes.one_thread``
+                value = entry.obj(meta) if "meta" in needs else entry.obj(np.asarray(features), np.asarray(labels), None)
+            value = float(value)
+        except Exception as exc:  # noqa: BLE001 (a plugin may fail in any way: that candidate's score is left out)
+            say(f"benchbone: estimator {name} failed on {label}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; ignored", important=True)
+            continue
+        seconds = time.perf_counter() - t
+        if not math.isfinite(value):
+            say(f"benchbone: estimator {name} returned {value} on {label}; ignored", important=True)
+            continue
+        out[name] = {"score": value, "seconds": round(seconds, 4), "cached": False}
+        if path is not None:
+            try:
+                write_atomic(path, json.dumps({"key": key, "score": value, "seconds": round(seconds, 4)}))
+            except UsageError:
+                pass
+    return out
+
+
+def first_cut(labels: list[str], scores: dict[str, dict], by: str, keep: int) -> tuple[list[str], dict]:
+    """The screen's order (by ``by``, candidates without that score last, in the given order) and the first
+    cut: the top ``keep`` plus the static prior's top pick. Returns (kept in order, {label: why kept or cut})."""
+    def value(label, name):
+        entry = scores[label].get(name)
+        return entry["score"] if entry else -math.inf
+
+    order = sorted(labels, key=lambda c: -value(c, by))  # stable: ties keep the given order
+    kept = order[:keep]
+    why = {c: f"top {keep} by {by}" for c in kept}
+    with_prior = [c for c in labels if PRIOR in scores[c]]
+    if with_prior:
+        top = max(with_prior, key=lambda c: value(c, PRIOR))
+        if top not in kept:
+            kept.append(top)
+            why[top] = f"{PRIOR}'s top pick"
+    for c in order:
+        why.setdefault(c, f"cut by the screen (rank {order.index(c) + 1} by {by})")
+    return kept, why
+
+
+def keep_count(n: int, keep: float | None) -> int:
+    """``keep``: a count (>= 1), a fraction of the candidates (< 1), or None (half, at least 2): at least 2."""
+    if keep is None:
+        return min(n, max(2, math.ceil(n / 2)))
+    if keep < 1:
+        return min(n, max(2, math.ceil(keep * n)))
+    return min(n, max(2, int(keep)))
+
+
+def rank_figures(scores: dict[str, dict], accuracy: dict[str, float], names: list[str]) -> dict[str, dict]:
+    """Per estimator, against ``accuracy`` (candidate -> exact accuracy): weighted Kendall tau
+    (``scipy.stats.weightedtau``, the top weighted), rel@1 and rel@3 (the best accuracy among the estimator's
+    top 1 or 3 over the best of all)."""
+    from scipy import stats
+
+    out = {}
+    for name in names:
+        have = [c for c in accuracy if name in scores.get(c, {})]
+        if len(have) < 3:
+            continue
+        s = np.array([scores[c][name]["score"] for c in have])
+        a = np.array([accuracy[c] for c in have])
+        top = [have[i] for i in np.argsort(-s, kind="stable")]
+        best = max(a)
+        out[name] = {"weighted_tau": round(float(stats.weightedtau(s, a).statistic), 4),
+                     "rel@1": round(accuracy[top[0]] / best, 4) if best > 0 else None,
+                     "rel@3": round(max(accuracy[c] for c in top[:3]) / best, 4) if best > 0 else None,
+                     "candidates": len(have)}
+    return out
