@@ -54,6 +54,13 @@ class TextTower:
     module: Any = None
     info: dict = field(default_factory=dict)
 
+    def read_temperature(self, model: Any) -> None:
+        """``model``'s learned logit scale (``exp`` of its ``logit_scale`` parameter) and bias (SigLIP's
+        ``logit_bias``), as CLIP-style models of open_clip and transformers keep them."""
+        self.logit_scale = float(model.logit_scale.detach().exp().flatten()[0])
+        bias = getattr(model, "logit_bias", None)
+        self.logit_bias = None if bias is None else float(bias.detach().flatten()[0])
+
 
 @dataclass
 class Backbone:

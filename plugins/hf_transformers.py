@@ -140,15 +140,8 @@ def text_tower(model, config, source: str, local_only: bool, name: str) -> TextT
     tower = TextTower(encode_text=encode_text, encode_image=encode_image, module=model,
                       info={"library": "transformers", "text": "get_text_features", "image": "get_image_features",
                             "padding": padding})
-    read_temperature(tower, model)
+    tower.read_temperature(model)
     return tower
-
-
-def read_temperature(tower: TextTower, model) -> None:
-    """The learned logit scale (``exp`` of the parameter) and bias (SigLIP) into ``tower``."""
-    tower.logit_scale = float(model.logit_scale.detach().exp().flatten()[0])
-    bias = getattr(model, "logit_bias", None)
-    tower.logit_bias = None if bias is None else float(bias.detach().flatten()[0])
 
 
 def load_weights(backbone: Backbone, model, state: dict) -> dict:
@@ -158,7 +151,7 @@ def load_weights(backbone: Backbone, model, state: dict) -> dict:
     own = model.state_dict()
     state = {k: v for k, v in state.items() if not (k.endswith("embeddings.position_ids") and k not in own)}
     loaded = load_backbone_weights(model, state, CLASSIFIER_PREFIXES)  # position_ids: older transformers kept them
-    read_temperature(backbone.text, model)
+    backbone.text.read_temperature(model)
     return loaded
 
 

@@ -151,15 +151,8 @@ def text_tower(model, tokenizer_source: str, name: str) -> TextTower:
 
     tower = TextTower(encode_text=encode_text, encode_image=None, module=model,
                       info={"library": "open_clip", "text": "encode_text", "tokenizer_source": tokenizer_source})
-    read_temperature(tower, model)
+    tower.read_temperature(model)
     return tower
-
-
-def read_temperature(tower: TextTower, model) -> None:
-    """The model's learned logit scale (``exp`` of its parameter) and bias (SigLIP) into ``tower``."""
-    tower.logit_scale = float(model.logit_scale.detach().exp().flatten()[0])
-    bias = getattr(model, "logit_bias", None)
-    tower.logit_bias = None if bias is None else float(bias.detach().flatten()[0])
 
 
 def load_weights(backbone: Backbone, model, state: dict) -> dict:
@@ -184,7 +177,7 @@ def load_weights(backbone: Backbone, model, state: dict) -> dict:
     state.pop("text.transformer.embeddings.position_ids", None)  # transformers >= 4.31 keeps no such buffer
     loaded = load_backbone_weights(model, state, CLASSIFIER_PREFIXES)
     if backbone.text is not None:
-        read_temperature(backbone.text, model)
+        backbone.text.read_temperature(model)
     return loaded
 
 

@@ -43,3 +43,28 @@ def run_subprocess(*args: str, env: dict | None = None) -> subprocess.CompletedP
     """``python -m benchbone.cli ARGS`` in a fresh interpreter."""
     return subprocess.run([sys.executable, "-m", "benchbone.cli", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=300)
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No network; an empty Hugging Face cache of this test (its path)."""
+    import socket
+
+    import huggingface_hub.constants
+
+    def refuse(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+def hub_snapshot(cache: Path, repo: str, commit: str = "1" * 40) -> Path:
+    """The folder huggingface_hub's cache keeps a repo's files in (refs/main -> snapshots/<commit>/), made."""
+    root = cache / f"models--{repo.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(commit)
+    folder = root / "snapshots" / commit
+    folder.mkdir(parents=True)
+    return folder

@@ -3,13 +3,13 @@ cache's own layout, loaded offline by the real code, checked against the librari
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import hub_snapshot
 
 from benchbone import OfflineError, UsageError
 from benchbone.plugins import get_plugin_manager
@@ -17,29 +17,6 @@ from benchbone.plugins import get_plugin_manager
 CIFAR = next((p for p in [Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg",
                           Path("/work/shared/data/cifar10-jpeg")] if p.is_dir()), None)
 COMMIT = "1" * 40
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """No network; an empty Hugging Face cache of this test."""
-    import huggingface_hub.constants
-
-    def refuse(*args, **kwargs):
-        raise OSError("network is unreachable")
-
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    return tmp_path / "hub"
-
-
-def snapshot(cache: Path, repo: str) -> Path:
-    """The folder huggingface_hub's cache keeps a repo's files in (refs/main -> snapshots/<commit>/)."""
-    root = cache / f"models--{repo.replace('/', '--')}"
-    (root / "refs").mkdir(parents=True)
-    (root / "refs" / "main").write_text(COMMIT)
-    folder = root / "snapshots" / COMMIT
-    folder.mkdir(parents=True)
-    return folder
 
 
 def backbone(name: str, pretrained: bool = True):
@@ -68,7 +45,7 @@ def save_tiny(cache: Path, kind: str) -> tuple[str, Path]:
     torch.manual_seed(0)
     model, processor = tiny_models()[kind]
     repo = f"tinyorg/{kind}"
-    folder = snapshot(cache, repo)
+    folder = hub_snapshot(cache, repo, COMMIT)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return repo, folder
@@ -179,7 +156,7 @@ def save_tiny_clip(cache: Path) -> tuple[str, Path]:
     preprocess = {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711],
                   "interpolation": "bicubic", "resize_mode": "shortest"}
     repo = "tinyorg/clip"
-    folder = snapshot(cache, repo)
+    folder = hub_snapshot(cache, repo, COMMIT)
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess}))
     torch.manual_seed(0)
     model = open_clip.CLIP(**model_cfg)

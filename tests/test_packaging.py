@@ -122,3 +122,10 @@ def test_doctor_reports_what_an_issue_needs(cli, tmp_path):
     assert re.search(r"^  digits: 1257 train, 540 test", out, re.M)
     assert re.search(r"^  cifar10: not found: cifar10: .*train has 2 class folders, not 10", out, re.M)
     assert re.search(r"^pretrained downloads: (possible|not possible \(offline\))", out, re.M)
+
+
+def test_every_subpackage_of_the_core_is_packaged():
+    """A folder of benchbone/ with an __init__.py that pyproject.toml does not list would be missing from the wheel."""
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "benchbone").rglob("__init__.py")}
+    assert found - listed == set()

@@ -8,7 +8,6 @@ centre-cropped like any other (before issue 28 it passed unchanged: cosine 0.90-
 """
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -264,18 +263,6 @@ def test_the_record_says_the_preprocessing_and_an_old_record_runs_again(run_tiny
 
 
 # ---------------------------------------------------------------- transformers
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    import huggingface_hub.constants
-
-    def refuse(*args, **kwargs):
-        raise OSError("network is unreachable")
-
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    return tmp_path / "hub"
-
 
 def tiny_convnext(folder: Path):
     t = pytest.importorskip("transformers")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import socket
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,8 @@ from benchbone.testing import make_context
 open_clip = pytest.importorskip("open_clip")
 transformers = pytest.importorskip("transformers")
 
+from conftest import hub_snapshot
+
 from benchbone_plugins import zero_shot as zs  # noqa: E402
 
 COMMIT = "2" * 40
@@ -31,28 +32,6 @@ OPENCLIP_CFG = {"embed_dim": 16,
                 "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
                 "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
 CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """No network; an empty Hugging Face cache of this test."""
-    import huggingface_hub.constants
-
-    def refuse(*args, **kwargs):
-        raise OSError("network is unreachable")
-
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    return tmp_path / "hub"
-
-
-def snapshot(cache: Path, repo: str) -> Path:
-    root = cache / f"models--{repo.replace('/', '--')}"
-    (root / "refs").mkdir(parents=True)
-    (root / "refs" / "main").write_text(COMMIT)
-    folder = root / "snapshots" / COMMIT
-    folder.mkdir(parents=True)
-    return folder
 
 
 def backbone(name: str, pretrained: bool = True):
@@ -74,7 +53,7 @@ def tiny_openclip(seed: int = 0, cfg: dict = OPENCLIP_CFG):
 def save_openclip(cache: Path, repo: str = "tinyorg/clip") -> tuple[str, Path]:
     from safetensors.torch import save_file
 
-    folder = snapshot(cache, repo)
+    folder = hub_snapshot(cache, repo, COMMIT)
     preprocess = {"mean": CLIP_MEAN, "std": CLIP_STD, "interpolation": "bicubic", "resize_mode": "shortest"}
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": OPENCLIP_CFG, "preprocess_cfg": preprocess}))
     save_file(tiny_openclip().state_dict(), str(folder / "open_clip_model.safetensors"))
@@ -100,7 +79,7 @@ def clip_tokenizer(folder: Path):
 
 def save_hf_clip(cache: Path, repo: str = "tinyorg/hf-clip") -> tuple[str, Path]:
     t = transformers
-    folder = snapshot(cache, repo)
+    folder = hub_snapshot(cache, repo, COMMIT)
     text = t.CLIPTextConfig(vocab_size=49408, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                             num_attention_heads=2, max_position_embeddings=32, bos_token_id=49406,
                             eos_token_id=49407, pad_token_id=49407)
