@@ -103,18 +103,20 @@ def _mlflow_runs(store: Path, run_dir: Path) -> dict:
     return {run.data.tags["benchbone.cell_id"]: run for run in client.search_runs([experiment.experiment_id])}
 
 
+EXPLODE = ("from benchbone import hookimpl\n"
+           "@hookimpl\n"
+           "def benchbone_register_strategies(register):\n"
+           "    def explode(backbone, data, ctx):\n"
+           "        raise RuntimeError('strategy exploded')\n"
+           "    register('test/explode', explode)\n")  # a strategy plugin whose every cell fails
+
+
 @pytest.mark.slow
 def test_mlflow_logs_each_cell_as_a_run_with_params_metrics_and_artefacts(cli, tmp_path):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
-    (tmp_path / "explode.py").write_text(
-        "from benchbone import hookimpl\n"
-        "@hookimpl\n"
-        "def benchbone_register_strategies(register):\n"
-        "    def explode(backbone, data, ctx):\n"
-        "        raise RuntimeError('strategy exploded')\n"
-        "    register('test/explode', explode)\n")
+    (tmp_path / "explode.py").write_text(EXPLODE)
     store, run_dir = tmp_path / "runs.db", tmp_path / "run"
     result = cli("run", *TINY, "-s", "linear-probe", "-s", "knn", "-s", "test/explode", "-p", tmp_path / "explode.py",
                  "--set", "knn.k=3", "--log-to", f"mlflow:{store}", "--out", run_dir)
@@ -278,13 +280,7 @@ def wandb_offline(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_wandb_logs_each_cell_as_an_offline_run_with_config_summary_and_artefacts(cli, tmp_path, wandb_offline):
-    (tmp_path / "explode.py").write_text(
-        "from benchbone import hookimpl\n"
-        "@hookimpl\n"
-        "def benchbone_register_strategies(register):\n"
-        "    def explode(backbone, data, ctx):\n"
-        "        raise RuntimeError('strategy exploded')\n"
-        "    register('test/explode', explode)\n")
+    (tmp_path / "explode.py").write_text(EXPLODE)
     run_dir = tmp_path / "run"
     result = cli("run", *TINY, "-s", "linear-probe", "-s", "knn", "-s", "test/explode", "-p", tmp_path / "explode.py",
                  "--set", "knn.k=3", "--log-to", "wandb:bench-test", "--out", run_dir)

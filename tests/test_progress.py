@@ -14,6 +14,7 @@ import termios
 import warnings
 
 import pytest
+from test_bad_inputs import FAILING  # a strategy plugin whose every cell fails
 
 import benchbone
 from benchbone.api import Cell
@@ -22,15 +23,6 @@ from benchbone.execution import progress as progress_module
 from benchbone.execution.progress import Progress, duration, time_left
 
 TINY = ["-p", "benchbone.testing", "-b", "test/tiny-cnn", "-d", "test/blobs"]
-FAILING = '''
-from benchbone import hookimpl
-@hookimpl
-def benchbone_register_strategies(register):
-    def broken(backbone, data, ctx):
-        raise RuntimeError("this strategy always fails")
-
-    register("fail/always", broken)
-'''
 
 
 def events(err: str) -> list[dict]:
