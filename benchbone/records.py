@@ -203,6 +203,11 @@ def finished_record(run_dir: Path, cell_id: str) -> dict | None:
                       "at the input size was not resized to size / crop_pct and cropped) are computed again; "
                       "--set native_size=true keeps the old rule", stacklevel=2)
         return None
+    if record and record.get("status") == "ok" and before_processor_rule(record):
+        warnings.warn("records of hf/ backbones written before their image processor's resize and crop were "
+                      "followed exactly (ViT and DeiT squash, ConvNeXt from 384 px, PoolFormer) are computed again",
+                      stacklevel=2)
+        return None
     return record if record and record.get("status") == "ok" else None
 
 
@@ -211,6 +216,13 @@ def stale_preprocessing(record: dict) -> bool:
     harness's ``backbone_info.preprocess``, from a plugin's own cell runner, is not judged)."""
     preprocess = (record.get("backbone_info") or {}).get("preprocess")
     return isinstance(preprocess, dict) and preprocess.get("version", 1) < PREPROCESS_VERSION
+
+
+def before_processor_rule(record: dict) -> bool:
+    """True for a record of an ``hf/`` backbone from before its processor's geometry was followed exactly (its
+    plugin info then had no ``crop_mode``), which preprocessing version 2 alone does not tell apart."""
+    info = (record.get("backbone_info") or {}).get("plugin_info") or {}
+    return str(record.get("backbone", "")).startswith("hf/") and "processor" in info and "crop_mode" not in info
 
 
 def read_records(run_dirs: Iterable[Path]) -> list[dict]:

@@ -5,7 +5,8 @@ Features are the model's documented pooled output, ``pooler_output``: DINOv2's l
 ViT's pooler (dense + tanh over the class token), ConvNeXt's layer-normed global average. A checkpoint
 saved without pooler weights (DINO v1 ViTs) gives the final class token instead, as its authors probe
 it; the record says which (``pooling``). Preprocessing comes from the processor's config: crop size,
-resize edge, crop_pct, resample, mean and std. ``hf/PATH`` takes a local ``save_pretrained`` folder.
+resize edge or height and width (a squash), crop_pct, resample, mean and std (``preprocessing``).
+``hf/PATH`` takes a local ``save_pretrained`` folder.
 Files are read from the Hugging Face cache (``HF_HOME``) before any network access.
 
 Image-text models (CLIP, SigLIP: ``CLIPModel``, ``SiglipModel``) give their vision tower's pooled output as
@@ -17,6 +18,7 @@ through ``get_image_features`` (the projected embedding) and the model's ``logit
 from __future__ import annotations
 
 import contextlib
+import math
 from functools import partial
 from pathlib import Path
 
@@ -155,20 +157,41 @@ def load_weights(backbone: Backbone, model, state: dict) -> dict:
     return loaded
 
 
+def _family(processor, prefix: str) -> bool:
+    return any(c.__name__.startswith(prefix) for c in type(processor).__mro__)
+
+
 def preprocessing(processor, name: str) -> dict:
-    """The Backbone's input_size, crop_pct, interpolation, mean and std from an image processor's config."""
-    size, crop = dict(processor.size or {}), dict(getattr(processor, "crop_size", None) or {})
-    edge = size.get("shortest_edge")
-    if getattr(processor, "do_center_crop", False) and crop.get("height"):
-        input_size = (crop["height"], crop["width"])
-        crop_pct = input_size[0] / edge if edge else 1.0
-    elif edge:
-        input_size = (edge, edge)
-        crop_pct = float(getattr(processor, "crop_pct", None) or 1.0) if edge < 384 else 1.0  # ConvNeXt's rule
-    elif size.get("height"):
-        input_size, crop_pct = (size["height"], size["width"]), 1.0
+    """The Backbone's input_size, crop_pct, interpolation, mean and std, and its crop_mode (in info), from an image
+    processor's config: a shortest_edge resize is "center", one to a height and width "squash" (ViT's, DeiT's),
+    each then centre-cropped to crop_size with do_center_crop; ConvNeXt's own resize applies crop_pct below 384 px
+    and squashes from 384 up, PoolFormer's divides the size by crop_pct (a square one keeping the aspect)."""
+    size = {k: v for k, v in dict(processor.size or {}).items() if v}
+    crop, pct = dict(getattr(processor, "crop_size", None) or {}), getattr(processor, "crop_pct", None)
+    if _family(processor, "ConvNext") and size.get("shortest_edge"):
+        edge = size["shortest_edge"]
+        return _described(processor, name, (edge, edge), *((pct, "center") if edge < 384 else (1.0, "squash")))
+    if _family(processor, "PoolFormer") and pct:
+        size = {k: int(v / pct) for k, v in size.items()}
+        if size.get("height") and size["height"] == size.get("width"):
+            size = {"shortest_edge": size["height"]}
+    if size.get("shortest_edge"):
+        resized, mode = (size["shortest_edge"],) * 2, "center"
+    elif size.get("height") and size.get("width"):
+        resized, mode = (size["height"], size["width"]), "squash"
     else:
         raise UsageError(f"{name}: the image processor's size {size} names no height/width or shortest_edge")
+    crops = getattr(processor, "do_center_crop", False) and crop.get("height") and crop.get("width")
+    out = (crop["height"], crop["width"]) if crops else resized
+    crop_pct = out[0] / resized[0]
+    if mode == "center" and out[0] != out[1] or math.floor(out[1] / crop_pct + 1e-6) != resized[1]:
+        raise UsageError(f"{name}: the image processor resizes to {size} and crops {out}; benchbone takes one "
+                         "crop_pct for both sides, and a square crop after a shortest_edge resize")
+    return _described(processor, name, out, crop_pct, mode)
+
+
+def _described(processor, name: str, input_size: tuple, crop_pct: float, mode: str) -> dict:
+    """``preprocessing``'s dict, with the processor's resample, rescale and normalisation."""
     if getattr(processor, "do_rescale", True) and abs(float(processor.rescale_factor) - 1 / 255) > 1e-9:
         raise UsageError(f"{name}: rescale_factor {processor.rescale_factor} is not 1/255; benchbone feeds [0, 1] images")
     resample = int(getattr(processor, "resample", 2) or 2)
@@ -176,7 +199,7 @@ def preprocessing(processor, name: str) -> dict:
     return {"input_size": input_size, "crop_pct": crop_pct, "interpolation": RESAMPLE.get(resample, "bicubic"),
             "mean": processor.image_mean if normalise else (0.0,) * 3,
             "std": processor.image_std if normalise else (1.0,) * 3,
-            "info": {"processor": type(processor).__name__, "processor_resample": resample}}
+            "info": {"processor": type(processor).__name__, "processor_resample": resample, "crop_mode": mode}}
 
 
 def build(repo: str, pretrained: bool) -> Backbone:

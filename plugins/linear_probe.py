@@ -25,13 +25,12 @@ so the final probe has seen K labelled images per class.
 """
 from __future__ import annotations
 
-import contextlib
-
 from benchbone import Predictions, UsageError, hookimpl
 from benchbone.compute.chunks import fits_in_memory, row_chunks
 from benchbone.compute.lbfgs import minimise
 from benchbone.compute.logistic import ChunkedLogisticObjective, LogisticObjective
 from benchbone.compute.sweep import SWEEP_DEFAULTS, choose_c
+from benchbone.compute.threads import cpu_threads
 
 # Half-decade steps over 1e-4..1e4: fine enough that the chosen C sits within ~0.25 decade of the best.
 DEFAULTS = dict(SWEEP_DEFAULTS, standardize=True, shots=None, dtype="float32")
@@ -88,21 +87,6 @@ def fit_threads(rows: int, features: int) -> int:
     return 1 if rows * (features + 1) <= SMALL_PROBLEM else torch.get_num_threads()
 
 
-@contextlib.contextmanager
-def intra_op_threads(count: int):
-    """torch's intra-op threads set to ``count`` inside the block, and restored to what they were after it."""
-    import torch
-
-    before = torch.get_num_threads()
-    if count != before:
-        torch.set_num_threads(count)
-    try:
-        yield count
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
-
-
 # Probes fitted in this process, by what determines them: cells that differ only in their test images (the
 # conditions of --set corruption=...) score the same probe instead of refitting it. The last few are kept.
 _FITTED: dict[str, tuple] = {}
@@ -136,7 +120,7 @@ def linear_probe(backbone, data, ctx) -> Predictions:
         Xtr, ytr = Xtr[keep], ytr[keep]
     key = fit_key((Xtr, ytr, Xva, yva), p, ctx.num_classes, ctx.device)
     threads = fit_threads(len(Xtr) + (len(Xva) if p["shots"] is None else 0), Xtr.shape[1])
-    with intra_op_threads(threads):
+    with cpu_threads(threads):
         if key not in _FITTED:
             while len(_FITTED) >= 4:
                 _FITTED.pop(next(iter(_FITTED)))

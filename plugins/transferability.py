@@ -203,20 +203,35 @@ def logme(features, labels, source_logits=None) -> float:
 # --------------------------------------------------------------------------------------------------
 
 
-def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
+def row_space(x: np.ndarray) -> np.ndarray:
+    """``x`` [N, D] in coordinates of an orthonormal basis of its row space, [N, R] with R <= min(N, D).
+
+    Scatter and covariance matrices of the rows, class means, and their traces and Frobenius norms all live in
+    that space, so estimators built from them give the same scores on these coordinates with O(N^2 D) work
+    instead of O(D^3) when N < D (the screen's 200 images of a 1,280-feature backbone: about 30x faster)."""
+    if x.shape[0] >= x.shape[1]:
+        return x
+    values, vectors = np.linalg.eigh(x @ x.T)  # the Gram matrix: x = U S V^T gives x x^T = U S^2 U^T, x V = U S
+    keep = values > values.max(initial=0.0) * max(x.shape) * np.finfo(np.float64).eps
+    return vectors[:, keep] * np.sqrt(values[keep])
+
+
+def ledoit_wolf(x: np.ndarray, dim: int | None = None) -> tuple[np.ndarray, float]:
     """Ledoit and Wolf's (2004) shrinkage covariance of ``x`` [N, D], centred here: ``(covariance, shrinkage)``.
 
     S = X^T X / N (X centred), mu = tr S / D; shrinkage = min(b2, d2) / d2 with
     d2 = |S - mu I|_F^2 / D and b2 = (sum_i |x_i x_i^T - S|_F^2) / (N^2 D); the estimate is
     (1 - shrinkage) S + shrinkage mu I. Constant features (S = 0) give shrinkage 0 and a zero matrix.
+    ``dim``: the dimension D of the features when ``x`` holds their ``row_space`` coordinates (default: its own).
     """
     x = x - x.mean(axis=0)
     n, d = x.shape
+    dim = d if dim is None else dim
     s = x.T @ x / n
-    mu = np.trace(s) / d
-    d2 = (np.sum(s ** 2) - 2 * mu * np.trace(s) + d * mu ** 2) / d  # |S - mu I|_F^2 / D
+    mu = np.trace(s) / dim
+    d2 = (np.sum(s ** 2) - 2 * mu * np.trace(s) + dim * mu ** 2) / dim  # |S - mu I|_F^2 / D
     sq = np.sum(x ** 2, axis=1)
-    b2 = (np.sum(sq ** 2) / n - np.sum(s ** 2)) / (n * d)  # (1/N^2) sum_i |x_i x_i^T - S|^2, over D
+    b2 = (np.sum(sq ** 2) / n - np.sum(s ** 2)) / (n * dim)  # (1/N^2) sum_i |x_i x_i^T - S|^2, over D
     shrinkage = float(min(max(b2, 0.0), d2) / d2) if d2 > 0 else 0.0
     out = (1 - shrinkage) * s
     out[np.diag_indices(d)] += shrinkage * mu
@@ -234,15 +249,16 @@ def hscore(features, labels, source_logits=None) -> float:
     constant features (both matrices zero) score 0.
     """
     x, y, k = _features(features, labels)
-    x = x - x.mean(axis=0)
-    cov, shrinkage = ledoit_wolf(x)
+    dim = x.shape[1]
+    x = row_space(x - x.mean(axis=0))  # the complement of the row space adds nothing to the trace
+    cov, shrinkage = ledoit_wolf(x, dim)
     counts = np.bincount(y, minlength=k).astype(np.float64)
     means = np.zeros((k, x.shape[1]))
     np.add.at(means, y, x)
     means /= counts[:, None]
     between = (means * (counts / len(x))[:, None]).T @ means
     values, vectors = np.linalg.eigh(cov)
-    keep = values > values.max(initial=0.0) * len(values) * np.finfo(np.float64).eps
+    keep = values > values.max(initial=0.0) * dim * np.finfo(np.float64).eps
     if not np.any(keep):
         return 0.0
     v = vectors[:, keep]
@@ -365,21 +381,23 @@ def scatter(x: np.ndarray, y: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
     return within, between, means
 
 
-def fisher_projection(x: np.ndarray, y: np.ndarray, k: int, a: float = 1.0) -> np.ndarray:
+def fisher_projection(x: np.ndarray, y: np.ndarray, k: int, a: float = 1.0, dim: int | None = None) -> np.ndarray:
     """The regularised FDA projection U [D, K-1] of SFDA: the top K-1 generalised eigenvectors of
     S_B u = eta ((1 - lam) S_W + lam I) u, normalised so that U^T ((1 - lam) S_W + lam I) U = I, with
     lam = exp(-a sigma_max(S_B)) (strong regularisation when the classes are close together, little when they
     are far apart; a = 1). A jitter of 1e-10 tr/D keeps the regularised S_W positive definite when lam
-    underflows and S_W is singular (N < D)."""
+    underflows and S_W is singular (N < D). ``dim``: the features' D when ``x`` holds their ``row_space``
+    coordinates (the jitter's trace counts lam over all D)."""
     from scipy.linalg import eigh
 
     within, between, _ = scatter(x, y, k)
     d = x.shape[1]
+    dim = d if dim is None else dim
     top = float(np.linalg.eigvalsh(between)[-1]) if d else 0.0
     lam = math.exp(-a * max(top, 0.0))
     reg = (1 - lam) * within
     reg[np.diag_indices(d)] += lam
-    reg[np.diag_indices(d)] += 1e-10 * max(np.trace(reg) / d, 1e-300)
+    reg[np.diag_indices(d)] += 1e-10 * max(((1 - lam) * np.trace(within) + lam * dim) / max(dim, 1), 1e-300)
     _, vectors = eigh(between, reg)  # ascending generalised eigenvalues
     return vectors[:, ::-1][:, :max(min(k - 1, d), 1)]
 
@@ -398,8 +416,9 @@ def sfda(features, labels, source_logits=None, *, a: float = 1.0) -> float:
     mixed features. This function returns the first step's score, which the paper reports as an ablation.
     """
     x, y, k = _features(features, labels)
-    x = x - x.mean(axis=0)
-    u = fisher_projection(x, y, k, a)
+    dim = x.shape[1]
+    x = row_space(x - x.mean(axis=0))  # every scatter matrix lives in the row space
+    u = fisher_projection(x, y, k, a, dim)
     p = x @ u
     counts = np.bincount(y, minlength=k).astype(np.float64)
     means = np.zeros((k, p.shape[1]))

@@ -324,6 +324,13 @@ def test_sfda_agrees_with_the_whitened_fisher_space(name):
     assert tr.sfda(x, y) == pytest.approx(sfda_reference(x, y), abs=1e-8)
 
 
+def test_hscore_and_sfda_at_the_screens_size_agree_with_their_references():
+    """The screen's shape (200 images, 1,280 features): both work in the row space, the references in all D."""
+    x, y = blobs(200, 1280, 10, sep=0.05)
+    assert tr.hscore(x, y) == pytest.approx(hscore_reference(x, y), rel=1e-9)
+    assert tr.sfda(x * 0.05, y) == pytest.approx(sfda_reference(x * 0.05, y), abs=1e-8)
+
+
 def test_sfda_of_constant_features_is_the_prior():
     x, y = constant(n=21, k=3)
     assert tr.sfda(x, y) == pytest.approx(1 / 3)
@@ -470,3 +477,31 @@ def test_estimator_registration_checks_needs_and_cost(benchbone_pm):
         register("x", tr.static_prior, needs=("meta", "labels"))
     with pytest.raises(UsageError, match="cost="):
         register("x", tr.logme, cost=-1)
+
+
+def test_an_estimator_writing_through_an_alias_is_named_and_the_next_reads_the_candidates_features(benchbone_pm):
+    """The screen's estimators read one candidate's features in turn: one that writes into them through
+    torch.from_numpy is left out with one line naming it, and the next estimator scores the features as extracted."""
+    import torch
+
+    from benchbone.registry import Registry
+    from benchbone.selection import screen
+
+    def hostile(features, labels, source_logits):
+        torch.from_numpy(features).mul_(0)
+        return 1.0
+
+    registry = Registry("estimator")
+    registry.add("hostile", hostile, plugin="hostile_plugin")
+    logme = benchbone_pm.registries().estimators.get("logme")
+    registry.add("logme", logme.obj, plugin=logme.plugin, **logme.meta)
+    x, y = case("n>d")
+    x = x.astype(np.float32)
+    pristine, lines = x.copy(), []
+    with pytest.warns(UserWarning, match="not writable"):  # torch's own warning, then ours
+        scores = screen.score(registry, ["hostile", "logme"], x, y, {}, {"f": 1}, None,
+                              lambda line, important=False: lines.append(line), "cand")
+    assert "hostile" not in scores and len(lines) == 1
+    assert "estimator hostile failed on cand" in lines[0] and "hostile_plugin" in lines[0] and "alias" in lines[0]
+    assert scores["logme"]["score"] == pytest.approx(tr.logme(pristine, y), rel=1e-12)
+    assert np.array_equal(x, pristine)  # the candidate's own features too

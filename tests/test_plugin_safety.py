@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
+import warnings
 
 import numpy as np
 import pytest
@@ -97,6 +99,119 @@ def test_paired_tests_hand_plugins_read_only_items(tmp_path):
     items = load_items([{"cell_id": "c", "seed": 0, "artefacts": {"predictions": "artefacts/c/predictions.npz"}}],
                        [tmp_path])
     assert not any(a.flags.writeable for a in (items.y_true, items.y_pred, items.y_score))
+
+
+def scale_through_an_alias(y_true, y_pred, y_score):
+    """A hostile metric: the read-only flag does not guard torch.from_numpy's tensor, which shares the memory."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "The given NumPy array is not writable": torch warns, then shares it
+        torch.from_numpy(y_score).mul_(2)
+        torch.from_numpy(y_pred).fill_(0)
+    return 1.0
+
+
+class Aliasing:
+    @hookimpl
+    def benchbone_register_metrics(self, register):
+        register("hostile/alias", scale_through_an_alias, default=False, needs_scores=True,
+                 per_item=lambda y_true, y_pred, y_score: np.full(len(y_true), scale_through_an_alias(
+                     y_true, y_pred, y_score)))
+
+
+ALIAS_ERROR = (f"metric plugin 'aliasing' (module {__name__}) wrote into y_pred and y_score through an alias "
+               "(e.g. torch.from_numpy); copy them first")
+
+
+def test_a_metric_writing_through_an_alias_fails_its_cell_naming_it_and_saves_nothing(benchbone_pm,
+                                                                                      run_tiny_benchmark, tmp_path):
+    clean = run_tiny_benchmark(strategies=["knn"], metrics=["nll", "top1"], out=tmp_path / "clean")
+    benchbone_pm.register(Aliasing(), name="aliasing")
+    board = run_tiny_benchmark(strategies=["knn"], metrics=["nll", "hostile/alias", "top1"], out=tmp_path / "bad")
+    assert list(clean["status"]) == ["ok"] and list(board["status"]) == ["failed"]
+    assert ALIAS_ERROR in board.loc[0, "error"]
+    assert not list((tmp_path / "bad" / "artefacts").glob("*/predictions.npz"))  # nothing saved of altered scores
+
+
+def test_metrics_after_an_aliasing_one_see_the_strategys_numbers():
+    from benchbone.execution.cell_run import intervals, score
+
+    pm = get_plugin_manager(entrypoints=False)
+    pm.register(Aliasing(), name="aliasing")
+    rng = np.random.default_rng(0)
+    y_true, y_score = np.arange(20) % 4, rng.normal(size=(20, 4)) * 5
+    y_pred = y_score.argmax(axis=1)
+    expected = score(_cell(["nll", "top1"]), pm.registries(), *_frozen(y_true, y_pred, y_score))
+    arrays = _frozen(y_true, y_pred, y_score)
+    for measure in (score, intervals):
+        with pytest.raises(PluginError) as caught:
+            measure(_cell(["top1", "hostile/alias", "nll"]), pm.registries(), *arrays)
+        assert str(caught.value) == ALIAS_ERROR
+        assert np.array_equal(arrays[1], y_pred) and np.array_equal(arrays[2], y_score)  # put back
+        assert not any(a.flags.writeable for a in arrays)
+    assert score(_cell(["nll", "top1"]), pm.registries(), *arrays) == expected
+
+
+def test_paired_tests_name_a_metric_writing_through_an_alias(tmp_path):
+    from benchbone.reporting.statistics import MetricForm, Resampler, load_items
+
+    pm = get_plugin_manager(entrypoints=False)
+    pm.register(Aliasing(), name="aliasing")
+    saved = tmp_path / "artefacts" / "c" / "predictions.npz"
+    saved.parent.mkdir(parents=True)
+    np.savez(saved, y_true=np.arange(6) % 3, y_pred=np.arange(6) % 3, y_score=np.eye(3)[np.arange(6) % 3])
+    before = saved.read_bytes()
+    items = load_items([{"cell_id": "c", "seed": 0, "artefacts": {"predictions": "artefacts/c/predictions.npz"}}],
+                       [tmp_path])
+    form = MetricForm.from_registry("hostile/alias", pm.registries().metrics)
+    with pytest.raises(PluginError, match=re.escape(ALIAS_ERROR)):
+        Resampler(6, 1, resamples=10).replicates([items], form)
+    assert saved.read_bytes() == before
+
+
+class Rewriting:
+    """A hostile strategy: scales its training features and zeroes every label it is handed, in place."""
+
+    @hookimpl
+    def benchbone_register_strategies(self, register):
+        register("hostile/rewrite", rewrite_in_place)
+
+
+def rewrite_in_place(backbone, data, ctx):
+    import torch
+
+    from benchbone.api import Predictions
+
+    X, y = ctx.features("train")
+    torch.from_numpy(X.numpy()).mul_(-3)
+    y.fill_(0)
+    for split in ("train", "val", "test"):
+        ctx.labels(split).fill_(0)
+    Xt, yt = ctx.features("test")
+    Xt.mul_(0)
+    yt.fill_(0)
+    scores = torch.zeros(len(yt), ctx.num_classes)
+    return Predictions(ctx.labels("test"), scores.argmax(1), scores)
+
+
+def test_a_strategy_writing_into_its_features_and_labels_changes_no_other_cell(benchbone_pm, run_tiny_benchmark,
+                                                                              tmp_path):
+    """Its features and labels are its own: the cells after it (same process, same in-memory features) get the
+    numbers and predictions of a run without it."""
+    clean = run_tiny_benchmark(strategies=["knn"], seeds=2, out=tmp_path / "clean",
+                               cache_dir=tmp_path / "clean-cache")
+    benchbone_pm.register(Rewriting(), name="rewriting")
+    board = run_tiny_benchmark(strategies=["hostile/rewrite", "knn"], seeds=2, out=tmp_path / "run")
+    assert set(board["status"]) == {"ok"}
+    columns = ["strategy", "top1", "nll"]
+    assert board[board["strategy"] != "hostile/rewrite"][columns].reset_index(drop=True).equals(
+        clean[columns].reset_index(drop=True))
+    saved = list((tmp_path / "clean" / "artefacts").glob("*/predictions.npz"))
+    assert len(saved) == 2
+    for path in saved:
+        with np.load(path) as want, np.load(tmp_path / "run" / path.relative_to(tmp_path / "clean")) as got:
+            assert all(np.array_equal(want[k], got[k]) for k in want.files)
 
 
 class Scribbler:

@@ -262,6 +262,27 @@ def test_the_record_says_the_preprocessing_and_an_old_record_runs_again(run_tiny
     assert again["finished_at"] != record["finished_at"] and again["backbone_info"]["preprocess"]["version"] == 2
 
 
+def test_an_hf_record_from_before_the_processor_rule_runs_again(run_tiny_benchmark, tmp_path):
+    """Version 2 records of hf/ backbones whose plugin info has no crop_mode were resized before their processor's
+    geometry was followed (ViT and DeiT squash): not served; one written since is."""
+    import json
+
+    from benchbone.records import finished_record, write_record
+
+    run_tiny_benchmark(overrides={"c_steps": 2})
+    path, = (tmp_path / "run" / "records").glob("*.json")
+    record = json.loads(path.read_text())
+    del record["digest"]
+    record["backbone"] = "hf/google/vit-base-patch16-224"
+    record["backbone_info"]["plugin_info"] = {"processor": "ViTImageProcessor", "processor_resample": 2}
+    write_record(tmp_path / "run", record)
+    with pytest.warns(UserWarning, match="image processor's resize and crop"):
+        assert finished_record(tmp_path / "run", record["cell_id"]) is None
+    record["backbone_info"]["plugin_info"]["crop_mode"] = "squash"
+    write_record(tmp_path / "run", record)
+    assert finished_record(tmp_path / "run", record["cell_id"])["backbone"] == record["backbone"]
+
+
 # ---------------------------------------------------------------- transformers
 
 def tiny_convnext(folder: Path):

@@ -9,6 +9,7 @@ import benchbone.compute.chunks
 import benchbone.compute.lbfgs
 import benchbone.compute.logistic
 import benchbone.compute.sweep
+import benchbone.compute.threads
 import benchbone.helpers
 import benchbone.testing
 
@@ -16,7 +17,8 @@ PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 PUBLIC = {"benchbone": set(benchbone.__all__), "benchbone.helpers": set(benchbone.helpers.__all__),
           "benchbone.testing": set(benchbone.testing.__all__),
           **{m.__name__: set(m.__all__) for m in (benchbone.compute.chunks, benchbone.compute.lbfgs,
-                                                  benchbone.compute.logistic, benchbone.compute.sweep)}}
+                                                  benchbone.compute.logistic, benchbone.compute.sweep,
+                                                  benchbone.compute.threads)}}
 
 
 def non_public_imports(source: str) -> list[str]:

@@ -1,5 +1,6 @@
 """Reliability and security: resume after SIGKILL, damaged files, concurrent runs, isolated failures,
 bad input, safe loading and path traversal. docs/reliability.md maps each guarantee to its test here."""
+import gc
 import importlib.metadata
 import json
 import os
@@ -7,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -503,6 +505,70 @@ def test_a_truncated_jpeg_streamed_through_workers_is_one_line(tmp_path, monkeyp
     assert result.err.startswith(f"benchbone: error: cannot read image {bad}: ")
     assert result.err.endswith("remove or replace the file\n")
     assert result.err.count("\n") == 1 and "Traceback" not in result.err and "worker" not in result.err
+
+
+KILLED_WORKER = """
+import os, signal
+import torch
+from benchbone import DatasetSplits, hookimpl
+
+
+class Killing(torch.utils.data.Dataset):
+    \"\"\"16 px images; the first one read in a DataLoader worker has that worker SIGTERMed (once per marker file).\"\"\"
+
+    def __init__(self, n, seed):
+        self.labels = [i % 2 for i in range(n)]
+        self.images = torch.randint(0, 100, (n, 3, 16, 16), generator=torch.Generator().manual_seed(seed),
+                                    dtype=torch.uint8)
+        self.images[torch.arange(n), torch.tensor(self.labels)] += 150
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        mark = os.environ["BENCHBONE_TEST_MARK"]
+        if torch.utils.data.get_worker_info() is not None and not os.path.exists(mark):
+            open(mark, "w").close()
+            os.kill(os.getpid(), signal.SIGTERM)  # as an out-of-memory killer or an admin would, in the worker only
+        return self.images[i], self.labels[i]
+
+
+@hookimpl
+def benchbone_register_datasets(register):
+    register("killing/set", lambda data_dir, download: DatasetSplits(Killing(40, 0), Killing(20, 1), ["a", "b"]),
+             uses_data_dir=False)
+"""
+
+
+def test_a_data_loading_worker_killed_by_sigterm_fails_its_cell_in_one_line_and_the_rerun_resumes(tmp_path, monkeypatch,
+                                                                                                  cli):
+    import benchbone.inputs.loading
+
+    monkeypatch.setattr(benchbone.inputs.loading, "PARALLEL_FROM", 8)  # worker processes decode these small splits
+    monkeypatch.setenv("BENCHBONE_TEST_MARK", str(tmp_path / "killed"))
+    threads = []  # what a thread would print: a queue's feeder thread of the broken DataLoader, shut down late
+    monkeypatch.setattr(threading, "excepthook", threads.append)
+    args = ["run", *TINY, "-p", write_plugin(tmp_path, "killing", KILLED_WORKER), "-d", "killing/set", "-s", "knn",
+            "--out", tmp_path / "run"]
+    first = cli(*args)
+    gc.collect()
+    time.sleep(0.5)
+    assert first.code == 1 and (tmp_path / "killed").exists() and "Traceback" not in first.err and not threads
+    records = {r["dataset"]: r for r in map(json.loads, map(Path.read_text, (tmp_path / "run" / "records").glob("*.json")))}
+    assert records["test/blobs"]["status"] == "ok"
+    error = records["killing/set"]["error"]
+    assert records["killing/set"]["status"] == "failed" and "\n" not in error
+    pid = int(error.split("(pid ")[1].split(")")[0])
+    assert error == (f"RuntimeError: a data-loading worker (pid {pid}) was killed by SIGTERM (from outside benchbone: "
+                     "an out-of-memory killer, an admin or a job scheduler); finished cells are kept: run the same "
+                     "command to redo this one, with more memory or fewer CPUs (one decoding worker per CPU, at most 8) "
+                     "if memory ran out")
+    assert first.err.count("\n") == 1 and first.err.rstrip().endswith(error)  # the FAILED line: nothing else
+    kept = record_path(tmp_path / "run", records["test/blobs"]["cell_id"]).read_bytes()
+    again = cli(*args)
+    assert again.code == 0, again.err
+    assert record_path(tmp_path / "run", records["test/blobs"]["cell_id"]).read_bytes() == kept
+    assert json.loads(record_path(tmp_path / "run", records["killing/set"]["cell_id"]).read_text())["status"] == "ok"
 
 
 def test_class_folders_starting_with_a_dot_are_classes_when_they_hold_images(tmp_path):

@@ -61,6 +61,8 @@ def test_select_answers_and_writes_select_json(selected):
         assert {"params", "gmacs", "latency_ms", "throughput_ips"} <= set(entry["constraints"])
         assert "logme" in entry["estimators"] and "test-nan" not in entry["estimators"]
         assert "rounds_survived" in entry and "validation" in entry and "test" in entry
+    assert len(data["rounds"][0]["candidates"]) >= 2
+    assert "logme" in data["estimators_vs_exact"]["round1"]  # every candidate of round 1, not only those it dropped
     assert data["statement"] in selected["out"]  # the table and the statement are printed
     assert data["chosen"] in selected["out"]
     assert (selected["root"] / "sel" / "select.md").is_file()
@@ -119,8 +121,7 @@ def test_bad_input_is_one_line_and_exit_2(selected, capsys, extra, message):
     (["-b", "test/tiny-cnn"], "one candidate"),
     ([*CANDIDATES, "--budget", "soon"], "--budget 'soon'"),
     ([*CANDIDATES, "--max-params", "lots"], "--max-params 'lots'"),
-    ([*CANDIDATES, "--executor", "submitit"], "select runs its steps in this process"),
-    ([*CANDIDATES, "--strategy", "finetune"], "--strategy 'finetune'"),
+    ([*CANDIDATES, "--strategy", "nope"], "unknown strategy 'nope'"),
     ([*CANDIDATES, "--screen-by", "nope"], "--screen-by 'nope'"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(capsys, tmp_path, extra, message):

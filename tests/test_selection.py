@@ -54,7 +54,7 @@ def test_clear_winner_is_chosen_alone_with_the_guarantee(test):
     assert result.history[0].size == 100 and result.history[0].accuracy["a"] == pytest.approx(0.95)
     assert result.seconds == result.history[0].seconds == 5.0 and len(calls) == 5
     assert result.statement.startswith("a: with 90% confidence within 1.0 point of the best of 5 candidates "
-                                       "on validation, for probes trained on 100 images")
+                                       "on validation, for models trained on 100 images")
 
 
 def test_candidates_within_epsilon_are_kept():
@@ -82,7 +82,7 @@ def test_margin_and_claim_from():
     early = eliminate(["a", "b"], evaluate, epsilon=0.02, confidence=0.9, sizes=[100, 200, 400])
     late = eliminate(["a", "b"], evaluate, epsilon=0.02, confidence=0.9, sizes=[100, 200, 400], claim_from=400)
     assert (early.final_size, late.final_size, late.reason, late.guaranteed) == (100, 400, "within epsilon", True)
-    assert "for probes trained on 400 images" in late.statement
+    assert "for models trained on 400 images" in late.statement
 
 
 def test_largest_size_without_separation_gives_no_guarantee():

@@ -223,13 +223,14 @@ def test_finetune_leaves_the_shared_backbone_untouched(run_tiny_benchmark, tmp_p
 
 
 def test_a_small_probe_fits_on_one_thread_and_gives_torch_its_threads_back():
-    from benchbone_plugins.linear_probe import SMALL_PROBLEM, fit_threads, intra_op_threads
+    from benchbone.compute.threads import cpu_threads
+    from benchbone_plugins.linear_probe import SMALL_PROBLEM, fit_threads
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         assert fit_threads(1_000, 1_280) == 1 and fit_threads(SMALL_PROBLEM, 64) == 2
-        with pytest.raises(RuntimeError), intra_op_threads(1):
+        with pytest.raises(RuntimeError), cpu_threads(1):
             assert torch.get_num_threads() == 1
             raise RuntimeError("a fit that fails")
         assert torch.get_num_threads() == 2

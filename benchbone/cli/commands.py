@@ -248,12 +248,13 @@ def cmd_report(args) -> int:
 
 
 def cmd_select(args) -> int:
+    from benchbone.execution.executors import get
     from benchbone.planning.grid import parse_overrides, parse_weights
     from benchbone.selection.constraints import Limits, parse_count, parse_duration
     from benchbone.selection.run import Request, select
 
-    if args.executor != "local":
-        raise UsageError(f"--executor {args.executor}: select runs its steps in this process; use --executor local")
+    options = _executor_options(args)
+    get(args.executor, options)  # an option of another executor, or a missing engine: one line, as for run
     request = Request(
         dataset=args.dataset, backbones=args.backbone, out=Path(args.out or "benchbone-runs/select"),
         limits=Limits(args.max_latency_ms, parse_count(args.max_params) if args.max_params else None, args.max_gmacs),
@@ -261,7 +262,8 @@ def cmd_select(args) -> int:
         confidence=args.confidence, margin=args.margin, claim_from=args.claim_from, strategy=args.strategy,
         estimators=args.estimator or None, screen_by=args.screen_by, keep=args.keep, screen_size=args.screen_size,
         overrides=parse_overrides(args.overrides), weights=parse_weights(args.weights), data_dir=args.data_dir,
-        cache_dir=args.cache_dir, device=args.device, quiet=args.quiet, command=_command_line(args.argv))
+        cache_dir=args.cache_dir, device=args.device, quiet=args.quiet, command=_command_line(args.argv),
+        executor=args.executor, executor_options=options)
     result = select(request, _manager(args, needs=("backbones", "datasets", "estimators")))
     print(result.to_text(args.format), flush=True)
     print(f"benchbone: wrote {request.out}/select.json", file=sys.stderr)

@@ -119,13 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
                             "see benchmarks/reproduce/); exit 1 when one is missing or outside its tolerance")
     _statistics_flags(board)
 
-    report = sub.add_parser("report", parents=[common], help="a self-contained HTML page of one or more run directories",
-                            description="Write the leaderboard of run directories as one HTML page with no "
-                                        "external assets: sortable table, plots, per-cell views, provenance.")
-    report.add_argument("run_dirs", nargs="+", metavar="DIR")
+    report = sub.add_parser("report", parents=[common],
+                            help="a self-contained HTML page of run directories and `benchbone select` outputs",
+                            description="Write the leaderboard of run directories, and the answer of `benchbone "
+                                        "select` output directories (their select.json), as one HTML page with no "
+                                        "external assets: sortable tables, plots, per-cell views, provenance.")
+    report.add_argument("run_dirs", nargs="+", metavar="DIR", help="a run directory or a `benchbone select --out`")
     report.add_argument("--output", "-o", metavar="FILE", help="default: <first DIR>/report.html")
-    report.add_argument("--sort-by", metavar="METRIC")
-    report.add_argument("--title", default="benchbone leaderboard")
+    report.add_argument("--sort-by", metavar="METRIC", help="rank by this metric (default: the first)")
+    report.add_argument("--title", help="the page's heading (default: benchbone leaderboard; benchbone select for "
+                                        "select outputs alone)")
     _statistics_flags(report)
 
     compare = sub.add_parser("compare", parents=[common], help="every pair of backbones, paired on the same test items",
@@ -144,7 +147,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _select_parser(sub, common) -> None:
     """``benchbone select``: its own flags and those of ``run`` that apply."""
-    from benchbone.execution import executors
     from benchbone.reporting import formats
     from benchbone.planning.grid import HARNESS_DEFAULTS
 
@@ -172,14 +174,15 @@ def _select_parser(sub, common) -> None:
                           "number of images (default 0.5)")
     sel.add_argument("--strategy", "-s", default="linear-probe", metavar="NAME",
                      help="the exact evaluation: linear-probe (default; C chosen on a carve of the training "
-                          "subsample, or --set C=VALUE) or knn")
+                          "subsample, or --set C=VALUE), knn, or any registered strategy (finetune, head-sgd, ...), "
+                          "its val split a carve of the training subsample (docs/select.md)")
     sel.add_argument("--estimator", action="append", default=[], metavar="NAME",
                      help="screen with these estimators (default: all that need only features; see "
                           "`benchbone list estimators`; repeatable)")
     sel.add_argument("--screen-by", default="logme", metavar="NAME",
                      help="the estimator whose order makes the first cut (default logme)")
     sel.add_argument("--keep", type=float, metavar="K",
-                     help="candidates the screen keeps: a number, or a fraction (< 1; default: half, at least 2), "
+                     help="candidates the screen keeps: a number, or a fraction (< 1; default: a quarter, at least 2), "
                           "plus the static prior's top pick")
     sel.add_argument("--screen-size", type=int, metavar="N",
                      help="images of the screen's subsample and of the first round (default 20 per class, at least 200)")
@@ -190,14 +193,13 @@ def _select_parser(sub, common) -> None:
     sel.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                      help="as for run: the harness's " + ", ".join(HARNESS_DEFAULTS) + " (val_fraction defaults to 0.2 "
                           "here), layer=A,B (each layer a candidate), and the strategy's parameters")
-    sel.add_argument("--out", metavar="DIR", help="where select.json, select.md, select.png and steps/ go "
+    sel.add_argument("--out", metavar="DIR", help="where select.json, select.md, select.png, report.html and steps/ go "
                                                    "(default benchbone-runs/select)")
     sel.add_argument("--data-dir", metavar="DIR", help="where the datasets' files are")
     sel.add_argument("--cache-dir", metavar="DIR", help="feature cache (default: $BENCHBONE_CACHE_DIR or ~/.cache/benchbone)")
     sel.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: picked automatically); constraints are timed here")
     sel.add_argument("-q", "--quiet", action="store_true", help="no progress bars or round lines")
-    sel.add_argument("--executor", choices=tuple(executors.EXECUTORS), default="local",
-                     help="only local: select's steps run in this process (see docs/select.md)")
+    _executor_flags(sel.add_argument_group("scale-out: the steps' work as jobs, the decisions here (docs/select.md)"))
 
 
 def _statistics_flags(parser: argparse.ArgumentParser) -> None:

@@ -5,6 +5,8 @@
 - ``logistic``: ``LogisticObjective`` (scikit-learn's multinomial objective, exact, in torch) and
   ``ChunkedLogisticObjective`` (the same over memory-mapped features); ``pack``, ``unpack``.
 - ``lbfgs``: ``minimise(objective, C, start)``, ``fit_logistic(X, y, num_classes, C)``, ``extrapolated_start``.
+- ``threads``: ``cpu_threads(count)``: torch's and BLAS's CPU threads limited inside a block (small problems on
+  a shared machine).
 - ``sweep``: ``choose_c(objective, Xva, yva, params, progress)``, the regularisation sweep that linear-probe runs
   and finetune's probe head reuses (``SWEEP_DEFAULTS``).
 

@@ -14,7 +14,7 @@ from benchbone.errors import PluginError
 from benchbone.execution.artefacts import DEFERRED, write_artefacts
 from benchbone.execution.provenance import base_record
 from benchbone.execution.session import Session, seed_everything
-from benchbone.registry import call_reading, read_only
+from benchbone.registry import Reading, read_only
 from benchbone.reporting.bootstrap import bootstrap_ci
 
 if TYPE_CHECKING:
@@ -62,21 +62,20 @@ def checked_predictions(cell: Cell, predictions: Predictions, num_classes: int, 
 
 def score(cell: Cell, registries, y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray | None) -> dict[str, float]:
     """Every metric of the cell on the strategy's checked test predictions."""
-    arrays = {"y_true": y_true, "y_pred": y_pred, "y_score": y_score}
-    return {name: float(call_reading("metric", (entry := registries.metrics.get(name)).plugin, entry.obj, arrays))
+    reading = Reading({"y_true": y_true, "y_pred": y_pred, "y_score": y_score}, keep=True)
+    return {name: float(reading.call("metric", (entry := registries.metrics.get(name)).plugin, entry.obj))
             for name in cell.metrics}
 
 
 def intervals(cell: Cell, registries, y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray | None) -> dict:
     """The 95% bootstrap interval over test items of each metric of the cell that has per-item values
     (``register(..., per_item=fn)``: top1, top5, nll) where they are all finite."""
-    out = {}
+    out, reading = {}, Reading({"y_true": y_true, "y_pred": y_pred, "y_score": y_score}, keep=True)
     for name in cell.metrics:
         per_item = registries.metrics.get(name).meta.get("per_item")
         if per_item is None or (registries.metrics.get(name).meta.get("needs_scores") and y_score is None):
             continue
-        values = np.asarray(call_reading("metric", registries.metrics.get(name).plugin, per_item,
-                                         {"y_true": y_true, "y_pred": y_pred, "y_score": y_score}), dtype=np.float64)
+        values = np.asarray(reading.call("metric", registries.metrics.get(name).plugin, per_item), dtype=np.float64)
         if len(values) == len(y_true) and np.isfinite(values).all():
             out[name] = bootstrap_ci(values)
     return out

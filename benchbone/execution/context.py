@@ -104,7 +104,8 @@ class Context:
         return len(self._view(split))
 
     def labels(self, split: str) -> torch.Tensor:
-        return torch.as_tensor(self._view(split).labels)
+        """The split's labels, the strategy's own copy (the view's may share the dataset's memory)."""
+        return torch.tensor(self._view(split).labels)
 
     def progress(self, iterable: Iterable, desc: str, total: int | None = None) -> Iterable:
         """Wrap a long loop in a progress bar (silent with -q)."""

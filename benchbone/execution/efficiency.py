@@ -16,13 +16,15 @@ def gmacs(model: torch.nn.Module, input_size: Sequence[int]) -> float:
     """Giga multiply-accumulates of one forward pass on a single 3 x H x W image (FLOPs / 2)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from benchbone.compute.threads import cpu_threads
+
     first = next(iter(model.parameters()), None)
     device = first.device if first is not None else "cpu"
     x = torch.zeros(1, 3, *input_size, device=device)
     was_training = model.training
     model.eval()
-    try:
-        with FlopCounterMode(display=False) as counter:
+    try:  # one batch-1 pass: on one CPU thread, which a busy machine slows 5x to 20x less than two
+        with cpu_threads(1 if str(device) == "cpu" else None), FlopCounterMode(display=False) as counter:
             model(x)
     finally:
         model.train(was_training)

@@ -7,11 +7,13 @@ the records back. A lost driver loses nothing, and running the grid again skips 
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import importlib
 import importlib.util
 import json
 import os
+import secrets
 import shlex
 import sys
 from pathlib import Path
@@ -221,16 +223,21 @@ class _RemoteExecutor(SpecsExecutor, abc.ABC):
         return records
 
     @abc.abstractmethod
-    def dispatch(self, specs: list[Path], run_dir: Path, resources: dict) -> list[BaseException | None]:
-        """Run every spec, wait for all, and return each one's exception (None when it returned)."""
+    def dispatch(self, specs: list[Path], run_dir: Path, resources: dict,
+                 worker: Callable[[str], dict] = run_spec_file) -> list[BaseException | None]:
+        """Run ``worker`` (a cell's by default; select's steps give theirs) on every spec, wait for all, and return
+        each one's exception (None when it returned)."""
 
 
 class SubmititCell:
-    """The callable submitit runs: one spec file. On preemption or timeout it is requeued with the
-    same spec, and the cell resumes from its ``ctx.workdir`` checkpoint."""
+    """The callable submitit runs: one spec file through ``worker``. On preemption or timeout it is requeued with
+    the same spec, and the cell resumes from its ``ctx.workdir`` checkpoint."""
+
+    def __init__(self, worker: Callable[[str], dict] = run_spec_file):
+        self.worker = worker
 
     def __call__(self, spec: str) -> str:
-        return run_spec_file(spec)["status"]
+        return self.worker(spec)["status"]
 
     def checkpoint(self, spec: str):
         from submitit.helpers import DelayedSubmission
@@ -259,7 +266,7 @@ class SubmititExecutor(_RemoteExecutor):
     def check_engine(cls) -> None:
         _require("submitit", "slurm")
 
-    def dispatch(self, specs, run_dir, resources):
+    def dispatch(self, specs, run_dir, resources, worker=run_spec_file):
         import submitit
 
         cluster = self.options.get("slurm_cluster", "auto")
@@ -278,7 +285,7 @@ class SubmititExecutor(_RemoteExecutor):
             executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
         except (NameError, ValueError) as exc:  # an option submitit does not know
             raise UsageError(f"--slurm-opt: {str(exc).splitlines()[0]}") from None
-        jobs = executor.map_array(SubmititCell(), [str(s) for s in specs])
+        jobs = executor.map_array(SubmititCell(worker), [str(s) for s in specs])
         errors: list[BaseException | None] = []
         for job in jobs:
             try:
@@ -289,6 +296,7 @@ class SubmititExecutor(_RemoteExecutor):
         return errors
 
 
+_PROCESS_TOKEN = secrets.token_hex(32)
 LOCAL_RAY_VARIABLES = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")
 
 
@@ -296,18 +304,16 @@ def quiet_ray_environment() -> dict[str, str | None]:
     """Set what a local Ray cluster reads from the environment so that it runs quietly and writes nothing in the
     home directory; return the previous values (``restore_environment`` puts them back).
 
-    Ray's default token authentication stays on, but explicitly (no warning) and with a token of this run's own in
-    ``RAY_AUTH_TOKEN`` that the cluster's processes inherit, instead of one Ray would save in ``~/.ray/auth_token``;
+    Ray's token authentication stays on, but explicitly (no warning) and with a token of this process's own (Ray keeps
+    the first it reads) in ``RAY_AUTH_TOKEN``, inherited by the cluster, instead of one saved in ``~/.ray/auth_token``;
     a mode or token the user set is kept. Usage statistics are off unless the user turned them on. Ray's session
     files go to its temporary directory (``/tmp/ray``, or ``RAY_TMPDIR``)."""
-    import secrets
-
     wanted = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # else Ray binds its node's public address; precedes import
               "RAY_USAGE_STATS_ENABLED": "0"}
     if "RAY_AUTH_MODE" not in os.environ:
         wanted["RAY_AUTH_MODE"] = "token"
         if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
-            wanted["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+            wanted["RAY_AUTH_TOKEN"] = _PROCESS_TOKEN
     previous = {name: os.environ.get(name) for name in wanted}
     for name, value in wanted.items():
         os.environ.setdefault(name, value)
@@ -349,7 +355,10 @@ class RayExecutor(_RemoteExecutor):
         if importlib.util.find_spec("ray") is None:  # import later, after the loopback setting
             raise UsageError("--executor ray needs ray: pip install 'benchbone[ray]'")
 
-    def dispatch(self, specs, run_dir, resources):
+    @contextlib.contextmanager
+    def connected(self):
+        """The ray module, connected for the dispatches inside (a selection's steps share one session): the
+        caller's session, left running; else ``--ray-address``'s cluster or a local one, let go on leaving."""
         address = self.options.get("ray_address") or os.environ.get("RAY_ADDRESS")
         started, previous = False, None
         if "ray" in sys.modules and sys.modules["ray"].is_initialized():
@@ -364,7 +373,16 @@ class RayExecutor(_RemoteExecutor):
             ray = start_local_ray()
             started = True
         try:
-            task = ray.remote(run_spec_file).options(num_cpus=resources["cpus"], num_gpus=resources["gpus"])
+            yield ray
+        finally:
+            if started:
+                ray.shutdown()
+            if previous is not None:  # this run's token must not follow the process to another cluster
+                restore_environment(previous)
+
+    def dispatch(self, specs, run_dir, resources, worker=run_spec_file):
+        with self.connected() as ray:
+            task = ray.remote(worker).options(num_cpus=resources["cpus"], num_gpus=resources["gpus"])
             refs = [task.remote(str(s)) for s in specs]
             errors: list[BaseException | None] = []
             for ref in refs:
@@ -374,11 +392,6 @@ class RayExecutor(_RemoteExecutor):
                 except Exception as exc:  # the task failed outside the cell (import, worker died)
                     errors.append(exc)
             return errors
-        finally:
-            if started:
-                ray.shutdown()
-            if previous is not None:  # this run's token must not follow the process to another cluster
-                restore_environment(previous)
 
 
 # The executors by name, in the order --help lists them; each declares its options (``Executor.options``).

@@ -78,16 +78,38 @@ class _Decoded(torch.utils.data.Dataset):
 
 
 def _one_line(loader) -> Iterator:
-    """Iterate ``loader``; a UsageError raised in one of its worker processes comes back as its own one line.
+    """Iterate ``loader``; a UsageError raised in one of its worker processes comes back as its own one line, and
+    a worker killed by SIGTERM or SIGKILL (an out-of-memory killer, an admin) as one line saying what to do.
 
     (torch re-raises a worker's error with "Caught UsageError in DataLoader worker process N" and the
     worker's traceback in the message; the original message is its last line.)
     """
+    batches = iter(loader)
     try:
-        yield from loader
+        yield from batches
     except UsageError as exc:
         last = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
         raise UsageError(last.removeprefix(f"{UsageError.__module__}.{UsageError.__name__}: ")) from None
+    except RuntimeError:
+        killed = _killed_worker(batches)
+        if killed is None:
+            raise
+        raise RuntimeError(f"a data-loading worker (pid {killed[0]}) was killed by {killed[1]} (from outside benchbone: "
+                           "an out-of-memory killer, an admin or a job scheduler); finished cells are kept: run the "
+                           "same command to redo this one, with more memory or fewer CPUs (one decoding worker per "
+                           "CPU, at most 8) if memory ran out") from None
+
+
+def _killed_worker(batches) -> tuple[int, str] | None:
+    """(pid, signal name) of a worker process of a DataLoader iterator that SIGTERM or SIGKILL killed; its other
+    workers are stopped now (left to garbage collection, their queues' threads may print a traceback later)."""
+    import signal
+
+    outside = {-signal.SIGTERM: "SIGTERM", -signal.SIGKILL: "SIGKILL"}  # a crash (SIGSEGV) keeps torch's own line
+    killed = next(((w.pid, outside[w.exitcode]) for w in getattr(batches, "_workers", ()) if w.exitcode in outside), None)
+    if killed is not None and hasattr(batches, "_shutdown_workers"):
+        batches._shutdown_workers()
+    return killed
 
 
 def _stack(images: list[torch.Tensor]) -> torch.Tensor | None:

@@ -14,6 +14,7 @@ from benchbone.errors import UsageError
 from benchbone.records import PREPROCESS_VERSION  # in every feature-cache key and record (describe)
 
 _MODES = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest", "area": "area"}
+CROP_MODES = ("center", "squash", "border")  # timm's
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,12 @@ class Preprocess:
     - the centred crop's offset ``round(d / 2)`` (torchvision's ``CenterCrop``: timm, open_clip) or, with
       ``crop_offset="floor"``, ``floor(d / 2)`` (transformers' image processors); an image smaller than the
       crop (crop_pct > 1) is padded with black first;
-    - ``crop_mode="squash"`` (timm's pretrained configs that say so, ``backbone.info["crop_mode"]``): both sides
-      to ``floor(side / crop_pct)`` whatever the aspect, then the centre crop. (timm's "border" mode is taken as
-      "center".)
+    - ``crop_mode`` (``backbone.info["crop_mode"]``: timm's pretrained config, or the hf/ plugin's reading of an
+      image processor), as timm's ``transforms_imagenet_eval``: "center" as above; "squash", both sides to
+      ``floor(side / crop_pct)`` whatever the aspect (transformers' resize to a height and width), then the
+      centre crop; "border", the longer side (relative to ``floor(side / crop_pct)``) to it, the other in
+      proportion, rounded to nearest (``ResizeKeepRatio(longest=1)``), then the centre crop, padded with the
+      mean colour ``round(255 * mean)`` where the image is smaller (``CenterCropOrPad``).
 
     Images are resized as tensors on the device (``torch.nn.functional.interpolate``, antialiased), in PIL's
     two passes rounded to whole grey levels (``resize_crop``), so that they agree with PIL's resize to a grey
@@ -50,6 +54,10 @@ class Preprocess:
     crop_offset: str = "round"
     crop_mode: str = "center"
 
+    def __post_init__(self):
+        if self.crop_mode not in CROP_MODES:
+            raise UsageError(f"unsupported crop_mode {self.crop_mode!r}; use one of {list(CROP_MODES)}")
+
     @classmethod
     def for_backbone(cls, backbone: Backbone, image_size: int | None = None, native_size: bool = False) -> "Preprocess":
         size = (image_size, image_size) if image_size else tuple(backbone.input_size)
@@ -57,9 +65,8 @@ class Preprocess:
             raise UsageError(f"unsupported interpolation {backbone.interpolation!r}; use one of {sorted(_MODES)}")
         info = backbone.info or {}  # transformers' image processors (the hf/ plugin's backbones) floor the offset
         offset = "floor" if info.get("library") == "transformers" or "processor" in info else "round"
-        mode = "squash" if info.get("crop_mode") == "squash" else "center"  # timm's pretrained_cfg (via its plugin)
         return cls(size, float(backbone.crop_pct), backbone.interpolation, tuple(backbone.mean), tuple(backbone.std),
-                   bool(native_size), offset, mode)
+                   bool(native_size), offset, info.get("crop_mode") or "center")
 
     def describe(self) -> dict:
         return {"size": list(self.size), "crop_pct": self.crop_pct, "interpolation": self.interpolation,
@@ -76,13 +83,13 @@ class Preprocess:
         height, width = self.size
         if self.crop_mode == "squash":
             return self.scale(height), self.scale(width)
-        if height == width:
+        if height == width and self.crop_mode == "center":
             scale = self.scale(height)
             if h <= w:
                 return scale, max(1, int(scale * w / h))
             return max(1, int(scale * h / w)), scale
         target_h, target_w = self.scale(height), self.scale(width)
-        ratio = min(h / target_h, w / target_w)
+        ratio = (max if self.crop_mode == "border" else min)(h / target_h, w / target_w)
         return max(1, round(h / ratio)), max(1, round(w / ratio))
 
     def _offset(self, d: int) -> int:
@@ -109,9 +116,14 @@ class Preprocess:
             x = F.interpolate(x, size=(h, new_w), mode=mode, **kwargs).round_().clamp_(0, 255)
         if new_h != h:
             x = F.interpolate(x, size=(new_h, new_w), mode=mode, **kwargs).round_().clamp_(0, 255)
-        if new_h < height or new_w < width:  # crop_pct > 1: pad with black, as CenterCrop does
+        if new_h < height or new_w < width:  # crop_pct > 1 or "border": pad, then crop the other side
             ph, pw = max(0, height - new_h), max(0, width - new_w)
-            x = F.pad(x, (pw // 2, (pw + 1) // 2, ph // 2, (ph + 1) // 2))
+            pad = (pw // 2, (pw + 1) // 2, ph // 2, (ph + 1) // 2)
+            if self.crop_mode == "border":  # the mean colour, a grey image as its RGB conversion (timm's fill)
+                fill = torch.tensor([round(255 * m) for m in self.mean], dtype=x.dtype, device=x.device)
+                x = F.pad(x.expand(-1, 3, -1, -1) - fill.view(1, 3, 1, 1), pad) + fill.view(1, 3, 1, 1)
+            else:  # black, as CenterCrop does
+                x = F.pad(x, pad)
         top, left = self._offset(x.shape[-2] - height), self._offset(x.shape[-1] - width)
         return x[..., top:top + height, left:left + width]
 

@@ -97,3 +97,18 @@ def html_text(value) -> str:
 def number_text(value, fmt: str = ".3g") -> str:
     """A number in ``fmt``; a missing one as "-"."""
     return "-" if missing(value) else format(float(value), fmt)
+
+
+def sort_value(value) -> str:
+    """What the report's tables sort a number by (a cell's ``data-v``): its full value, or empty (sorted last)."""
+    return "" if missing(value) else repr(float(value))
+
+
+def duration_text(seconds: float) -> str:
+    """42 s, 14 min, 3 h 10 min."""
+    if seconds < 90:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"

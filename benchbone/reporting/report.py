@@ -13,7 +13,7 @@ from typing import Iterable
 import pandas as pd
 
 from benchbone.records import check_output_file, read_records, write_atomic
-from benchbone.reporting import leaderboard
+from benchbone.reporting import leaderboard, select_report
 from benchbone.reporting.presentation import (
     delta_text,
     html_text,
@@ -21,6 +21,7 @@ from benchbone.reporting.presentation import (
     metric_text,
     missing,
     number_text,
+    sort_value,
     tie_label,
 )
 from benchbone.reporting.report_cells import cell_views, provenance_html
@@ -35,11 +36,6 @@ def _tied(row: pd.Series) -> bool:
     """The leaderboard's ``tied`` flag (absent before it computes ties)."""
     value = row.get("tied")
     return not missing(value) and bool(value)
-
-
-def _sort_value(value) -> str:
-    """What the table sorts a number by: its full value, or empty (sorted last) when missing."""
-    return "" if missing(value) else repr(float(value))
 
 
 def _row_key(dataset, strategy, backbone, params: str) -> str:
@@ -86,11 +82,11 @@ def _td(board: pd.DataFrame, row: pd.Series, col: str, kind: str) -> str:
         if not missing(low) and not missing(high):
             text += (f' <span class="ci" title="confidence interval">'
                      f'{interval_text(low, high, board.attrs["percent"][col])}</span>')
-        return f'<td class="n" data-v="{_sort_value(value)}">{text}</td>'
+        return f'<td class="n" data-v="{sort_value(value)}">{text}</td>'
     if kind == "delta":
         shown = delta_text(value, row.get("vs_leader_ci_low"), row.get("vs_leader_ci_high"),
                                        board.attrs["percent"][board.attrs["sort_by"]])
-        return f'<td class="n" data-v="{_sort_value(value)}">{html_text(shown)}</td>'
+        return f'<td class="n" data-v="{sort_value(value)}">{html_text(shown)}</td>'
     if col == "rank":
         label = tie_label(row, board.attrs.get("sort_by"))
         badge = (f' <span class="tie" title="{html_text(row.get("note") or "not significantly different from the leader")}">'
@@ -103,7 +99,7 @@ def _td(board: pd.DataFrame, row: pd.Series, col: str, kind: str) -> str:
     if kind == "num":
         shown = ("-" if missing(value) else str(int(value)) if col in ("num_features", "seeds")
                  else f"{float(value):.0f}" if abs(float(value)) >= 1000 else number_text(value))  # 2400, not 2.4e+03
-        return f'<td class="n" data-v="{_sort_value(value)}">{shown}</td>'
+        return f'<td class="n" data-v="{sort_value(value)}">{shown}</td>'
     if col == "params_shown":
         return f'<td class="params" data-v="{html_text(value)}" title="{html_text(row["params"])}">{html_text(value)}</td>'
     return f'<td data-v="{html_text(value if not missing(value) else "")}">{html_text("-" if missing(value) else value)}</td>'
@@ -136,8 +132,8 @@ def _table(board: pd.DataFrame) -> str:
         key = html_text(_row_key(row["dataset"], row["strategy"], row["backbone"], row["params"]))
         cells = "".join(_td(board, row, col, kind) for col, _, kind, _ in cols)
         rows.append(f'<tr class="{" ".join(classes)}"{attrs} data-key="{key}">{cells}</tr>')
-    return (f'{_column_chooser(cols)}<div class="scroll board"><table id="board"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table></div>')
+    return (f'{_column_chooser(cols)}<div class="scroll board"><table id="board" class="sortable"><thead>'
+            f'<tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
 
 
 def _column_chooser(cols: list[tuple[str, str, str, str]]) -> str:
@@ -239,10 +235,25 @@ def _asset(name: str) -> str:
 
 
 def page(board: pd.DataFrame, records: list[dict], run_dirs: Iterable[Path] = (),
-         title: str = "benchbone leaderboard") -> str:
-    """The whole HTML page for a leaderboard ``board`` built from ``records`` (found in ``run_dirs``)."""
+         title: str = "benchbone leaderboard", selections: Iterable[str] = ()) -> str:
+    """The whole HTML page for a leaderboard ``board`` built from ``records`` (found in ``run_dirs``), and the
+    Selection sections ``selections`` (``select_report.section``) below it; with no records, those alone."""
     run_dirs = [Path(d) for d in run_dirs]
-    cells = cell_views(records, run_dirs)
+    selections = "".join(selections)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>{html_text(title)}</title>
+<style>{_asset('report.css')}</style></head><body>
+<h1>{html_text(title)}</h1>
+{_leaderboard(board, records, run_dirs, selections) if records or not selections else selections}
+<script>{_asset('report.js')}</script>
+</body></html>
+"""
+
+
+def _leaderboard(board: pd.DataFrame, records: list[dict], run_dirs: list[Path], selections: str) -> str:
+    """The leaderboard's sections: summary, table, plots, pivot, rankings, then ``selections``, cells and provenance."""
     failed = int((board["status"] != "ok").sum()) if not board.empty else 0
     summary = (f"{len(board)} rows from {len(records)} cells"
                + (f"; {failed} row(s) with failed cells" if failed else "")
@@ -256,35 +267,33 @@ def page(board: pd.DataFrame, records: list[dict], run_dirs: Iterable[Path] = ()
         f'<p class="note" id="method">{html_text(leaderboard.method_line(board))}</p>'
         f"<h2>Accuracy against cost</h2>{plots(board)}<h2>Backbones × datasets</h2>{_pivot(board)}"
         f"{_rankings(board)}")
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:">
-<meta name="viewport" content="width=device-width, initial-scale=1"><title>{html_text(title)}</title>
-<style>{_asset('report.css')}</style></head><body>
-<h1>{html_text(title)}</h1><p id="summary">{html_text(summary)}</p>
+    return f"""<p id="summary">{html_text(summary)}</p>
 <h2>Leaderboard</h2>{body}
-<h2>Cells</h2><p><label>cell <select id="cell-select"></select></label></p><div id="cell-view"></div>
+{selections}<h2>Cells</h2><p><label>cell <select id="cell-select"></select></label></p><div id="cell-view"></div>
 <h2>Provenance</h2><div id="provenance">{provenance_html(records, run_dirs)}</div>
-{_json_script("cells", cells)}
-<script>{_asset('report.js')}</script>
-</body></html>
+{_json_script("cells", cell_views(records, run_dirs))}
 """
 
 
-def write(run_dirs: Iterable[Path], output: Path | None = None, sort_by: str | None = None,
-          title: str = "benchbone leaderboard", metric_registry=None, statistics: tuple[float, str] = (0.05, "percentile"),
-          ) -> Path:
-    """Write the page of ``run_dirs`` to ``output`` (default ``<first dir>/report.html``); return its path.
+def write(run_dirs: Iterable[Path], output: Path | None = None, sort_by: str | None = None, title: str | None = None,
+          metric_registry=None, statistics: tuple[float, str] = (0.05, "percentile")) -> Path:
+    """Write the page of ``run_dirs`` (run directories and ``benchbone select`` output directories) to ``output``
+    (default ``<first dir>/report.html``); return its path. ``title`` defaults to "benchbone leaderboard", or
+    "benchbone select" for select directories alone.
 
     ``statistics`` is (alpha, interval method) of the paired tests; ``metric_registry`` says how each
     metric is resampled (without it, rows are "not comparable").
     """
-    run_dirs = [Path(d) for d in run_dirs]
+    dirs = [Path(d) for d in run_dirs]
+    selected = [d for d in dirs if select_report.holds_selection(d)]
+    selections = [select_report.section_of(d, i) for i, d in enumerate(selected)]
+    run_dirs = [d for d in dirs if d not in selected or any((d / "records").glob("*.json"))]
     records = read_records(run_dirs)
     alpha, ci_method = statistics
     board = leaderboard.build(records, sort_by=sort_by, run_dirs=run_dirs, metric_registry=metric_registry,
                               alpha=alpha, ci_method=ci_method)
-    output = Path(output) if output else run_dirs[0] / "report.html"
+    output = Path(output) if output else dirs[0] / "report.html"
     check_output_file(output, "-o")
-    write_atomic(output, page(board, records, run_dirs, title))
+    title = title or ("benchbone select" if selections and not records else "benchbone leaderboard")
+    write_atomic(output, page(board, records, run_dirs, title, selections))
     return output

@@ -1,4 +1,5 @@
-"""The report's plots: accuracy against cost as inline SVG, each with its Pareto front.
+"""The report's plots: accuracy against cost as inline SVG, each with its Pareto front (``scatter`` draws the
+Selection section's too).
 
 A few dataset x strategy groups get a figure each per cost (GMACs, images/s), side by side; more share one
 figure per cost and a selector (``#plot-group``), so that a board of many datasets is two figures, not a wall.
@@ -82,9 +83,11 @@ def _thin(ticks: list, positions: list[float], sizes: list[float]) -> list:
     return ticks[:1]
 
 
-def _scatter(points: list[tuple[float, float, str]], xlabel: str, ylabel: str, x_higher: bool,
-             size: tuple[int, int] = SMALL) -> str:
-    """An inline SVG scatter plot of (x, y, label) with its Pareto front drawn as a line.
+def scatter(points: list[tuple[float, float, str]], xlabel: str, ylabel: str, x_higher: bool | None,
+            size: tuple[int, int] = SMALL, steps: bool = False) -> str:
+    """An inline SVG scatter plot of (x, y, label) with its Pareto front drawn as a line (``x_higher``: whether a
+    larger x is better; None: no front); ``steps`` joins the points, in order, by a step line (a count over time,
+    drawn with whole-number y ticks).
 
     Ticks are round numbers (powers of ten on a log axis) thinned until their labels cannot overlap; the left
     margin fits the widest y label; point labels that would cover another are left to the point's tooltip."""
@@ -101,6 +104,8 @@ def _scatter(points: list[tuple[float, float, str]], xlabel: str, ylabel: str, x
     w, h = size
     top, bottom, right = 12, 42, 16
     yticks = linear_ticks(y0, y1, 6 if h > 300 else 5)
+    if steps:  # a count: whole numbers only
+        yticks = [(v, f"{v:.0f}") for v, _ in yticks if float(v).is_integer()]
     left = 22 + max(len(text) for _, text in yticks) * CHAR_PX + 6
 
     def px(v):
@@ -127,9 +132,14 @@ def _scatter(points: list[tuple[float, float, str]], xlabel: str, ylabel: str, x
                  f'{html_text(xlabel)}{" (log scale)" if log else ""}</text>')
     parts.append(f'<text transform="translate(13 {(top + h - bottom) / 2:.0f}) rotate(-90)" text-anchor="middle" '
                  f'class="axis">{html_text(ylabel)}</text>')
-    front = front_by_x([(x, y) for x, y, _ in points], x_higher)
-    line = " ".join(f"{px(points[i][0]):.1f},{py(points[i][1]):.1f}" for i in front)
-    parts.append(f'<polyline class="front" points="{line}"/>')
+    front = [] if x_higher is None else front_by_x([(x, y) for x, y, _ in points], x_higher)
+    if front:
+        line = " ".join(f"{px(points[i][0]):.1f},{py(points[i][1]):.1f}" for i in front)
+        parts.append(f'<polyline class="front" points="{line}"/>')
+    if steps:  # level until the next point
+        corners = [corner for (x, y, _), (after, _, _) in itertools.pairwise(points) for corner in ((x, y), (after, y))]
+        line = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in [*corners, points[-1][:2]])
+        parts.append(f'<polyline class="steps" points="{line}"/>')
     placed: list[tuple[float, float, float, float]] = [(px(x) - 4, py(y) - 4, px(x) + 4, py(y) + 4) for x, y, _ in points]
     labels = []
     for i in sorted(range(len(points)), key=lambda i: (i not in front, i)):  # the front's labels first
@@ -188,7 +198,7 @@ def plots(board: pd.DataFrame) -> str:
                 if col in by_cost:
                     figures.append(f'<figure><figcaption>{html_text(dataset)} · {html_text(strategy)}: '
                                    f'{html_text(ylabel)} against {xlabel}</figcaption>'
-                                   f'{_scatter(by_cost[col], xlabel, ylabel, higher)}</figure>')
+                                   f'{scatter(by_cost[col], xlabel, ylabel, higher)}</figure>')
     elif groups:  # many: one figure per question, the dataset x strategy chosen in a selector
         options = "".join(f'<option value="{i}">{html_text(d)} · {html_text(s)}</option>'
                           for i, (d, s, _) in enumerate(groups))
@@ -197,7 +207,7 @@ def plots(board: pd.DataFrame) -> str:
                        'at a time</span></p>')
         for col, xlabel, higher in COSTS:
             svgs = "".join(f'<div class="plot-group" data-group="{i}"{"" if i == 0 else " hidden"}>'
-                           f'{_scatter(by_cost[col], xlabel, ylabel, higher, LARGE)}</div>'
+                           f'{scatter(by_cost[col], xlabel, ylabel, higher, LARGE)}</div>'
                            if col in by_cost else
                            f'<div class="plot-group note" data-group="{i}"{"" if i == 0 else " hidden"}>'
                            f'no {xlabel} in these records</div>'

@@ -3,8 +3,8 @@
 Every figure is measured on the run's device (never read from a model card): parameters counted, GMACs from
 torch's ``FlopCounterMode`` (``benchbone.execution.efficiency``), latency the median of timed forward passes
 of one image after warm-up, throughput images per second of timed batches. They are kept in the feature cache
-directory (``<cache>/efficiency/select-<key>.json``), keyed by the weights' digest x device x input size x
-precision (and batch), so a rerun does not time again. Candidates that break a limit are dropped before any
+directory (``<cache>/efficiency/select-<key>.json``), keyed by the architecture (not the weights' values) x
+device x input size x precision (and batch), so a rerun, or a random twin, does not time again. Candidates that break a limit are dropped before any
 data is touched.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchbone.errors import UsageError
+from benchbone.reporting.presentation import duration_text  # noqa: F401 (shared with the report; run.py's cons.duration_text)
 
 _SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9}
 _SECONDS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
@@ -48,16 +49,6 @@ def parse_duration(text: str | float, flag: str = "--budget") -> float:
     if not value > 0:
         raise UsageError(f"{flag} {text!r}: give a positive duration")
     return value
-
-
-def duration_text(seconds: float) -> str:
-    """42 s, 14 min, 3 h 10 min."""
-    if seconds < 90:
-        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f} min"
-    hours, minutes = divmod(round(seconds / 60), 60)
-    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
 def count_text(n: float) -> str:
@@ -143,23 +134,31 @@ def measure(model, size: tuple[int, int], device: str, settings, batch: int = 32
             "precision": str(dtype or torch.float32).removeprefix("torch."), "measure_s": round(time.perf_counter() - t0, 3)}
 
 
-def cached_measure(root: Path | None, state_sha256: str, model, size: tuple[int, int], device: str, settings,
+def architecture(model) -> list:
+    """What the figures depend on besides the input: the class and the name, shape and dtype of every parameter
+    and buffer, not their values (a random twin costs what its pretrained network costs)."""
+    return [type(model).__qualname__, *([name, list(t.shape), str(t.dtype)] for name, t in model.state_dict().items())]
+
+
+def cached_measure(root: Path | None, model, size: tuple[int, int], device: str, settings,
                    batch: int = 32, candidate: dict | None = None, timed: bool = True) -> tuple[dict, bool]:
-    """``measure`` kept per weights digest x device x input size x precision x batch in ``root/efficiency``, and
-    per ``candidate`` (backbone name and layer: the layers of one network share its weights, and ``pixels:N``
-    has none, but they compute different things); returns (figures, whether they came from the cache)."""
+    """``measure`` kept per ``architecture`` x device x input size x precision x batch in ``root/efficiency``,
+    and per ``candidate`` (backbone name and layer: the layers of one network share its weights, and ``pixels:N``
+    has none, but they compute different things); returns (figures, the key's digest: one measurement each)."""
     from benchbone.digests import json_digest
     from benchbone.records import write_atomic
     from benchbone.versions import package_version
 
-    key = {"select_constraints": 1, "candidate": candidate or {}, "state_sha256": state_sha256, "device": str(device), "size": list(size),
+    key = {"select_constraints": 2, "candidate": candidate or {}, "architecture": json_digest(architecture(model)),
+           "device": str(device), "size": list(size),
            "precision": settings.describe(), "batch": batch, "timed": timed, "torch": package_version("torch")}
-    path = Path(root) / "efficiency" / f"select-{json_digest(key, length=32)}.json" if root else None
+    digest = json_digest(key, length=32)
+    path = Path(root) / "efficiency" / f"select-{digest}.json" if root else None
     if path is not None and path.is_file():
         try:
             kept = json.loads(path.read_text(encoding="utf-8"))
             if kept.get("key") == key:
-                return kept["figures"], True
+                return kept["figures"], digest
         except (OSError, ValueError, KeyError):
             pass  # damaged: measured again
     figures = measure(model, size, device, settings, batch, timed=timed)
@@ -168,4 +167,4 @@ def cached_measure(root: Path | None, state_sha256: str, model, size: tuple[int,
             write_atomic(path, json.dumps({"key": key, "figures": figures}))
         except (OSError, UsageError):
             pass  # a read-only cache: measured again next time
-    return figures, False
+    return figures, digest

@@ -174,11 +174,16 @@ class Selection:
 
 def eliminate(candidates: Sequence[Hashable], evaluate: Callable, *, epsilon: float, confidence: float,
               sizes: Sequence[int], budget_s: float | None = None, cost: Callable | None = None,
-              margin: float | None = None, claim_from: int = 0, test: str = "mcnemar") -> Selection:
+              margin: float | None = None, claim_from: int = 0, test: str = "mcnemar", screened: int = 0,
+              prefetch: Callable | None = None) -> Selection:
     """Run the elimination (see the module docstring); ``epsilon`` and ``margin`` are fractions (0.01 = 1 point).
+    ``screened``: how many candidates a screen cut before (the statement's guarantee covers only ``candidates``).
 
     ``evaluate(candidate, size) -> (correct, seconds)``; ``cost(candidate, size) -> seconds`` predicts a
     round's cost for the budget (without it, the budget is only checked against the time already spent).
+    ``prefetch(alive, size) -> failed``, at the start of each round, has the round's evaluations done elsewhere at
+    once (``selection.dispatch``) and returns those that failed (at least one must be left): they are out, and the
+    statement names them as not covered.
     """
     candidates = list(candidates)
     sizes = [int(n) for n in sizes]
@@ -195,12 +200,15 @@ def eliminate(candidates: Sequence[Hashable], evaluate: Callable, *, epsilon: fl
     if n == 1:
         return Selection(candidates[0], tuple(candidates), (), f"{candidates[0]}: the only candidate", True,
                          "one left", seconds=0.0, **settings)
-    alive, history, spent, reason = candidates, [], 0.0, "sizes"
+    alive, history, spent, reason, failed = candidates, [], 0.0, "sizes", []
     for r, size in enumerate(sizes, 1):
         planned = sum(cost(c, size) for c in alive) if cost else 0.0
         if budget_s is not None and (spent >= budget_s or spent + planned > budget_s):
             reason = "budget"
             break
+        if prefetch:
+            out = set(prefetch(alive, size))
+            failed, alive = failed + [c for c in alive if c in out], [c for c in alive if c not in out]
         correct, seconds = {}, 0.0
         for c in alive:
             vector, took = evaluate(c, size)
@@ -221,7 +229,9 @@ def eliminate(candidates: Sequence[Hashable], evaluate: Callable, *, epsilon: fl
     chosen = history[-1].leader if history else alive[0]
     survivors = (chosen, *[c for c in alive if c != chosen])
     guaranteed = reason in ("one left", "within epsilon")
-    statement = _statement(chosen, survivors, history, reason, n, epsilon, confidence, spent, budget_s)
+    statement = _statement(chosen, survivors, history, reason, n, epsilon, confidence, spent, budget_s, screened)
+    if failed:
+        statement += f"; not covered: {', '.join(map(str, failed))} (failed)"
     return Selection(chosen, survivors, tuple(history), statement, guaranteed, reason, seconds=spent, **settings)
 
 
@@ -229,15 +239,16 @@ def _points(x: float) -> str:
     return f"{100 * x:.1f} point" + ("" if round(100 * x, 1) == 1 else "s")
 
 
-def _statement(chosen, survivors, history, reason, n, epsilon, confidence, spent, budget_s) -> str:
+def _statement(chosen, survivors, history, reason, n, epsilon, confidence, spent, budget_s, screened=0) -> str:
     if not history:
         return (f"budget ran out before the first round ({budget_s:g} s): no guarantee; "
                 f"{chosen} is only the screen's first of {n} candidates")
     last = history[-1]
     listed = ", ".join(f"{c} ({100 * last.accuracy[c]:.1f}%)" for c in survivors)
     if reason in ("one left", "within epsilon"):
-        return (f"{chosen}: with {100 * confidence:g}% confidence within {_points(epsilon)} of the best of {n} candidates "
-                f"on validation, for probes trained on {last.size:,} images ({len(history)} round(s), "
+        among = f"the {n} candidates the screen kept (of {n + screened})" if screened else f"{n} candidates"
+        return (f"{chosen}: with {100 * confidence:g}% confidence within {_points(epsilon)} of the best of {among} "
+                f"on validation, for models trained on {last.size:,} images ({len(history)} round(s), "
                 f"{len(survivors)} left; assumes the best at {last.size:,} images was not dropped at a smaller size)")
     if reason == "budget":
         return (f"budget ran out after round {last.index} ({last.size:,} images, {spent:.0f} s spent of "

@@ -1,7 +1,8 @@
-"""What ``benchbone select`` answers: ``SelectResult``, ``OUT/select.json``, its table (table, md, json) and plots.
+"""What ``benchbone select`` answers: ``SelectResult``, ``OUT/select.json``, its table (table, md, json), plots
+and HTML page.
 
-``select.json`` is written first and atomically; the plots (``select.png``) come after it, and a plot that
-fails is one line, never a lost answer.
+``select.json`` is written first and atomically; the plots (``select.png``) and the page (``report.html``, the
+report's Selection section) come after it, and one that fails is one line, never a lost answer.
 """
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchbone.selection.constraints import duration_text
+from benchbone.reporting.presentation import duration_text
+from benchbone.reporting.select_report import candidate_order, estimator_panels, survivor_steps
 
 FORMATS = ("table", "md", "json")
 COLUMNS = ("candidate", "status", "params_m", "gmacs", "latency_ms", "throughput_ips", "screen_score", "rounds",
@@ -51,8 +53,8 @@ class SelectResult:
                         "items": cand.test["items"], "train_size": cand.test["size"],
                         "seconds": round(cand.test["seconds"], 4)}
             per[label] = {
-                "status": ("chosen" if label == sel.chosen else "survivor" if label in sel.survivors else
-                           "eliminated" if rounds_of[label] else cand.status),
+                "status": ("failed" if cand.status == "failed" else "chosen" if label == sel.chosen else "survivor"
+                           if label in sel.survivors else "eliminated" if rounds_of[label] else cand.status),
                 "why": cand.why, "backbone": cand.cell.backbone, "pretrained": cand.cell.pretrained, "layer": cand.cell.layer,
                 "constraints": cand.constraints, "estimators": cand.scores, "rounds_survived": rounds_of[label] - (
                     1 if any(label in rnd.eliminated for rnd in sel.history) else 0),
@@ -60,7 +62,7 @@ class SelectResult:
                 "extraction": {str(k): v for k, v in cand.extract_s.items()},
             }
         exact = {c: v["top1"] for c, v in val.items()}
-        last = {c: v["top1"] for c, v in val.items() if v["round"] == 1}  # round 1: every kept candidate, one size
+        first = dict(sel.history[0].accuracy) if sel.history else {}  # round 1: every kept candidate, one size
         full_grid = s.full_grid_s()
         statement = sel.statement
         chosen_test = per[sel.chosen]["test"]
@@ -83,7 +85,7 @@ class SelectResult:
                         "accuracy": {c: round(a, 6) for c, a in rnd.accuracy.items()},
                         "lower_bounds": {c: round(b, 6) for c, b in rnd.lower_bounds.items()},
                         "eliminated": list(rnd.eliminated), "seconds": round(rnd.seconds, 3)} for rnd in sel.history],
-            "estimators_vs_exact": {"round1": rank_figures({c: per[c]["estimators"] for c in per}, last, names)},
+            "estimators_vs_exact": {"round1": rank_figures({c: per[c]["estimators"] for c in per}, first, names)},
             "exact_last": exact,
             "candidates": per,
         }
@@ -92,7 +94,8 @@ class SelectResult:
     # ------------------------------------------------------------------ views
     def rows(self) -> list[dict]:
         out = []
-        for label, c in self.data["candidates"].items():
+        for label in candidate_order(self.data):
+            c = self.data["candidates"][label]
             figures = c["constraints"] or {}
             score = (c["estimators"].get(self.data["screen_by"]) or {}).get("score")
             out.append({"candidate": label, "status": c["status"],
@@ -103,8 +106,7 @@ class SelectResult:
                         "rounds": c["rounds_evaluated"],
                         "val_top1": None if not c["validation"] else round(100 * c["validation"]["top1"], 2),
                         "test_top1": None if not c["test"] else round(100 * c["test"]["top1"], 2)})
-        order = {"chosen": 0, "survivor": 1, "eliminated": 2, "screened out": 3, "constraint": 4, "failed": 5}
-        return sorted(out, key=lambda row: (order.get(row["status"], 9), -(row["val_top1"] or 0)))
+        return out
 
     def to_frame(self):
         import pandas as pd
@@ -124,44 +126,40 @@ class SelectResult:
     # ------------------------------------------------------------------ files
     def write(self, out: Path, say) -> None:
         from benchbone.records import write_atomic
+        from benchbone.reporting import report
 
-        write_atomic(Path(out) / "select.json", json.dumps(self.data, indent=2) + "\n")
-        write_atomic(Path(out) / "select.md", self.to_text("md") + "\n")
-        try:
-            write_atomic(Path(out) / "select.png", plot_png(self.data))
-        except Exception as exc:  # noqa: BLE001 (a secondary file: the answer is written already)
-            say(f"benchbone: select.png not written ({type(exc).__name__}: {exc}); select.json is complete", important=True)
+        out = Path(out)
+        write_atomic(out / "select.json", json.dumps(self.data, indent=2) + "\n")
+        write_atomic(out / "select.md", self.to_text("md") + "\n")
+        for name, draw in (("select.png", lambda: write_atomic(out / "select.png", plot_png(self.data))),
+                           ("report.html", lambda: report.write([out]))):
+            try:
+                draw()
+            except Exception as exc:  # noqa: BLE001 (a secondary file: the answer is written already)
+                say(f"benchbone: {name} not written ({type(exc).__name__}: {exc}); select.json is complete",
+                    important=True)
 
 
 def plot_png(data: dict) -> bytes:
     """Two panels: each estimator's score against exact validation accuracy (round 1), and survivors per round
-    against device time spent."""
+    against device time spent (the figures of the report's Selection section)."""
     import io
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from scipy import stats
 
-    first = {c: a for c, a in (data["rounds"][0]["accuracy"].items() if data["rounds"] else [])}
-    names = sorted({n for c in data["candidates"].values() for n in c["estimators"]})
-    fig, axes = plt.subplots(1, len(names) + 1, figsize=(3.2 * (len(names) + 1), 3.2), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        have = [c for c in first if name in data["candidates"][c]["estimators"]]
-        xs = [data["candidates"][c]["estimators"][name]["score"] for c in have]
-        ys = [100 * first[c] for c in have]
-        ax.scatter(xs, ys, s=14)
-        tau = stats.weightedtau(xs, ys).statistic if len(have) >= 3 else float("nan")
+    panels = estimator_panels(data)
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(3.2 * (len(panels) + 1), 3.2), squeeze=False)
+    for ax, (name, tau, points) in zip(axes[0], panels):
+        ax.scatter([x for x, _, _ in points], [y for _, y, _ in points], s=14)
         ax.set_title(f"{name} (wtau {tau:.2f})", fontsize=9)
         ax.set_xlabel("score", fontsize=8)
         ax.set_ylabel("exact val top1, round 1 (%)", fontsize=8)
     ax = axes[0][-1]
-    spent, alive = [data["spent_s"] - sum(r["seconds"] for r in data["rounds"])], [len(first) or 1]
-    for rnd in data["rounds"]:
-        spent.append(spent[-1] + rnd["seconds"])
-        alive.append(len(rnd["candidates"]) - len(rnd["eliminated"]))
-    ax.step(spent, alive, where="post")
+    steps = survivor_steps(data)
+    ax.step([x for x, _, _ in steps], [y for _, y, _ in steps], where="post")
     ax.set_xlabel("device time spent (s)", fontsize=8)
     ax.set_ylabel("survivors", fontsize=8)
     ax.set_title("survivors per round", fontsize=9)

@@ -14,42 +14,31 @@ The guarantee of ``elimination`` needs probes fitted without the validation item
 Each returns the predicted class of every item scored and what was chosen. Small problems on the CPU are
 fitted on one thread (``one_thread``): on a shared machine torch's threads wait on busy cores, and one thread
 was 10x faster for a 640 x 192 probe with the other core busy.
+
+Any other registered strategy (finetune, head-sgd, a plugin's) is called as ``benchbone run`` calls it
+(``strategy_step``), on views that keep the guarantee (``strategy_views``): its "train" view is the round's
+training subsample less a class-stratified carve of ``INNER_FRACTION``, its "val" view (where it chooses
+hyper-parameters or stops early) that carve, and its "test" view the items scored: the validation items, or
+at the test step the test split. A strategy that measures its own metrics (``Predictions.metrics``, as
+retrieval's recall@k and mAP) is refused: select compares per-item correctness, which those cannot carry.
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
+
+from benchbone.errors import UsageError
 
 INNER_FRACTION = 0.2
 ONE_THREAD_BELOW = 20_000_000  # rows x features: smaller CPU problems are fitted on one thread
 
 
-class one_thread:
-    """torch (and BLAS, where threadpoolctl is installed) on one thread inside, when ``small`` and on the CPU."""
+def one_thread(small: bool, device: str = "cpu"):
+    """torch and BLAS on one thread inside, when ``small`` and on the CPU (``compute.threads.cpu_threads``)."""
+    from benchbone.compute.threads import cpu_threads
 
-    def __init__(self, small: bool, device: str = "cpu"):
-        self.active = small and str(device) == "cpu"
-
-    def __enter__(self):
-        import torch
-
-        if self.active:
-            self.threads = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
-                from threadpoolctl import threadpool_limits
-
-                self.blas = threadpool_limits(1)
-            except ImportError:
-                self.blas = None
-        return self
-
-    def __exit__(self, *exc):
-        import torch
-
-        if self.active:
-            torch.set_num_threads(self.threads)
-            if self.blas is not None:
-                self.blas.restore_original_limits()
+    return cpu_threads(1 if small and str(device) == "cpu" else None)
 
 
 def _stratified_carve(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -127,3 +116,61 @@ def fit(strategy: str, Xtr, ytr, Xev: list, num_classes: int, params: dict, seed
     with one_thread(small, device):
         predict, info = PROBES[strategy](Xtr, ytr, num_classes, params, seed, device)
         return [predict(x) for x in Xev], info, predict
+
+
+def strategy_views(chunks: list, scored, seed: int) -> dict:
+    """The generic path's views: "train" the rows of ``chunks`` less a class-stratified carve of ``INNER_FRACTION``
+    of them, "val" that carve, "test" ``scored`` (a SplitView)."""
+    from benchbone.inputs.splits import SplitView
+
+    indices = np.concatenate([c.indices for c in chunks])
+    order = np.argsort(indices)
+    indices, labels = indices[order], np.concatenate([c.labels for c in chunks])[order]
+    fit, held = _stratified_carve(labels, INNER_FRACTION, seed)
+    first = chunks[0]
+    return {"train": SplitView(first.source, first.dataset, indices[fit], labels[fit]),
+            "val": SplitView(first.source, first.dataset, indices[held], labels[held]), "test": scored}
+
+
+def strategy_step(sel, cand, chunks: list, test: bool, workdir) -> dict:
+    """``cand``'s registered strategy called as ``execution.cell_run.run_cell`` calls it, with a ``Context`` (from
+    ``Selector`` ``sel``) on ``strategy_views`` of ``chunks`` scoring ``sel.val`` (with ``test``: ``sel.test_view``)
+    and their images; the step's record: the correctness of each item scored (``correct`` and ``n``, or with
+    ``test`` ``test_correct`` and ``test_n``), info, and seconds: its wall time plus the stored seconds of the
+    features it read from the cache."""
+    from torch.utils.data import Subset
+
+    from benchbone.api import DatasetSplits
+    from benchbone.execution.cell_run import checked_predictions
+    from benchbone.execution.context import Context
+    from benchbone.execution.session import seed_everything
+    from benchbone.inputs.transforms import Augmentation
+
+    session, cell, classes = sel.session, cand.cell, list(sel.data.classes)
+    scored = sel.test_view if test else sel.val
+    views = strategy_views(chunks, scored, cell.seed)
+    backbone, preprocess, settings = sel._build(cand)
+    augment = session.registries.datasets.get(cell.dataset).meta.get("augment")
+    ctx = Context(device=session.device, seed=cell.seed, params=dict(cell.params), classes=classes, backbone=backbone,
+                  views=views, images=lambda src: session.images(cell.dataset, cell.data_dir, src, cell.dataset_params),
+                  preprocess=preprocess, feature_identity=sel._identity(cand, backbone), store=session.store,
+                  memory=session._features, extraction=settings, progress=session.progress, workdir=workdir,
+                  augmentation=Augmentation.declared_by(cell.dataset, augment))
+    subsets = {s: Subset(v.dataset, v.indices.tolist()) for s, v in views.items()}
+    data = DatasetSplits(subsets["train"], subsets["test"], classes, subsets["val"], dict(sel.data.info))
+    seed_everything(cell.seed)
+    t = time.perf_counter()
+    predictions = session.registries.strategies.get(cell.strategy).obj(backbone, data, ctx)
+    seconds = time.perf_counter() - t
+    _, y_pred, _ = checked_predictions(cell, predictions, len(classes), len(views["test"]))
+    if predictions.metrics:
+        raise UsageError(f"--strategy {cell.strategy!r} measures {', '.join(predictions.metrics)} itself, which "
+                         "per-item correctness cannot carry: select compares classes predicted item by item; "
+                         "use a classifier (linear-probe, knn, finetune, head-sgd)")
+    cached = {e["source"]: e["seconds"] for e in ctx.extraction.values() if e["cached"] and e.get("seconds")}
+    seconds += sum(cached.values())
+    info = {**ctx.info, **predictions.info, "views": {s: len(v) for s, v in views.items()},
+            "val_is": f"a carve of {INNER_FRACTION:g} of the training subsample (never the validation items)"}
+    right = np.packbits(np.asarray(y_pred) == scored.labels).tobytes().hex()
+    return {"seconds": seconds, "fit_s": seconds, "info": info,
+            **({"test_n": len(scored), "test_correct": right} if test else {"n": len(scored), "correct": right})}

@@ -9,12 +9,13 @@ probe fitted without the validation items, on nested subsamples whose new rows a
 their own (round r extracts only the images round r-1 did not). So each step keeps its own small record:
 constraints in ``<cache>/efficiency/``, estimator scores in ``<cache>/estimates/``, each round's evaluation in
 ``OUT/steps/``, with the device seconds measured when it first ran. A rerun after a kill reads them all back
-and, since the budget is charged with those stored seconds, reaches the same answer. Cells run in this
-process only (``--executor local``).
+and, since the budget is charged with those stored seconds, reaches the same answer. With ``--executor
+submitit`` or ``ray`` the steps' work runs as jobs that leave those records (``dispatch``); decisions stay here.
 """
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,8 @@ class Candidate:
 
 
 class Selector:
+    prefetch = None  # ``dispatch.Dispatched.prefetch``: run steps as jobs before they are read (None: here)
+
     def __init__(self, request: Request, pm, say):
         self.r, self.pm, self.say = request, pm, say
         self.spent = 0.0
@@ -62,8 +65,6 @@ class Selector:
         from benchbone.planning.grid import GridSpec, expand, split_backbone
 
         r = self.r
-        if r.strategy not in PROBES:
-            raise UsageError(f"--strategy {r.strategy!r}: select evaluates with one of {', '.join(PROBES)}")
         overrides = dict(r.overrides)
         overrides.setdefault("val_fraction", DEFAULTS["val_fraction"])
         if r.strategy == "linear-probe":  # a coarser sweep, and float64, which resolves every point of it
@@ -75,9 +76,12 @@ class Selector:
         cells = expand(spec, self.pm.registries())
         if len({c.dataset for c in cells}) > 1:
             raise UsageError(f"-d {r.dataset!r} matches {len({c.dataset for c in cells})} datasets; select chooses for one")
+        if len({c.strategy for c in cells}) > 1:
+            raise UsageError(f"--strategy {r.strategy!r} matches {len({c.strategy for c in cells})} strategies; use one")
         if len(cells) < 2:
             raise UsageError(f"one candidate ({cells[0].backbone_label}): nothing to select; give two or more with "
                              "-b (repeatable, patterns such as 'timm/*') or --set layer=A,B")
+        self.generic = cells[0].strategy not in PROBES  # run through the strategy registry (probes.strategy_step)
         return cells
 
     def _identity(self, cand, backbone) -> dict:
@@ -130,6 +134,7 @@ class Selector:
     def prepare(self) -> list:
         """Candidates, session, splits, the nested order and sizes; the candidates."""
         from benchbone.execution.cell_run import split_views
+        from benchbone.execution.harness import capable_cells
         from benchbone.execution.session import Session
         from benchbone.inputs.splits import SplitView
         from benchbone.records import check_run_dir
@@ -140,6 +145,9 @@ class Selector:
         cells = self.cells()
         check_run_dir(r.out)
         self.session = Session(self.pm, device=r.device, cache_dir=r.cache_dir, quiet=r.quiet, command=r.command)
+        cells = capable_cells(cells, self.session)  # a strategy's requires (zero-shot's text tower)
+        if len(cells) < 2:
+            raise UsageError(f"only {cells[0].backbone_label} has what --strategy {r.strategy} needs: nothing to select")
         self.data = self.session.dataset(cells[0].dataset, cells[0].data_dir, cells[0].dataset_params)
         views = split_views(cells[0], self.data, self.session.splits)
         self.pool, self.val, self.test_view = views["train"], views["val"], views["test"]
@@ -165,11 +173,11 @@ class Selector:
         r, say = self.r, self.say
         # latency and throughput are timed when a latency limit or a budget (whose predictions use them) asks
         self.timed = r.limits.max_latency_ms is not None or r.budget_s is not None
-        fitting = []
+        fitting, charged = [], set()
         for cand in candidates:
             try:
                 backbone, preprocess, settings = self._build(cand)
-                figures, _ = cons.cached_measure(self.session.store.root, self.session.backbone_digest, backbone.model,
+                figures, measured = cons.cached_measure(self.session.store.root, backbone.model,
                                                  preprocess.size, self.session.device, settings,
                                                  batch=min(32, settings.batch_size),
                                                  candidate={"backbone": cand.cell.backbone, "layer": cand.cell.layer},
@@ -181,7 +189,8 @@ class Selector:
                 say(f"benchbone: dropped {cand.label}: {cand.why}", important=True)
                 continue
             cand.constraints, cand.state = figures, self.session.backbone_digest
-            self.spent += figures["measure_s"]
+            self.spent += 0.0 if measured in charged else figures["measure_s"]  # a twin's figures are its network's
+            charged.add(measured)
             cand.meta = {"params_m": figures["params"] / 1e6, "input_size": list(preprocess.size),
                          "pretrained": cand.cell.pretrained,
                          **{k: v for k, v in backbone.info.items() if k in ("imagenet_top1", "source_top1", "top1")},
@@ -208,18 +217,14 @@ class Selector:
             raise UsageError(f"--budget {cons.duration_text(r.budget_s)} is too small for the screen: it needs about "
                              f"{cons.duration_text(self.spent + screen_cost)} ({len(fitting)} candidates x "
                              f"{self.sizes[0]} images at their measured throughput); give a larger --budget or fewer candidates")
+        failed = self.prefetch([c.label for c in fitting], None) if self.prefetch else ()  # the screen's jobs
+        fitting = [c for c in fitting if c.label not in failed]  # a job that failed: its candidate is out
         for cand in fitting:
-            X, y = self.features(cand, self.chunks[0], 0)
-            cand.features[0] = (X, y)
-            cand.charged.add(0)
-            self.spent += cand.extract_s[0]["seconds"]
-            identity = {"features": self._identity(cand, self.session.backbone(cand.cell)), "rows": self.chunks[0].digest(),
-                        "preprocess": self._build(cand)[1].describe()}
-            cand.scores = screen.score(self.pm.registries().estimators, self.estimator_names, X, y, cand.meta, identity, self.session.store.root, say, cand.label)
-            self.spent += sum(s["seconds"] for s in cand.scores.values())
+            screen.step(self, cand)
         labels = [c.label for c in fitting]
         kept, why = screen.first_cut(labels, {c.label: c.scores for c in fitting}, r.screen_by,
                                      screen.keep_count(len(fitting), r.keep))
+        self.screened = len(fitting) - len(kept)
         for cand in fitting:
             cand.status, cand.why = ("kept" if cand.label in kept else "screened out"), why[cand.label]
         say(f"benchbone: screen ({r.screen_by}, {self.sizes[0]} images): kept {len(kept)} of {len(fitting)}: {', '.join(kept)}")
@@ -253,6 +258,8 @@ class Selector:
             cand = self.candidates[label]
             r_index = self.sizes.index(size)
             rate = 1 / cand.constraints["throughput_ips"]
+            if self.generic:  # the strategy passes its own images: the last step's seconds per training image
+                return cand.fit_rate * size if cand.fit_rate else rate * (size + m)
             new = sum(len(self.chunks[i]) for i in range(r_index + 1) if i not in cand.charged)
             fit = (cand.fit_rate or 0.0) * size
             return rate * (new + (0 if "val" in cand.charged else m)) + fit
@@ -260,7 +267,7 @@ class Selector:
         budget = None if r.budget_s is None else r.budget_s - self.spent - reserve
         result = eliminate(kept, evaluate, epsilon=r.epsilon / 100, confidence=r.confidence, sizes=self.sizes,
                            budget_s=budget, cost=cost if budget is not None else None, margin=r.margin / 100,
-                           claim_from=claim_from)
+                           claim_from=claim_from, screened=self.screened, prefetch=self.prefetch)
         self.spent += result.seconds
         for rnd in result.history:
             self.say(f"benchbone: round {rnd.index} ({rnd.size} images): leader {rnd.leader} "
@@ -269,28 +276,28 @@ class Selector:
         return result
 
     def evaluate(self, cand, size, steps: Path, test: bool = False):
-        """Fit the probe on the first ``size`` images of the pool; (correct per validation item, seconds), and with
-        ``test`` the test items' correctness in ``cand.test``. Kept in ``steps/`` with the seconds it took the
-        first time, which a rerun charges again."""
+        """Fit the probe (or run the strategy) on the first ``size`` images of the pool; (correct per validation
+        item, None at a strategy's test step; seconds), and with ``test`` the test items' correctness in
+        ``cand.test``. Kept in ``steps/`` with the seconds it first took, which a rerun charges again."""
         from benchbone.digests import json_digest
         from benchbone.records import write_atomic
 
         r_index = self.sizes.index(size)
         key = {"candidate": cand.cell.id, "state": cand.state, "size": size, "sizes": self.sizes,
-               "val": self.val.digest(), "pool": self.pool.digest(), "strategy": self.r.strategy,
+               "val": self.val.digest(), "pool": self.pool.digest(), "strategy": cand.cell.strategy,
                "params": dict(cand.cell.params), "test": self.test_view.digest() if test else None}
         path = steps / f"{json_digest(key, length=24)}.json"
-        kept = None
-        if path.is_file():
-            try:
-                kept = json.loads(path.read_text(encoding="utf-8"))
-                kept = kept if kept["key"] == json.loads(json.dumps(key)) else None
-            except (OSError, ValueError, KeyError):
-                kept = None
+        try:
+            kept = json.loads(path.read_text(encoding="utf-8"))
+            kept = kept if kept["key"] == json.loads(json.dumps(key)) else None
+        except (OSError, ValueError, KeyError):  # none yet, unreadable, or another step's
+            kept = None
         if kept is None:
-            kept = self._fit(cand, r_index, test)
+            work = Path(self.r.out) / "work" / path.stem  # the strategy's ctx.workdir: a killed step resumes from it
+            kept = self._fit(cand, r_index, test, work)
             kept["key"] = key
-            write_atomic(path, json.dumps(kept))
+            write_atomic(path, json.dumps(kept, default=str))
+            shutil.rmtree(work, ignore_errors=True)
         cand.charged.update([*range(r_index + 1), "val", *(["test"] if test else [])])
         if not test:
             cand.fit_rate = kept["fit_s"] / size
@@ -299,9 +306,11 @@ class Selector:
         if test:
             cand.test = {"correct": unpack(kept["test_correct"], kept["test_n"]), "info": kept["info"],
                          "seconds": kept["seconds"]}
-        return unpack(kept["correct"], kept["n"]), kept["seconds"]
+        return (unpack(kept["correct"], kept["n"]) if "correct" in kept else None), kept["seconds"]
 
-    def _fit(self, cand, r_index: int, test: bool) -> dict:
+    def _fit(self, cand, r_index: int, test: bool, work: Path) -> dict:
+        if self.generic:  # the registered strategy on the round's images, scoring the validation (or test) items
+            return probes.strategy_step(self, cand, self.chunks[:r_index + 1], test, work)
         seconds, parts = 0.0, []
         for i in range(r_index + 1):
             if cand.features.get(i) is None:
@@ -341,11 +350,15 @@ class Selector:
 
         sel = self.selection
         size = sel.final_size or self.sizes[0]
+        if self.prefetch and self.r.budget_s is None:  # every test step's job at once (with a budget: one by one)
+            self.prefetch(sel.survivors, size, test=True)
         for i, label in enumerate(sel.survivors):
             cand = self.candidates[label]
             if i and self.r.budget_s is not None and self.spent + len(self.test_view) / cand.constraints[
                     "throughput_ips"] > self.r.budget_s:
                 self.say(f"benchbone: test not scored for {label}: the budget is spent", important=True)
+                continue
+            if self.prefetch and self.prefetch([label], size, test=True):  # its job failed: one line said why
                 continue
             self.evaluate(cand, size, Path(self.r.out) / "steps", test=True)
             self.spent += cand.test["seconds"]
@@ -354,9 +367,10 @@ class Selector:
 
     def full_grid_s(self) -> float:
         """The full grid's device time, estimated from measured per-image costs: every candidate that met the
-        constraints extracts pool + validation + test images (at its screen extraction's seconds per image) and
-        fits its probe once on the whole pool (its own fit at that size where measured, else the median of those
-        measured at that size, else the median seconds per training image times the pool)."""
+        constraints extracts pool + validation + test images (at its screen extraction's seconds per image; a
+        strategy's step passes the first two itself) and fits its probe once on the whole pool (its own fit at
+        that size where measured, else the median of those measured at that size, else the median seconds per
+        training image times the pool)."""
         measured = [c for c in self.candidates.values() if c.extract_s.get(0)]
         at_pool = [c.fit_s[len(self.pool)] for c in measured if len(self.pool) in c.fit_s]
         rates = [s / n for c in measured for n, s in c.fit_s.items()]
@@ -364,12 +378,14 @@ class Selector:
         total = 0.0
         for c in measured:
             per_image = c.extract_s[0]["seconds"] / max(1, c.extract_s[0]["images"])
-            total += per_image * (len(self.pool) + len(self.val) + len(self.test_view)) + c.fit_s.get(len(self.pool), fit)
+            images = len(self.test_view) + (0 if self.generic else len(self.pool) + len(self.val))
+            total += per_image * images + c.fit_s.get(len(self.pool), fit)
         return total
 
 
 def select(request: Request, pm):
     """Run the selection of ``request`` with plugin manager ``pm``; the ``SelectResult`` (also written to OUT)."""
+    from benchbone.selection.dispatch import Dispatched
     from benchbone.selection.output import SelectResult
 
     def say(line: str, important: bool = False) -> None:  # progress lines only without quiet
@@ -377,7 +393,7 @@ def select(request: Request, pm):
             print(line, file=sys.stderr, flush=True)
 
     started = time.perf_counter()
-    selector = Selector(request, pm, say).run()
+    selector = (Selector if request.executor == "local" else Dispatched)(request, pm, say).run()
     result = SelectResult.from_selector(selector, wall_s=time.perf_counter() - started)
     result.write(Path(request.out), say)
     return result

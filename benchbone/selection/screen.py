@@ -54,7 +54,10 @@ def score(registry, names: list[str], features, labels, meta: dict, identity: di
     """``{estimator: {"score", "seconds", "cached"}}`` for one candidate; failures and NaN left out with a line."""
     from benchbone.records import write_atomic
 
+    from benchbone.registry import Reading, read_only
+
     out = {}
+    arrays = {"features": read_only(np.array(features, copy=True)), "labels": read_only(np.array(labels, copy=True))}
     for name in names:
         entry = registry.get(name)
         needs = tuple(entry.meta.get("needs") or ("features", "labels"))
@@ -71,7 +74,8 @@ def score(registry, names: list[str], features, labels, meta: dict, identity: di
         t = time.perf_counter()
         try:
             with one_thread(np.size(features) < ONE_THREAD_BELOW):  # as the probes: see ``probes.one_thread``
-                value = entry.obj(meta) if "meta" in needs else entry.obj(np.asarray(features), np.asarray(labels), None)
+                value = entry.obj(meta) if "meta" in needs else Reading(arrays, keep=True).call(  # estimators in turn
+                    "estimator", entry.plugin, lambda x, y, fn=entry.obj: fn(x, y, None))
             value = float(value)
         except Exception as exc:  # noqa: BLE001 (a plugin may fail in any way: that candidate's score is left out)
             say(f"benchbone: estimator {name} failed on {label}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; ignored", important=True)
@@ -87,6 +91,20 @@ def score(registry, names: list[str], features, labels, meta: dict, identity: di
             except UsageError:
                 pass
     return out
+
+
+def step(sel, cand) -> None:
+    """The screen of one candidate of the ``Selector`` ``sel`` (what a screen job runs too): its features of the
+    first subsample through the feature cache and its estimator scores (``score``) in ``cand``, charged to
+    ``sel.spent``."""
+    X, y = cand.features[0] = sel.features(cand, sel.chunks[0], 0)
+    cand.charged.add(0)
+    sel.spent += cand.extract_s[0]["seconds"]
+    identity = {"features": sel._identity(cand, sel.session.backbone(cand.cell)), "rows": sel.chunks[0].digest(),
+                "preprocess": sel._build(cand)[1].describe()}
+    cand.scores = score(sel.pm.registries().estimators, sel.estimator_names, X, y, cand.meta, identity,
+                        sel.session.store.root, sel.say, cand.label)
+    sel.spent += sum(s["seconds"] for s in cand.scores.values())
 
 
 def first_cut(labels: list[str], scores: dict[str, dict], by: str, keep: int) -> tuple[list[str], dict]:
@@ -111,9 +129,9 @@ def first_cut(labels: list[str], scores: dict[str, dict], by: str, keep: int) ->
 
 
 def keep_count(n: int, keep: float | None) -> int:
-    """``keep``: a count (>= 1), a fraction of the candidates (< 1), or None (half, at least 2): at least 2."""
+    """``keep``: a count (>= 1), a fraction of the candidates (< 1), or None (a quarter, at least 2): at least 2."""
     if keep is None:
-        return min(n, max(2, math.ceil(n / 2)))
+        return min(n, max(2, math.ceil(n / 4)))
     if keep < 1:
         return min(n, max(2, math.ceil(keep * n)))
     return min(n, max(2, int(keep)))
