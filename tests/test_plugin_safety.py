@@ -334,3 +334,31 @@ def test_the_pytest_plugin_configures_a_plugin_registered_in_a_test(benchbone_pm
     with pytest.raises(PluginLoadError, match="plugin broken failed in benchbone_configure: RuntimeError: boom"):
         benchbone_pm.register(Broken(), name="broken")
     assert not benchbone_pm.has_plugin("broken")
+
+
+class Reordering:
+    """A strategy whose y_true is the test labels in another order than the test split's."""
+
+    @hookimpl
+    def benchbone_register_strategies(self, register):
+        register("hostile/reorder", reorder)
+
+
+def reorder(backbone, data, ctx):
+    import torch
+
+    from benchbone.api import Predictions
+
+    y = ctx.labels("test").flip(0)
+    return Predictions(y, y, torch.nn.functional.one_hot(y, ctx.num_classes).float())
+
+
+def test_a_strategy_whose_y_true_is_not_the_test_splits_labels_fails_its_cell_naming_it(benchbone_pm,
+                                                                                      run_tiny_benchmark):
+    """Its own y_true would score it 100% and pair its items with other strategies' wrong ones."""
+    benchbone_pm.register(Reordering(), name="reordering")
+    board = run_tiny_benchmark(strategies=["hostile/reorder", "knn"])
+    hostile = board[board["strategy"] == "hostile/reorder"].iloc[0]
+    assert hostile["status"] == "failed" and set(board[board["strategy"] == "knn"]["status"]) == {"ok"}
+    assert "strategy 'hostile/reorder' returned y_true that differs from the test split's labels at 48 of 48" in \
+        hostile["error"]

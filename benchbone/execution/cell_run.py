@@ -37,9 +37,10 @@ def _as_numpy(values: Any) -> np.ndarray:
     return np.asarray(values)
 
 
-def checked_predictions(cell: Cell, predictions: Predictions, num_classes: int, n_test: int):
+def checked_predictions(cell: Cell, predictions: Predictions, num_classes: int, n_test: int, truth=None):
     """``(y_true, y_pred, y_score or None)`` as numpy arrays of the harness's own (copies, never the strategy's), after
-    checking their shapes; read-only, since every metric, the bootstrap and the artefacts read the same arrays."""
+    checking their shapes, and that ``y_true`` is the test split's labels (``truth``) in its order (paired statistics compare
+    item by item); read-only, since every metric, the bootstrap and the artefacts read the same arrays."""
     if not isinstance(predictions, Predictions):
         raise PluginError(f"strategy {cell.strategy!r} returned {type(predictions).__name__}, not Predictions")
     y_true, y_pred = _as_numpy(predictions.y_true).astype(np.int64), _as_numpy(predictions.y_pred).astype(np.int64)
@@ -54,6 +55,11 @@ def checked_predictions(cell: Cell, predictions: Predictions, num_classes: int, 
         if outside.any():
             raise PluginError(f"strategy {cell.strategy!r} returned {name} with {int(outside.sum())} label(s) outside "
                               f"0..{num_classes - 1} (e.g. {labels[outside][0]}); labels are class indices")
+    if truth is not None and not np.array_equal(y_true, truth := np.asarray(truth)):
+        wrong = np.flatnonzero(y_true != truth)
+        raise PluginError(f"strategy {cell.strategy!r} returned y_true that differs from the test split's labels at "
+                          f"{len(wrong)} of {n_test} items (first: item {wrong[0]}, {y_true[wrong[0]]} for "
+                          f"{truth[wrong[0]]}); predictions follow the test split's order, item by item")
     if y_score is not None and y_score.shape != (n_test, num_classes):
         raise PluginError(f"strategy {cell.strategy!r} returned y_score of shape {y_score.shape}, "
                           f"expected ({n_test}, {num_classes})")
@@ -220,7 +226,8 @@ def run_cell(cell: Cell, session: Session, run_dir: Path) -> dict:
     predictions = strategy.obj(backbone, resolved_splits(data, views), ctx)
     timings["strategy_s"] = time.perf_counter() - t
     timings.update(feature_timings(ctx.extraction))
-    y_true, y_pred, y_score = checked_predictions(cell, predictions, len(data.classes), len(views["test"]))
+    y_true, y_pred, y_score = checked_predictions(cell, predictions, len(data.classes), len(views["test"]),
+                                                   views["test"].labels)
     metrics = {**score(cell, registries, y_true, y_pred, y_score), **measured(cell, registries, predictions)}
     t = time.perf_counter()
     artefacts, missing = write_artefacts(run_dir, cell.id, data.classes, y_true, y_pred, y_score)

@@ -162,7 +162,7 @@ def strategy_step(sel, cand, chunks: list, test: bool, workdir) -> dict:
     t = time.perf_counter()
     predictions = session.registries.strategies.get(cell.strategy).obj(backbone, data, ctx)
     seconds = time.perf_counter() - t
-    _, y_pred, _ = checked_predictions(cell, predictions, len(classes), len(views["test"]))
+    _, y_pred, _ = checked_predictions(cell, predictions, len(classes), len(views["test"]), scored.labels)
     if predictions.metrics:
         raise UsageError(f"--strategy {cell.strategy!r} measures {', '.join(predictions.metrics)} itself, which "
                          "per-item correctness cannot carry: select compares classes predicted item by item; "
