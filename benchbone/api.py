@@ -74,7 +74,10 @@ class Backbone:
     Optional (API 1.2; a plugin written against 1.0/1.1 leaves them unset): ``text`` is a ``TextTower`` for
     image-text backbones (CLIP), which the ``zero-shot`` strategy needs; ``load_weights(state_dict)`` loads a
     ``--weights`` file's state dict into everything the backbone uses (both towers of a CLIP) and raises
-    UsageError on a mismatch (unset: the file is loaded strictly into ``model``).
+    UsageError on a mismatch (unset: the file is loaded strictly into ``model``). ``source_head`` maps
+    ``model``'s pooled features (a float32 CPU tensor [N, num_features]) to the logits [N, S] of the
+    classifier the pretrained weights came with (ImageNet's), for the estimators that read source logits
+    (``nce``, ``leep``); None (random init, no classifier) leaves them out.
     """
 
     model: Any
@@ -88,6 +91,7 @@ class Backbone:
     info: dict = field(default_factory=dict)
     text: TextTower | None = None
     load_weights: Callable[[dict], Any] | None = None
+    source_head: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
         self.input_size = _pair(self.input_size)

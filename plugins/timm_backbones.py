@@ -2,7 +2,8 @@
 
 ``timm/<arch>`` is an alias of timm's default tag; an arch without pretrained tags is listed as
 ``timm/<arch>`` for random init or ``--weights``. Features are ``forward_head(..., pre_logits=True)``
-(``num_classes=0``); preprocessing comes from the pretrained config. Weights are read from the local
+(``num_classes=0``); pretrained weights keep their ImageNet classifier, from the same checkpoint, as the source
+head (``Backbone.source_head``); preprocessing comes from the pretrained config. Weights are read from the local
 caches (Hugging Face under HF_HOME, torch.hub under TORCH_HOME) before any network access, and a
 missing file fails at once when the hub cannot be reached.
 """
@@ -42,7 +43,35 @@ def local_weights(name: str) -> str | None:
     return None
 
 
-def to_backbone(model, weights: str, info: dict) -> Backbone:
+def create(source: str, pretrained: bool, **kwargs):
+    """timm's model of ``source`` without its classifier (as ``num_classes=0`` builds it) and, for pretrained
+    weights whose classifier predicts an ImageNet label set, that classifier as a source head (``source_head``);
+    None for random init and other heads (CLIP's projection to its embedding is not a classifier)."""
+    import timm
+    from timm.data import infer_imagenet_subset
+
+    if not pretrained:
+        return timm.create_model(source, pretrained=False, num_classes=0, **kwargs), None
+    model = timm.create_model(source, pretrained=True, **kwargs)  # the checkpoint's classifier loaded too
+    classifier = model.get_classifier() if infer_imagenet_subset(model) else None
+    model.reset_classifier(0)
+    return model, source_head(classifier)
+
+
+def source_head(classifier):
+    """``classifier`` as a map of pooled features [N, D] to logits: a Linear, or BiT's 1x1 convolution; None for
+    anything else (no classifier, a distilled model's pair of heads)."""
+    import torch
+
+    if isinstance(classifier, torch.nn.Linear):
+        return classifier.eval()
+    if isinstance(classifier, torch.nn.Conv2d) and classifier.kernel_size == (1, 1):
+        return torch.nn.Sequential(torch.nn.Unflatten(1, (classifier.in_channels, 1, 1)), classifier,
+                                   torch.nn.Flatten(1)).eval()
+    return None
+
+
+def to_backbone(model, weights: str, info: dict, head=None) -> Backbone:
     from timm.data import resolve_data_config
 
     config = resolve_data_config({}, model=model)
@@ -51,13 +80,11 @@ def to_backbone(model, weights: str, info: dict) -> Backbone:
         input_size=config["input_size"], mean=config["mean"], std=config["std"],
         interpolation=config["interpolation"], crop_pct=config["crop_pct"], weights=weights,
         info={"library": "timm", "classifier": model.pretrained_cfg.get("classifier"),
-              "crop_mode": config.get("crop_mode", "center"), **info},
+              "crop_mode": config.get("crop_mode", "center"), **info}, source_head=head,
     )
 
 
 def build(name: str, pretrained: bool, layer: str | None = None) -> Backbone:
-    import timm
-
     from benchbone.helpers import is_offline, offline_error
 
     overlay = {}
@@ -67,15 +94,14 @@ def build(name: str, pretrained: bool, layer: str | None = None) -> Backbone:
             overlay = {"file": file}
         elif is_offline(HUB_HOST):
             raise offline_error(f"timm/{name}", "not in the Hugging Face or torch.hub cache")
-    model = timm.create_model(name, pretrained=pretrained, num_classes=0, pretrained_cfg_overlay=overlay or None)
-    backbone = to_backbone(model, f"timm/{name}" if pretrained else "random", {"arch": name.split(".")[0], "name": name})
+    model, head = create(name, pretrained, pretrained_cfg_overlay=overlay or None)
+    backbone = to_backbone(model, f"timm/{name}" if pretrained else "random", {"arch": name.split(".")[0], "name": name},
+                           head)
     return at_layer(backbone, model, layer) if layer else backbone
 
 
 def build_hub(repo: str, pretrained: bool) -> Backbone:
     """A model from a Hugging Face repo holding a timm config.json (and weights)."""
-    import timm
-
     from benchbone.helpers import is_offline, offline_error
 
     config = hub_cached(repo, ["config.json"])
@@ -86,8 +112,8 @@ def build_hub(repo: str, pretrained: bool) -> Backbone:
         raise offline_error(f"timm/hf-hub:{repo}", "its config.json and weights are not in the Hugging Face cache")
     else:
         source = f"hf-hub:{repo}"
-    model = timm.create_model(source, pretrained=pretrained, num_classes=0)
-    return to_backbone(model, f"hf-hub:{repo}" if pretrained else "random", {"hf_hub_id": repo})
+    model, head = create(source, pretrained)
+    return to_backbone(model, f"hf-hub:{repo}" if pretrained else "random", {"hf_hub_id": repo}, head)
 
 
 def hub_entry(repo: str):

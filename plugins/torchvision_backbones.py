@@ -1,9 +1,10 @@
 """Every torchvision classification model and weights tag, as ``tv/<arch>.<TAG>``.
 
 ``tv/<arch>`` is an alias of the arch's DEFAULT tag, and a bare ``resnet50`` is an alias of
-``tv/resnet50.IMAGENET1K_V2``. Features are the input of the final classifier (pooled pre-logits);
-preprocessing comes from the weights' own transforms. Pretrained files are read from
-``$TORCH_HOME/hub/checkpoints``; a missing file is downloaded only when the network answers.
+``tv/resnet50.IMAGENET1K_V2``. Features are the input of the final classifier (pooled pre-logits), and with
+pretrained weights that classifier (a Linear) is the source head (``Backbone.source_head``); preprocessing
+comes from the weights' own transforms. Pretrained files are read from ``$TORCH_HOME/hub/checkpoints``; a
+missing file is downloaded only when the network answers.
 """
 from __future__ import annotations
 
@@ -18,18 +19,19 @@ BARE_ALIASES = {"tv/resnet50.IMAGENET1K_V2": ("resnet50",)}
 HOST = "download.pytorch.org"
 
 
-def strip_classifier(model) -> tuple[int, str]:
-    """Replace the final classifier by an identity; return the feature dimension and the classifier's path."""
+def strip_classifier(model) -> tuple[int, str, object]:
+    """Replace the final classifier by an identity; return the feature dimension, the classifier's path and the
+    classifier (a Linear from features to logits; None for squeezenet's, which pools after it)."""
     import torch
 
     linears = [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     if not linears:  # squeezenet: Dropout, 1x1 conv to classes, ReLU, pool; keep only the pooling
         conv = model.classifier[1]
         model.classifier = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1))
-        return conv.in_channels, "classifier"
+        return conv.in_channels, "classifier", None
     name, linear = linears[-1]
     model.set_submodule(name, torch.nn.Identity())
-    return linear.in_features, name
+    return linear.in_features, name, linear.eval()
 
 
 def arch_kwargs(arch: str, weights) -> dict:
@@ -117,6 +119,7 @@ def at_layer(backbone: Backbone, model, layer: str) -> Backbone:
     pooling = {4: "global average", 3: "class token + mean patch token"}.get(sample.ndim, "flattened")
     backbone.model, backbone.num_features, backbone.info = module, int(num_features), {
         **backbone.info, "layer": layer, "layer_pooling": pooling, "classifier": None}
+    backbone.source_head = None  # it reads the final features, not this layer's
     return backbone
 
 
@@ -134,7 +137,7 @@ def build(arch: str, tag: str, pretrained: bool, layer: str | None = None) -> Ba
             model = torchvision.models.get_model(arch, weights=weights, progress=False)
     else:
         model = torchvision.models.get_model(arch, weights=None, **arch_kwargs(arch, weights))
-    num_features, classifier = strip_classifier(model)
+    num_features, classifier, head = strip_classifier(model)
     transforms = weights.transforms()
     crop, resize = transforms.crop_size[0], transforms.resize_size[0]
     backbone = Backbone(
@@ -142,6 +145,7 @@ def build(arch: str, tag: str, pretrained: bool, layer: str | None = None) -> Ba
         interpolation=transforms.interpolation.value, crop_pct=crop / resize,
         weights=f"tv/{arch}.{tag}" if pretrained else "random",
         info={"library": "torchvision", "arch": arch, "tag": tag, "classifier": classifier},
+        source_head=head if pretrained else None,
     )
     return at_layer(backbone, model, layer) if layer else backbone
 

@@ -177,8 +177,8 @@ def _select_parser(sub, common) -> None:
                           "subsample, or --set C=VALUE), knn, or any registered strategy (finetune, head-sgd, ...), "
                           "its val split a carve of the training subsample (docs/select.md)")
     sel.add_argument("--estimator", action="append", default=[], metavar="NAME",
-                     help="screen with these estimators (default: all that need only features; see "
-                          "`benchbone list estimators`; repeatable)")
+                     help="screen with these estimators (default: all; nce and leep only where a backbone keeps its "
+                          "source classifier; see `benchbone list estimators`; repeatable)")
     sel.add_argument("--screen-by", default="logme", metavar="NAME",
                      help="the estimator whose order makes the first cut (default logme)")
     sel.add_argument("--keep", type=float, metavar="K",

@@ -49,4 +49,5 @@ def at_layer(backbone: Backbone, model, layer: str) -> Backbone:
     pooling = "class token + mean patch token" if tokens else "global average"
     backbone.model, backbone.num_features, backbone.info = module, int(num_features), {
         **backbone.info, "layer": layer, "layer_pooling": pooling, "classifier": None}
+    backbone.source_head = None  # it reads the final features, not this layer's
     return backbone

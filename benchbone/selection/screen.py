@@ -1,11 +1,13 @@
 """The screen of ``benchbone select``: estimator scores on a small subsample, the order and the first cut.
 
-Every estimator registered through ``benchbone_register_estimators`` that needs only features and labels is
-called on the screen subsample's features of each candidate (those that need source logits are skipped with
-one line: select does not extract a source head's logits); the static prior (``needs=("meta",)``) on the
-candidate's metadata. Each score is timed and kept in the cache directory (``<cache>/estimates/``) keyed by
-the features' identity, the rows and the estimator, so a rerun reads it back. An estimator that raises or
-returns NaN is left out for that candidate with one line; the others go on.
+Every estimator registered through ``benchbone_register_estimators`` is called on the screen subsample's
+features of each candidate; the static prior (``needs=("meta",)``) on the candidate's metadata. Those that
+need source logits (``nce``, ``leep``) score only a candidate whose backbone has a source head
+(``Backbone.source_head``) and whose features are the backbone's own (no ``--set layer``, no ``--weights``):
+the head maps the screen's features to the logits, with no second pass over the images. Each score is timed
+and kept in the cache directory (``<cache>/estimates/``) keyed by the features' identity, the rows and the
+estimator (and a digest of the logits), so a rerun reads it back. An estimator that raises or returns NaN is
+left out for that candidate with one line; the others go on.
 
 The screen only orders the candidates and makes the first cut: the top ``keep`` by the screening estimator
 (LogME by default), plus the static prior's top pick when the cut missed it. Nothing is eliminated by a
@@ -28,19 +30,36 @@ DEFAULT_SCREEN_BY = "logme"
 
 
 def usable(registry, asked: list[str] | None, say) -> list[str]:
-    """The estimators to compute: ``asked`` (names or patterns) or every registered one, less those that need
-    source logits (one line each)."""
+    """The estimators to compute: ``asked`` (names or patterns) or every registered one; one line for each asked
+    one that needs source logits, which scores only the candidates with a source head."""
     names = registry.resolve(asked) if asked else list(registry.registered())
-    out = []
     for name in names:
-        needs = tuple(registry.get(name).meta.get("needs") or ("features", "labels"))
-        if "source_logits" in needs:
-            if asked:
-                say(f"benchbone: estimator {name} skipped: it needs the source classifier's logits, which select "
-                    "does not extract", important=True)
-            continue
-        out.append(name)
-    return out
+        if asked and "source_logits" in _needs(registry.get(name)):
+            say(f"benchbone: estimator {name} scores only the candidates whose backbone keeps its source "
+                "classifier (Backbone.source_head), at its own features (no --set layer, no --weights)")
+    return names
+
+
+def _needs(entry) -> tuple[str, ...]:
+    return tuple(entry.meta.get("needs") or ("features", "labels"))
+
+
+def source_logits(backbone, cell, features, say, label: str) -> np.ndarray | None:
+    """The source classifier's logits [N, S] of ``features`` (the backbone's pooled output): its ``source_head``
+    on them, on the CPU. None without a head, at an intermediate layer (``--set layer``), with weights from a
+    file (``--weights``, which the head does not match), or when the head fails (one line)."""
+    if backbone.source_head is None or cell.layer or cell.weights:
+        return None
+    import torch
+
+    try:
+        with torch.inference_mode():
+            logits = backbone.source_head(torch.tensor(features, dtype=torch.float32))
+        return np.asarray(logits.detach().float().cpu().numpy())
+    except Exception as exc:  # noqa: BLE001 (a plugin's head may fail in any way: its estimators are left out)
+        say(f"benchbone: the source head of {label} failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+            "no source-logit estimates for it", important=True)
+        return None
 
 
 def _cache_path(root: Path | None, key: dict) -> Path | None:
@@ -50,18 +69,24 @@ def _cache_path(root: Path | None, key: dict) -> Path | None:
 
 
 def score(registry, names: list[str], features, labels, meta: dict, identity: dict, root: Path | None,
-          say, label: str) -> dict[str, dict]:
-    """``{estimator: {"score", "seconds", "cached"}}`` for one candidate; failures and NaN left out with a line."""
+          say, label: str, logits=None) -> dict[str, dict]:
+    """``{estimator: {"score", "seconds", "cached"}}`` for one candidate; failures and NaN left out with a line,
+    and those that need source logits without a line when ``logits`` is None."""
+    from benchbone.digests import array_digest
     from benchbone.records import write_atomic
-
     from benchbone.registry import Reading, read_only
 
     out = {}
     arrays = {"features": read_only(np.array(features, copy=True)), "labels": read_only(np.array(labels, copy=True))}
+    if logits is not None:
+        logits, logits_digest = read_only(np.array(logits, copy=True)), array_digest(logits)
     for name in names:
         entry = registry.get(name)
-        needs = tuple(entry.meta.get("needs") or ("features", "labels"))
-        key = {"estimate": name, "plugin": entry.plugin, **({"meta": meta} if "meta" in needs else identity)}
+        needs = _needs(entry)
+        if "source_logits" in needs and logits is None:
+            continue
+        key = {"estimate": name, "plugin": entry.plugin, **({"meta": meta} if "meta" in needs else identity),
+               **({"source_logits": logits_digest} if "source_logits" in needs else {})}
         path = _cache_path(root, key)
         if path is not None and path.is_file():
             try:
@@ -74,8 +99,9 @@ def score(registry, names: list[str], features, labels, meta: dict, identity: di
         t = time.perf_counter()
         try:
             with one_thread(np.size(features) < ONE_THREAD_BELOW):  # as the probes: see ``probes.one_thread``
-                value = entry.obj(meta) if "meta" in needs else Reading(arrays, keep=True).call(  # estimators in turn
-                    "estimator", entry.plugin, lambda x, y, fn=entry.obj: fn(x, y, None))
+                given = {**arrays, "source_logits": logits if "source_logits" in needs else None}
+                value = entry.obj(meta) if "meta" in needs else Reading(given, keep=True).call(  # estimators in turn
+                    "estimator", entry.plugin, lambda x, y, z, fn=entry.obj: fn(x, y, z))
             value = float(value)
         except Exception as exc:  # noqa: BLE001 (a plugin may fail in any way: that candidate's score is left out)
             say(f"benchbone: estimator {name} failed on {label}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; ignored", important=True)
@@ -95,15 +121,19 @@ def score(registry, names: list[str], features, labels, meta: dict, identity: di
 
 def step(sel, cand) -> None:
     """The screen of one candidate of the ``Selector`` ``sel`` (what a screen job runs too): its features of the
-    first subsample through the feature cache and its estimator scores (``score``) in ``cand``, charged to
-    ``sel.spent``."""
+    first subsample through the feature cache, with its source logits where it has a head (``source_logits``),
+    and its estimator scores (``score``) in ``cand``, charged to ``sel.spent``."""
     X, y = cand.features[0] = sel.features(cand, sel.chunks[0], 0)
     cand.charged.add(0)
     sel.spent += cand.extract_s[0]["seconds"]
-    identity = {"features": sel._identity(cand, sel.session.backbone(cand.cell)), "rows": sel.chunks[0].digest(),
-                "preprocess": sel._build(cand)[1].describe()}
-    cand.scores = score(sel.pm.registries().estimators, sel.estimator_names, X, y, cand.meta, identity,
-                        sel.session.store.root, sel.say, cand.label)
+    backbone, preprocess, _ = sel._build(cand)
+    identity = {"features": sel._identity(cand, backbone), "rows": sel.chunks[0].digest(),
+                "preprocess": preprocess.describe()}
+    registry = sel.pm.registries().estimators
+    wanted = any("source_logits" in _needs(registry.get(n)) for n in sel.estimator_names)
+    logits = source_logits(backbone, cand.cell, X, sel.say, cand.label) if wanted else None
+    cand.scores = score(registry, sel.estimator_names, X, y, cand.meta, identity, sel.session.store.root, sel.say,
+                        cand.label, logits)
     sel.spent += sum(s["seconds"] for s in cand.scores.values())
 
 
