@@ -63,3 +63,9 @@ class SummarisedWarning(UserWarning):
     def __init__(self, message: str, summary: str):
         super().__init__(message)
         self.summary = summary
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type's name when it has none: a failure in one line."""
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__

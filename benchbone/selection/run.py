@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchbone.errors import UsageError
+from benchbone.errors import UsageError, first_line
+from benchbone.reporting.presentation import duration_text
 from benchbone.selection import constraints as cons
 from benchbone.selection import probes, screen
 from benchbone.selection.elimination import eliminate
@@ -185,7 +186,7 @@ class Selector:
             except UsageError:
                 raise
             except Exception as exc:  # noqa: BLE001 (a plugin may fail in any way: the others go on)
-                cand.status, cand.why = "failed", f"failed to load: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                cand.status, cand.why = "failed", f"failed to load: {first_line(exc)}"
                 say(f"benchbone: dropped {cand.label}: {cand.why}", important=True)
                 continue
             cand.constraints, cand.state = figures, self.session.backbone_digest
@@ -214,8 +215,8 @@ class Selector:
         r, say = self.r, self.say
         screen_cost = sum(self.sizes[0] / c.constraints["throughput_ips"] for c in fitting) if self.timed else 0.0
         if r.budget_s is not None and self.spent + screen_cost > r.budget_s:
-            raise UsageError(f"--budget {cons.duration_text(r.budget_s)} is too small for the screen: it needs about "
-                             f"{cons.duration_text(self.spent + screen_cost)} ({len(fitting)} candidates x "
+            raise UsageError(f"--budget {duration_text(r.budget_s)} is too small for the screen: it needs about "
+                             f"{duration_text(self.spent + screen_cost)} ({len(fitting)} candidates x "
                              f"{self.sizes[0]} images at their measured throughput); give a larger --budget or fewer candidates")
         failed = self.prefetch([c.label for c in fitting], None) if self.prefetch else ()  # the screen's jobs
         fitting = [c for c in fitting if c.label not in failed]  # a job that failed: its candidate is out

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchbone.errors import UsageError
+from benchbone.errors import UsageError, first_line
 from benchbone.selection.probes import ONE_THREAD_BELOW, one_thread
 
 PRIOR = "static-prior"
@@ -57,7 +57,7 @@ def source_logits(backbone, cell, features, say, label: str) -> np.ndarray | Non
             logits = backbone.source_head(torch.tensor(features, dtype=torch.float32))
         return np.asarray(logits.detach().float().cpu().numpy())
     except Exception as exc:  # noqa: BLE001 (a plugin's head may fail in any way: its estimators are left out)
-        say(f"benchbone: the source head of {label} failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+        say(f"benchbone: the source head of {label} failed: {first_line(exc)}; "
             "no source-logit estimates for it", important=True)
         return None
 
@@ -77,9 +77,10 @@ def score(registry, names: list[str], features, labels, meta: dict, identity: di
     from benchbone.registry import Reading, read_only
 
     out = {}
-    arrays = {"features": read_only(np.array(features, copy=True)), "labels": read_only(np.array(labels, copy=True))}
     if logits is not None:
         logits, logits_digest = read_only(np.array(logits, copy=True)), array_digest(logits)
+    reading = Reading({"features": read_only(np.array(features, copy=True)),  # the estimators read them in turn
+                       "labels": read_only(np.array(labels, copy=True)), "source_logits": logits}, keep=True)
     for name in names:
         entry = registry.get(name)
         needs = _needs(entry)
@@ -99,12 +100,12 @@ def score(registry, names: list[str], features, labels, meta: dict, identity: di
         t = time.perf_counter()
         try:
             with one_thread(np.size(features) < ONE_THREAD_BELOW):  # as the probes: see ``probes.one_thread``
-                given = {**arrays, "source_logits": logits if "source_logits" in needs else None}
-                value = entry.obj(meta) if "meta" in needs else Reading(given, keep=True).call(  # estimators in turn
-                    "estimator", entry.plugin, lambda x, y, z, fn=entry.obj: fn(x, y, z))
+                value = entry.obj(meta) if "meta" in needs else reading.call(
+                    "estimator", entry.plugin, lambda x, y, z, fn=entry.obj, logits="source_logits" in needs:
+                    fn(x, y, z if logits else None))
             value = float(value)
         except Exception as exc:  # noqa: BLE001 (a plugin may fail in any way: that candidate's score is left out)
-            say(f"benchbone: estimator {name} failed on {label}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; ignored", important=True)
+            say(f"benchbone: estimator {name} failed on {label}: {first_line(exc)}; ignored", important=True)
             continue
         seconds = time.perf_counter() - t
         if not math.isfinite(value):
