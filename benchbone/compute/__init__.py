@@ -7,7 +7,9 @@
 - ``lbfgs``: ``minimise(objective, C, start)``, ``fit_logistic(X, y, num_classes, C)``, ``extrapolated_start``.
 - ``threads``: ``cpu_threads(count)``: torch's and BLAS's CPU threads limited inside a block (small problems on
   a shared machine).
-- ``sweep``: ``choose_c(objective, Xva, yva, params, progress)``, the regularisation sweep that linear-probe runs
+- ``rowspace``: ``RowSpace(X, standardize)``: fewer rows than features, the same fit in the rows' span (r <= n
+  dimensions instead of D).
+- ``sweep``: ``choose_c(objective, Xva, yva, params, progress, start=None)``, the regularisation sweep that linear-probe runs
   and finetune's probe head reuses (``SWEEP_DEFAULTS``).
 
 These import torch; ``benchbone`` itself does not.

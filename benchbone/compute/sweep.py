@@ -22,13 +22,14 @@ def sweep_values(p: dict) -> list[float]:
     return [float(c) for c in np.logspace(np.log10(p["c_min"]), np.log10(p["c_max"]), p["c_steps"])]
 
 
-def choose_c(objective, Xva, yva, p: dict, progress) -> tuple[list[dict], tuple]:
-    """Fit ``objective`` at each strength of the sweep, warm-started from the last solution or the secant through
+def choose_c(objective, Xva, yva, p: dict, progress, start=None) -> tuple[list[dict], tuple]:
+    """Fit ``objective`` at each strength of the sweep, the first from ``start`` (parameters; zeros by default), the
+    others warm-started from the last solution or the secant through
     the last two (``extrapolated_start``); return every point's record and ``(C, val_top1, fit)`` of the best on
     ``(Xva, yva)`` (ties keep the stronger regularisation). Curvature pairs do not carry from one C to the next:
     on real features they saved no iterations, and at the weak end they led to another of the many points that
     meet the tolerance."""
-    sweep, start, curvature, best, path = [], pack(objective), None, None, []
+    sweep, start, curvature, best, path = [], pack(objective) if start is None else start, None, None, []
     yva = yva.to(objective.device)
     for C in progress(sweep_values(p), desc="linear-probe sweep"):
         if len(path) == 2:  # warm start where the last two solutions point, or where the last one ended

@@ -8,7 +8,8 @@ in the same order for every candidate and round. The *leader* is the survivor wi
 accuracy (ties: the first in the given order, i.e. the screen's). Then
 
 * a survivor s is dropped when L(leader, s) > ``margin`` (epsilon unless given): it is worse than the leader
-  by more than the margin, with confidence;
+  by more than the margin, with confidence. With ``taper`` the margin of round r shrinks with the gain a
+  power-law learning curve still has to come after n_r (``tapered_margins``), to none at the largest size;
 * the run stops with the guarantee claimed when one is left, or when L(leader, s) >= -epsilon for every
   other survivor s (the leader is at most epsilon worse than any of them, with confidence) at a size of at
   least ``claim_from`` (default: any size);
@@ -146,6 +147,7 @@ class Round:
     lower_bounds: dict         # candidate -> L(leader, candidate), for the others
     eliminated: tuple
     seconds: float             # summed evaluation time of the round
+    margin: float = 0.0        # how far behind (with confidence) a candidate had to be to be dropped
 
     @property
     def survivors(self) -> tuple:
@@ -174,8 +176,8 @@ class Selection:
 
 def eliminate(candidates: Sequence[Hashable], evaluate: Callable, *, epsilon: float, confidence: float,
               sizes: Sequence[int], budget_s: float | None = None, cost: Callable | None = None,
-              margin: float | None = None, claim_from: int = 0, test: str = "mcnemar", screened: int = 0,
-              prefetch: Callable | None = None) -> Selection:
+              margin: float | None = None, taper: float | None = None, claim_from: int = 0, test: str = "mcnemar",
+              screened: int = 0, prefetch: Callable | None = None) -> Selection:
     """Run the elimination (see the module docstring); ``epsilon`` and ``margin`` are fractions (0.01 = 1 point).
     ``screened``: how many candidates a screen cut before (the statement's guarantee covers only ``candidates``).
 
@@ -196,6 +198,7 @@ def eliminate(candidates: Sequence[Hashable], evaluate: Callable, *, epsilon: fl
         raise ValueError("need 0 < confidence < 1, epsilon >= 0, margin >= 0 and a known test")
     n = len(candidates)
     beta = per_test_alpha(confidence, n, len(sizes))
+    margins = tapered_margins(margin, sizes, taper)
     settings = {"epsilon": epsilon, "confidence": confidence, "alpha_per_test": beta, "n_candidates": n}
     if n == 1:
         return Selection(candidates[0], tuple(candidates), (), f"{candidates[0]}: the only candidate", True,
@@ -217,9 +220,9 @@ def eliminate(candidates: Sequence[Hashable], evaluate: Callable, *, epsilon: fl
         accuracy = {c: float(correct[c].mean()) for c in alive}
         leader = max(alive, key=lambda c: accuracy[c])  # the first of equals: max keeps the earliest
         bounds = {c: lower_bound(correct[leader], correct[c], beta, test, seed=r) for c in alive if c != leader}
-        dropped = tuple(c for c in alive if c != leader and bounds[c] > margin)
+        dropped = tuple(c for c in alive if c != leader and bounds[c] > margins[r - 1])
         alive = [c for c in alive if c not in dropped]
-        history.append(Round(r, size, tuple(correct), accuracy, leader, bounds, dropped, seconds))
+        history.append(Round(r, size, tuple(correct), accuracy, leader, bounds, dropped, seconds, margins[r - 1]))
         if len(alive) == 1:
             reason = "one left"
             break
@@ -233,6 +236,16 @@ def eliminate(candidates: Sequence[Hashable], evaluate: Callable, *, epsilon: fl
     if failed:
         statement += f"; not covered: {', '.join(map(str, failed))} (failed)"
     return Selection(chosen, survivors, tuple(history), statement, guaranteed, reason, seconds=spent, **settings)
+
+
+def tapered_margins(margin: float, sizes: Sequence[int], taper: float | None) -> list[float]:
+    """The margin of each round: ``margin`` at every size, or with ``taper`` (a learning-curve exponent gamma) the
+    part of a power-law curve's gain still to come, margin ((n_R / n_r)^gamma - 1) / ((n_R / n_1)^gamma - 1): the full
+    margin at the smallest size, none at the largest, where no crossing is left to guard against."""
+    if not taper or len(sizes) == 1:
+        return [margin] * len(sizes)
+    last, first = sizes[-1], sizes[0]
+    return [margin * ((last / n) ** taper - 1) / ((last / first) ** taper - 1) for n in sizes]
 
 
 def _points(x: float) -> str:

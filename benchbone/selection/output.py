@@ -75,6 +75,7 @@ class SelectResult:
         data = {
             "chosen": sel.chosen, "survivors": list(sel.survivors), "guaranteed": sel.guaranteed, "reason": sel.reason,
             "statement": statement, "epsilon": r.epsilon, "confidence": r.confidence, "margin": r.margin,
+            "taper": r.taper,
             "alpha_per_test": sel.alpha_per_test, "strategy": r.strategy, "dataset": r.dataset,
             "screen_by": r.screen_by, "sizes": s.sizes, "final_size": sel.final_size,
             "items": {"pool": len(s.pool), "validation": len(s.val), "test": len(s.test_view)},
@@ -84,7 +85,8 @@ class SelectResult:
             "rounds": [{"index": rnd.index, "size": rnd.size, "candidates": list(rnd.candidates), "leader": rnd.leader,
                         "accuracy": {c: round(a, 6) for c, a in rnd.accuracy.items()},
                         "lower_bounds": {c: round(b, 6) for c, b in rnd.lower_bounds.items()},
-                        "eliminated": list(rnd.eliminated), "seconds": round(rnd.seconds, 3)} for rnd in sel.history],
+                        "margin": round(100 * rnd.margin, 3), "eliminated": list(rnd.eliminated),
+                        "seconds": round(rnd.seconds, 3)} for rnd in sel.history],
             "estimators_vs_exact": {"round1": rank_figures({c: per[c]["estimators"] for c in per}, first, names)},
             "exact_last": exact,
             "candidates": per,

@@ -6,8 +6,11 @@ The guarantee of ``elimination`` needs probes fitted without the validation item
 * ``linear-probe`` (default): the same exact multinomial logistic regression (``benchbone.compute``: the
   objective, L-BFGS and the warm-started sweep of C that the strategy uses), with C chosen on a seeded,
   class-stratified carve of ``INNER_FRACTION`` of the *training subsample* (never on the validation items),
-  then refitted at that C on the whole training subsample; with ``--set C=VALUE`` a fixed C and no carve.
-  The sweep is coarser than the strategy's (``c_steps`` 9 by default, a decade apart) to keep rounds cheap.
+  then refitted at that C on the whole training subsample, starting from the carve's fit at it; with ``--set
+  C=VALUE`` a fixed C and no carve. The sweep is coarser than the strategy's (``c_steps`` 9 by default, a
+  decade apart) to keep rounds cheap, and after the first round it starts ``around`` the C the candidate's
+  previous round chose: that point and its neighbours, widened a point at a time while the best is at an edge
+  (``window_sweep``). The previous C comes from training images only, so the guarantee is untouched.
 * ``knn``: weighted k-nearest neighbours on cosine similarity (the knn strategy's rule: ``k``, ``temperature``),
   nothing chosen at all.
 
@@ -54,39 +57,81 @@ def _stratified_carve(y: np.ndarray, fraction: float, seed: int) -> tuple[np.nda
     return np.sort(np.concatenate(fit)), np.sort(np.concatenate(held))
 
 
-def linear_probe(Xtr, ytr, num_classes: int, params: dict, seed: int, device: str = "cpu"):
+def window_sweep(inner, Xheld, yheld, p: dict, around: float | None):
+    """``compute.sweep.choose_c`` over the sweep's strengths, or with ``around`` over the one nearest it and its
+    neighbours, then one more strength (toward the edge, started from the edge's fit) at a time while the best
+    is at the window's edge and the sweep goes on past it; ``(C, accuracy, fit, strengths tried)``."""
+    from benchbone.compute.sweep import choose_c, sweep_values
+
+    grid = sweep_values(p)
+
+    def run(lo: int, hi: int, start=None) -> list:
+        part = {**p, "c_min": grid[lo], "c_max": grid[hi], "c_steps": hi - lo + 1}
+        sweep, best = choose_c(inner, Xheld, yheld, part, lambda it, desc: it, start)
+        return [(lo + i, point["val_top1"], best if point["C"] == best[0] else None) for i, point in enumerate(sweep)]
+
+    if around is None:
+        tried = run(0, len(grid) - 1)
+    else:
+        i = int(np.argmin([abs(np.log(C / around)) for C in grid]))
+        tried = run(max(0, i - 1), min(len(grid) - 1, i + 1))
+        while True:
+            best = max(tried, key=lambda t: (t[1], -t[0]))  # ties: the stronger regularisation, as choose_c
+            lo, hi = min(t[0] for t in tried), max(t[0] for t in tried)
+            if best[0] == lo and lo > 0:
+                tried += run(lo - 1, lo - 1, best[2][2].x.clone())
+            elif best[0] == hi and hi < len(grid) - 1:
+                tried += run(hi + 1, hi + 1, best[2][2].x.clone())
+            else:
+                break
+    _, accuracy, (C, _, fit) = max(((t[0], t[1], t[2]) for t in tried if t[2] is not None),
+                                       key=lambda t: (t[1], -t[0]))
+    return C, accuracy, fit, len(tried)
+
+
+def linear_probe(Xtr, ytr, num_classes: int, params: dict, seed: int, device: str = "cpu", around: float | None = None):
     """Fit as the module docstring says; return (predict, info), ``predict(X)`` the classes of the rows of X."""
     import torch
 
     from benchbone.compute.lbfgs import minimise
     from benchbone.compute.logistic import LogisticObjective, pack
-    from benchbone.compute.sweep import choose_c
+    from benchbone.compute.rowspace import RowSpace
 
     p = dict(params)
     dtype = {"float32": torch.float32, "float64": torch.float64}[p.get("dtype", "float32")]
-    X, y = torch.as_tensor(Xtr), torch.as_tensor(ytr)
+    X, y = torch.as_tensor(Xtr).to(device, dtype), torch.as_tensor(ytr)
     info = {"probe": "linear-probe", "fit_rows": len(y)}
+    space = RowSpace(X, p["standardize"]) if len(X) < X.shape[1] else None  # fewer rows than features
+    objective = (LogisticObjective(space.rows, y.to(device), num_classes) if space else
+                 LogisticObjective(X, y.to(device), num_classes, p["standardize"]))
+    start = pack(objective)
     if p.get("C") is None:
         fit_pos, held_pos = _stratified_carve(y.numpy(), INNER_FRACTION, seed)
-        inner = LogisticObjective(X[fit_pos].to(device, dtype), y[fit_pos].to(device), num_classes, p["standardize"])
-        _, (C, inner_acc, _) = choose_c(inner, X[held_pos].to(device, dtype), y[held_pos], p, lambda it, desc: it)
+        inner_space = RowSpace(X[fit_pos], p["standardize"]) if space else None
+        inner = (LogisticObjective(inner_space.rows, y[fit_pos].to(device), num_classes) if space else
+                 LogisticObjective(X[fit_pos], y[fit_pos].to(device), num_classes, p["standardize"]))
+        held = inner_space(X[held_pos]) if space else X[held_pos]
+        C, inner_acc, inner_fit, tried = window_sweep(inner, held, y[held_pos], p, around)
+        start = space.carry(inner_fit.x, inner_space) if space else inner_fit.x.clone()
         info.update(C_chosen_on=f"{len(held_pos)} held-out training images ({INNER_FRACTION:g} of the subsample)",
-                    inner_top1=round(inner_acc, 5))
+                    inner_top1=round(inner_acc, 5), strengths_tried=tried,
+                    **({"around": around} if around is not None else {}))
     else:
         C = float(p["C"])
         info.update(C_chosen_on="fixed (--set C)")
-    objective = LogisticObjective(X.to(device, dtype), y.to(device), num_classes, p["standardize"])
-    fit = minimise(objective, C, pack(objective), p["tol"], p["max_iter"])
-    info.update(C=C, iterations=fit.iterations, converged=fit.converged)
+    fit = minimise(objective, C, start, p["tol"], p["max_iter"])
+    info.update(C=C, iterations=fit.iterations, converged=fit.converged,
+                **({"row_space": f"{space.rank} of {X.shape[1]} dimensions"} if space else {}))
     objective.forget_rows()
 
     def predict(x):
-        return objective.scores(torch.as_tensor(x).to(device, dtype), fit.x).argmax(1).cpu().numpy()
+        x = torch.as_tensor(x).to(device, dtype)
+        return objective.scores(space(x) if space else x, fit.x).argmax(1).cpu().numpy()
 
     return predict, info
 
 
-def knn(Xtr, ytr, num_classes: int, params: dict, seed: int, device: str = "cpu"):
+def knn(Xtr, ytr, num_classes: int, params: dict, seed: int, device: str = "cpu", around=None):
     """Weighted kNN on cosine similarity: votes exp(sim / temperature) of the k nearest training images."""
     import torch
 
@@ -109,12 +154,13 @@ def knn(Xtr, ytr, num_classes: int, params: dict, seed: int, device: str = "cpu"
 PROBES = {"linear-probe": linear_probe, "knn": knn}
 
 
-def fit(strategy: str, Xtr, ytr, Xev: list, num_classes: int, params: dict, seed: int, device: str = "cpu"):
-    """``PROBES[strategy]`` fitted on (Xtr, ytr), on one thread where the problem is small (see ``one_thread``);
-    returns (the predictions of each array of ``Xev``, info, predict)."""
+def fit(strategy: str, Xtr, ytr, Xev: list, num_classes: int, params: dict, seed: int, device: str = "cpu",
+        around: float | None = None):
+    """``PROBES[strategy]`` fitted on (Xtr, ytr) (``around``: the C of the candidate's previous round), on one thread
+    where the problem is small (see ``one_thread``); returns (the predictions of each array of ``Xev``, info, predict)."""
     small = Xtr.shape[0] * Xtr.shape[1] < ONE_THREAD_BELOW
     with one_thread(small, device):
-        predict, info = PROBES[strategy](Xtr, ytr, num_classes, params, seed, device)
+        predict, info = PROBES[strategy](Xtr, ytr, num_classes, params, seed, device, around)
         return [predict(x) for x in Xev], info, predict
 
 

@@ -23,7 +23,7 @@ from benchbone.selection import screen
 from benchbone.selection.constraints import Limits
 from benchbone.selection.elimination import per_test_alpha
 
-DEFAULTS = {"epsilon": 1.0, "confidence": 0.9, "margin": 3.0, "claim_from": 0.5, "val_fraction": 0.2,
+DEFAULTS = {"epsilon": 1.0, "confidence": 0.9, "margin": 3.0, "taper": 0.5, "claim_from": 0.5, "val_fraction": 0.2,
             "screen_per_class": 20, "screen_min": 200, "c_steps": 9}
 
 
@@ -38,6 +38,7 @@ class Request:
     epsilon: float = DEFAULTS["epsilon"]          # points
     confidence: float = DEFAULTS["confidence"]
     margin: float = DEFAULTS["margin"]            # points
+    taper: float | None = DEFAULTS["taper"]       # the margin tapers to none at the pool (None: constant)
     claim_from: float = DEFAULTS["claim_from"]    # a fraction of the training pool, or a number of images
     strategy: str = "linear-probe"
     estimators: list[str] | None = None

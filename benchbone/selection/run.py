@@ -14,8 +14,6 @@ submitit`` or ``ray`` the steps' work runs as jobs that leave those records (``d
 """
 from __future__ import annotations
 
-import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -25,7 +23,8 @@ import numpy as np
 from benchbone.errors import UsageError, first_line
 from benchbone.reporting.presentation import duration_text
 from benchbone.selection import constraints as cons
-from benchbone.selection import probes, screen
+from benchbone.selection import screen
+from benchbone.selection import steps as step_records
 from benchbone.selection.elimination import eliminate
 from benchbone.selection.probes import PROBES
 from benchbone.selection.request import DEFAULTS, Request, min_val_items, nested_order, round_sizes, smallest_epsilon
@@ -268,7 +267,7 @@ class Selector:
         budget = None if r.budget_s is None else r.budget_s - self.spent - reserve
         result = eliminate(kept, evaluate, epsilon=r.epsilon / 100, confidence=r.confidence, sizes=self.sizes,
                            budget_s=budget, cost=cost if budget is not None else None, margin=r.margin / 100,
-                           claim_from=claim_from, screened=self.screened, prefetch=self.prefetch)
+                           taper=r.taper or None, claim_from=claim_from, screened=self.screened, prefetch=self.prefetch)
         self.spent += result.seconds
         for rnd in result.history:
             self.say(f"benchbone: round {rnd.index} ({rnd.size} images): leader {rnd.leader} "
@@ -277,73 +276,8 @@ class Selector:
         return result
 
     def evaluate(self, cand, size, steps: Path, test: bool = False):
-        """Fit the probe (or run the strategy) on the first ``size`` images of the pool; (correct per validation
-        item, None at a strategy's test step; seconds), and with ``test`` the test items' correctness in
-        ``cand.test``. Kept in ``steps/`` with the seconds it first took, which a rerun charges again."""
-        from benchbone.digests import json_digest
-        from benchbone.records import write_atomic
-
-        r_index = self.sizes.index(size)
-        key = {"candidate": cand.cell.id, "state": cand.state, "size": size, "sizes": self.sizes,
-               "val": self.val.digest(), "pool": self.pool.digest(), "strategy": cand.cell.strategy,
-               "params": dict(cand.cell.params), "test": self.test_view.digest() if test else None}
-        path = steps / f"{json_digest(key, length=24)}.json"
-        try:
-            kept = json.loads(path.read_text(encoding="utf-8"))
-            kept = kept if kept["key"] == json.loads(json.dumps(key)) else None
-        except (OSError, ValueError, KeyError):  # none yet, unreadable, or another step's
-            kept = None
-        if kept is None:
-            work = Path(self.r.out) / "work" / path.stem  # the strategy's ctx.workdir: a killed step resumes from it
-            kept = self._fit(cand, r_index, test, work)
-            kept["key"] = key
-            write_atomic(path, json.dumps(kept, default=str))
-            shutil.rmtree(work, ignore_errors=True)
-        cand.charged.update([*range(r_index + 1), "val", *(["test"] if test else [])])
-        if not test:
-            cand.fit_rate = kept["fit_s"] / size
-            cand.fit_s[size] = kept["fit_s"]
-        unpack = (lambda hexed, n: np.unpackbits(np.frombuffer(bytes.fromhex(hexed), np.uint8))[:n].astype(bool))
-        if test:
-            cand.test = {"correct": unpack(kept["test_correct"], kept["test_n"]), "info": kept["info"],
-                         "seconds": kept["seconds"]}
-        return (unpack(kept["correct"], kept["n"]) if "correct" in kept else None), kept["seconds"]
-
-    def _fit(self, cand, r_index: int, test: bool, work: Path) -> dict:
-        if self.generic:  # the registered strategy on the round's images, scoring the validation (or test) items
-            return probes.strategy_step(self, cand, self.chunks[:r_index + 1], test, work)
-        seconds, parts = 0.0, []
-        for i in range(r_index + 1):
-            if cand.features.get(i) is None:
-                cand.features[i] = self.features(cand, self.chunks[i], i)
-            if i not in cand.charged:
-                seconds += cand.extract_s[i]["seconds"]
-            parts.append(cand.features[i])
-        if cand.features.get("val") is None:
-            cand.features["val"] = self.features(cand, self.val, "val")
-        if "val" not in cand.charged:
-            seconds += cand.extract_s["val"]["seconds"]
-        evaluated = [cand.features["val"][0]]
-        if test:
-            evaluated.append(self.features(cand, self.test_view, "test")[0])
-            seconds += cand.extract_s["test"]["seconds"]
-        X, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-        t = time.perf_counter()
-        if test and cand.probe is not None and cand.probe[0] == len(y):  # the final round's probe, kept in memory
-            predicted = [cand.probe[1](x) for x in evaluated]
-            info = {**cand.probe[2], "refit": False}
-        else:
-            predicted, info, predict = probes.fit(self.r.strategy, X, y, evaluated, len(self.data.classes),
-                                                  dict(cand.cell.params), cand.cell.seed, self.session.device)
-            cand.probe = (len(y), predict, info)
-        fit_s = time.perf_counter() - t
-        correct = predicted[0] == cand.features["val"][1]
-        out = {"n": len(correct), "correct": np.packbits(correct).tobytes().hex(), "seconds": seconds + fit_s,
-               "fit_s": fit_s, "info": info}
-        if test:
-            right = predicted[1] == np.asarray(self.test_view.labels)
-            out.update(test_n=len(right), test_correct=np.packbits(right).tobytes().hex())
-        return out
+        """``steps.evaluate`` of ``cand`` at ``size``: (correct per validation item, seconds)."""
+        return step_records.evaluate(self, cand, size, steps, test)
 
     def score_test(self):
         """The test split scored once, for the chosen candidate and then each survivor while the budget lasts."""
