@@ -303,18 +303,17 @@ class Selector:
     def full_grid_s(self) -> float:
         """The full grid's device time, estimated from measured per-image costs: every candidate that met the
         constraints extracts pool + validation + test images (at its screen extraction's seconds per image; a
-        strategy's step passes the first two itself) and fits its probe once on the whole pool (its own fit at
-        that size where measured, else the median of those measured at that size, else the median seconds per
-        training image times the pool)."""
+        strategy's step passes the first two itself) and fits its probe once on the whole pool: its own fit at the
+        largest size it reached, scaled to the pool by the images, or for a candidate never fitted (cut by the
+        screen) the median of those."""
         measured = [c for c in self.candidates.values() if c.extract_s.get(0)]
-        at_pool = [c.fit_s[len(self.pool)] for c in measured if len(self.pool) in c.fit_s]
-        rates = [s / n for c in measured for n, s in c.fit_s.items()]
-        fit = float(np.median(at_pool)) if at_pool else float(np.median(rates)) * len(self.pool) if rates else 0.0
+        fits = {c.label: c.fit_s[max(c.fit_s)] * len(self.pool) / max(c.fit_s) for c in measured if c.fit_s}
+        unfitted = float(np.median(list(fits.values()))) if fits else 0.0
         total = 0.0
         for c in measured:
             per_image = c.extract_s[0]["seconds"] / max(1, c.extract_s[0]["images"])
             images = len(self.test_view) + (0 if self.generic else len(self.pool) + len(self.val))
-            total += per_image * images + c.fit_s.get(len(self.pool), fit)
+            total += per_image * images + fits.get(c.label, unfitted)
         return total
 
 
