@@ -65,7 +65,10 @@ class SummarisedWarning(UserWarning):
         self.summary = summary
 
 
-def first_line(exc: BaseException) -> str:
-    """The first line of ``exc``'s message, or its type's name when it has none: a failure in one line."""
-    text = str(exc)
-    return text.splitlines()[0] if text else type(exc).__name__
+def first_line(exc: BaseException, with_type: bool = False) -> str:
+    """The first line of ``exc``'s message (after its type's name ``with_type``), or its type's name when it has
+    none: a failure in one line."""
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {lines[0]}" if with_type else lines[0]

@@ -123,6 +123,7 @@ def test_bad_input_is_one_line_and_exit_2(selected, capsys, extra, message):
     ([*CANDIDATES, "--max-params", "lots"], "--max-params 'lots'"),
     ([*CANDIDATES, "--strategy", "nope"], "unknown strategy 'nope'"),
     ([*CANDIDATES, "--screen-by", "nope"], "--screen-by 'nope'"),
+    ([*CANDIDATES, "--taper", "-1"], "--taper >= 0"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(capsys, tmp_path, extra, message):
     code, _, err = run(capsys, *BASE, *extra, "--out", tmp_path / "sel")

@@ -24,7 +24,7 @@ import os
 import sys
 from pathlib import Path
 
-from benchbone.errors import UsageError
+from benchbone.errors import UsageError, first_line
 from benchbone.selection import screen
 from benchbone.selection.constraints import Limits
 from benchbone.selection.request import Request
@@ -40,11 +40,6 @@ def _result(spec: Path) -> dict:
         return json.loads(_result_path(spec).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-
-
-def _line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 class Dispatched(Selector):
@@ -96,8 +91,8 @@ class Dispatched(Selector):
             for (label, path), error in zip(pending, errors):
                 result = _result(path)
                 if result.get("status") != "ok":
-                    self.fail(self.candidates[label], what, result.get("error") or _line(error or RuntimeError(
-                        "the job ended without a result")), test)
+                    self.fail(self.candidates[label], what, result.get("error") or first_line(error or RuntimeError(
+                        "the job ended without a result"), with_type=True), test)
         failed = {label for label in labels if label in self.failed}
         if not test and failed and len(failed) == len(labels):
             raise UsageError(f"every candidate's job failed in {what} (see the lines above)")
@@ -124,7 +119,7 @@ def run_step(spec_path: str) -> dict:
             _step(spec)
         outcome = {"status": "ok"}
     except Exception as exc:  # noqa: BLE001 (a plugin may fail in any way: the main process drops the candidate)
-        outcome = {"status": "failed", "error": _line(exc)}
+        outcome = {"status": "failed", "error": first_line(exc, with_type=True)}
     step = "screen" if spec["size"] is None else f"{'test' if spec['test'] else 'round'} at {spec['size']} images"
     print(f"benchbone: job {spec['candidate']} {step}: {outcome['status']} {outcome.get('error', '')}".rstrip(),
           file=sys.stderr, flush=True)

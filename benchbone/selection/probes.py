@@ -64,29 +64,40 @@ def window_sweep(inner, Xheld, yheld, p: dict, around: float | None):
     from benchbone.compute.sweep import choose_c, sweep_values
 
     grid = sweep_values(p)
+    last = len(grid) - 1
+    points: dict = {}  # grid index -> (held-out accuracy, (C, accuracy, fit) where it was the best of its run)
 
-    def run(lo: int, hi: int, start=None) -> list:
+    def run(lo: int, hi: int, start=None) -> None:
         part = {**p, "c_min": grid[lo], "c_max": grid[hi], "c_steps": hi - lo + 1}
         sweep, best = choose_c(inner, Xheld, yheld, part, lambda it, desc: it, start)
-        return [(lo + i, point["val_top1"], best if point["C"] == best[0] else None) for i, point in enumerate(sweep)]
+        for i, point in enumerate(sweep):
+            points[lo + i] = (point["val_top1"], best if point["C"] == best[0] else None)
+
+    def leader() -> int:  # ties: the stronger regularisation, as choose_c
+        return max(points, key=lambda i: (points[i][0], -i))
 
     if around is None:
-        tried = run(0, len(grid) - 1)
+        run(0, last)
     else:
-        i = int(np.argmin([abs(np.log(C / around)) for C in grid]))
-        tried = run(max(0, i - 1), min(len(grid) - 1, i + 1))
-        while True:
-            best = max(tried, key=lambda t: (t[1], -t[0]))  # ties: the stronger regularisation, as choose_c
-            lo, hi = min(t[0] for t in tried), max(t[0] for t in tried)
-            if best[0] == lo and lo > 0:
-                tried += run(lo - 1, lo - 1, best[2][2].x.clone())
-            elif best[0] == hi and hi < len(grid) - 1:
-                tried += run(hi + 1, hi + 1, best[2][2].x.clone())
-            else:
-                break
-    _, accuracy, (C, _, fit) = max(((t[0], t[1], t[2]) for t in tried if t[2] is not None),
-                                       key=lambda t: (t[1], -t[0]))
-    return C, accuracy, fit, len(tried)
+        nearest = int(np.argmin([abs(np.log(C / around)) for C in grid]))
+        run(max(0, nearest - 1), min(last, nearest + 1))
+        while (best := leader()) in (min(points), max(points)) and 0 < best < last:
+            step = -1 if best == min(points) else 1
+            run(best + step, best + step, points[best][1][2].x.clone())
+    C, accuracy, fit = points[leader()][1]
+    return C, accuracy, fit, len(points)
+
+
+def _objective(X, y, num_classes: int, standardize: bool, in_span: bool):
+    """(the probe's objective on rows ``X``, the ``RowSpace`` it is written in, or None): in the span of the rows
+    (``compute.rowspace``) when ``in_span``."""
+    from benchbone.compute.logistic import LogisticObjective
+    from benchbone.compute.rowspace import RowSpace
+
+    if not in_span:
+        return LogisticObjective(X, y, num_classes, standardize), None
+    space = RowSpace(X, standardize)
+    return LogisticObjective(space.rows, y, num_classes), space
 
 
 def linear_probe(Xtr, ytr, num_classes: int, params: dict, seed: int, device: str = "cpu", around: float | None = None):
@@ -94,23 +105,19 @@ def linear_probe(Xtr, ytr, num_classes: int, params: dict, seed: int, device: st
     import torch
 
     from benchbone.compute.lbfgs import minimise
-    from benchbone.compute.logistic import LogisticObjective, pack
-    from benchbone.compute.rowspace import RowSpace
+    from benchbone.compute.logistic import pack
 
     p = dict(params)
     dtype = {"float32": torch.float32, "float64": torch.float64}[p.get("dtype", "float32")]
     X, y = torch.as_tensor(Xtr).to(device, dtype), torch.as_tensor(ytr)
     info = {"probe": "linear-probe", "fit_rows": len(y)}
-    space = RowSpace(X, p["standardize"]) if len(X) < X.shape[1] else None  # fewer rows than features
-    objective = (LogisticObjective(space.rows, y.to(device), num_classes) if space else
-                 LogisticObjective(X, y.to(device), num_classes, p["standardize"]))
+    in_span = len(X) < X.shape[1]  # fewer rows than features
+    objective, space = _objective(X, y.to(device), num_classes, p["standardize"], in_span)
     start = pack(objective)
     if p.get("C") is None:
         fit_pos, held_pos = _stratified_carve(y.numpy(), INNER_FRACTION, seed)
-        inner_space = RowSpace(X[fit_pos], p["standardize"]) if space else None
-        inner = (LogisticObjective(inner_space.rows, y[fit_pos].to(device), num_classes) if space else
-                 LogisticObjective(X[fit_pos], y[fit_pos].to(device), num_classes, p["standardize"]))
-        held = inner_space(X[held_pos]) if space else X[held_pos]
+        inner, inner_space = _objective(X[fit_pos], y[fit_pos].to(device), num_classes, p["standardize"], in_span)
+        held = inner_space(X[held_pos]) if inner_space else X[held_pos]
         C, inner_acc, inner_fit, tried = window_sweep(inner, held, y[held_pos], p, around)
         start = space.carry(inner_fit.x, inner_space) if space else inner_fit.x.clone()
         info.update(C_chosen_on=f"{len(held_pos)} held-out training images ({INNER_FRACTION:g} of the subsample)",

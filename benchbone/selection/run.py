@@ -140,8 +140,8 @@ class Selector:
         from benchbone.records import check_run_dir
 
         r, say = self.r, self.say
-        if not 0 < r.confidence < 1 or r.epsilon < 0 or r.margin < 0:
-            raise UsageError("need 0 < --confidence < 1, --epsilon >= 0 and --margin >= 0")
+        if not 0 < r.confidence < 1 or r.epsilon < 0 or r.margin < 0 or (r.taper or 0) < 0:
+            raise UsageError("need 0 < --confidence < 1, --epsilon >= 0, --margin >= 0 and --taper >= 0")
         cells = self.cells()
         check_run_dir(r.out)
         self.session = Session(self.pm, device=r.device, cache_dir=r.cache_dir, quiet=r.quiet, command=r.command)
