@@ -43,7 +43,12 @@ def check_selection_page(text: str, data: dict) -> None:
     assert {data["chosen"]: "leader", "test/broken": "failed", "pixels:16": "dropped"}.items() <= rows.items()
     assert "weights file is damaged" in text.split('data-candidate="test/broken"')[1].split("</tr>")[0]
     assert text.count('<table class="sortable candidates"') == 1
-    assert text.split('<table class="rounds">')[1].split("</table>")[0].count("<tr>") == len(data["rounds"]) + 1
+    rounds = text.split('<table class="rounds">')[1].split("</table>")[0]
+    assert rounds.count("<tr>") == len(data["rounds"]) + 1
+    margins = [float(m) for m in re.findall(r"<tr><td class=n>\d+</td><td class=n>[\d,]+</td><td class=n>\d+</td>"
+                                             r"<td class=n>([\d.e+-]+)</td>", rounds)]
+    assert margins == [float(format(r["margin"], ".2g")) for r in data["rounds"]]
+    assert f"margin {data['margin']:g} points at the first size, tapered (gamma {data['taper']:g})" in text
     panels = [p for p in estimator_panels(data) if p[2]]
     assert text.count('<svg class="plot"') == len(panels) + 1 and '<polyline class="steps"' in text
     assert re.search(r"logme \(screen\): weighted τ (-?\d\.\d\d|n/a)</figcaption>", text)

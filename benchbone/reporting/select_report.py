@@ -94,7 +94,7 @@ def _statement(data: dict) -> str:
         ("chosen", f"<b>{html_text(data['chosen'])}</b>; survivors {html_text(', '.join(data['survivors']))}"),
         ("guarantee", html_text(guarantee)),
         ("epsilon", html_text(f"{data['epsilon']:g} points with {100 * data['confidence']:g}% confidence; margin "
-                              f"{data['margin']:g} points, alpha {data['alpha_per_test']:.3g} per test")),
+                              f"{data['margin']:g} points{_taper(data)}, alpha {data['alpha_per_test']:.3g} per test")),
         ("device time", html_text(f"spent {duration_text(data['spent_s'])}{budget}; the full grid would take "
                                   f"~{duration_text(data['full_grid_s'])}{share}")),
         ("probes", html_text(f"{data['strategy']} on {', '.join(f'{n:,}' for n in data['sizes'])} images of a pool "
@@ -104,6 +104,10 @@ def _statement(data: dict) -> str:
     ]
     rows = "".join(f"<dt>{name}</dt><dd>{text}</dd>" for name, text in facts)
     return f'<p class="statement">{html_text(data["statement"])}</p><dl class="facts">{rows}</dl>'
+
+
+def _taper(data: dict) -> str:
+    return f" at the first size, tapered (gamma {data['taper']:g}) to none at the last" if data.get("taper") else ""
 
 
 def _num(value, fmt: str = ".3g", title: str = "", shown: str | None = None) -> str:
@@ -154,6 +158,7 @@ def _rounds(data: dict) -> str:
     steps = survivor_steps(data)
     rows = "".join(
         f"<tr><td class=n>{r['index']}</td><td class=n>{r['size']:,}</td><td class=n>{len(r['candidates'])}</td>"
+        f"<td class=n>{'-' if r.get('margin') is None else format(r['margin'], '.2g')}</td>"
         f"<td>{html_text(r['leader'])} ({100 * r['accuracy'][r['leader']]:.2f}%)</td>"
         f"<td>{html_text(', '.join(r['eliminated']) or '-')}</td><td class=n>{alive}</td>"
         f"<td class=n>{r['seconds']:.3g}</td><td class=n>{spent:.3g}</td></tr>"
@@ -161,7 +166,8 @@ def _rounds(data: dict) -> str:
     if not rows:
         return '<p class="note">No round of exact evaluation ran.</p>'
     return ('<div class="scroll"><table class="rounds"><thead><tr><th>round</th><th>training images</th>'
-            '<th>candidates</th><th>leader (val top1)</th><th>eliminated</th><th>survivors after</th><th>seconds</th>'
+            '<th>candidates</th><th title="points behind the leader, with confidence, to be dropped">margin</th>'
+            '<th>leader (val top1)</th><th>eliminated</th><th>survivors after</th><th>seconds</th>'
             f'<th>device s spent</th></tr></thead><tbody>{rows}</tbody></table></div>')
 
 

@@ -271,7 +271,8 @@ class Selector:
         self.spent += result.seconds
         for rnd in result.history:
             self.say(f"benchbone: round {rnd.index} ({rnd.size} images): leader {rnd.leader} "
-                     f"{100 * rnd.accuracy[rnd.leader]:.1f}%; dropped {', '.join(rnd.eliminated) or 'none'}; "
+                     f"{100 * rnd.accuracy[rnd.leader]:.1f}%; dropped {', '.join(rnd.eliminated) or 'none'} "
+                     f"(margin {100 * rnd.margin:.1f} points); "
                      f"{len(rnd.survivors)} left; {rnd.seconds:.1f} s")
         return result
 
