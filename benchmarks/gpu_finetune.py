@@ -137,13 +137,15 @@ def main() -> None:
           f"batch {args.batch_size}, compile {args.compile}")
     first, _ = benchbone_rate(args, 1)
     longer, images = benchbone_rate(args, 1 + args.epochs)
-    ours = args.epochs * images / (longer - first)
     bare = bare_rate(args)
     print("| training loop | images/s | x bare loop |")
     print("|---|---|---|")
     print(f"| bare loop (timm benchmark.py's train loop, written out; inputs ready on the device) | {bare:.1f} | 1.00x |")
+    # the rate is the extra epochs' images over the extra time; a tiny run can take no measurable extra time
+    rate = (f"{args.epochs * images / (longer - first):.1f} | {args.epochs * images / (longer - first) / bare:.2f}x"
+            if longer > first else "n/a | n/a (the extra epochs took no measurable time: rerun at a larger size)")
     print(f"| benchbone finetune ({args.epochs} epoch(s) of {images} images, augmentation and validation included) "
-          f"| {ours:.1f} | {ours / bare:.2f}x |")
+          f"| {rate} |")
 
 
 if __name__ == "__main__":

@@ -228,7 +228,9 @@ def test_the_gpu_script_runs_its_flow_on_a_cpu(monkeypatch, capsys):
     script.main()
     rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| b")]
     assert [r[1].split()[0] for r in rows] == ["bare", "benchbone"]
-    assert all(float(r[2]) > 0 for r in rows) and rows[0][3].strip() == "1.00x"
+    assert float(rows[0][2]) > 0 and rows[0][3].strip() == "1.00x"
+    # the benchbone side's rate is its extra epoch over its extra time, which a tiny CPU run can round to none
+    assert rows[1][2].strip() == "n/a" or float(rows[1][2]) > 0
 
 
 @pytest.mark.parametrize("override, words", [
