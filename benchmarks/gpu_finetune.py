@@ -142,8 +142,9 @@ def main() -> None:
     print("|---|---|---|")
     print(f"| bare loop (timm benchmark.py's train loop, written out; inputs ready on the device) | {bare:.1f} | 1.00x |")
     # the rate is the extra epochs' images over the extra time; a tiny run can take no measurable extra time
-    rate = (f"{args.epochs * images / (longer - first):.1f} | {args.epochs * images / (longer - first) / bare:.2f}x"
-            if longer > first else "n/a | n/a (the extra epochs took no measurable time: rerun at a larger size)")
+    ours = args.epochs * images / (longer - first) if longer > first else None
+    rate = (f"{ours:.1f} | {ours / bare:.2f}x" if ours is not None else
+            "n/a | n/a (the extra epochs took no measurable time: rerun at a larger size)")
     print(f"| benchbone finetune ({args.epochs} epoch(s) of {images} images, augmentation and validation included) "
           f"| {rate} |")
 

@@ -147,7 +147,7 @@ class Round:
     lower_bounds: dict         # candidate -> L(leader, candidate), for the others
     eliminated: tuple
     seconds: float             # summed evaluation time of the round
-    margin: float = 0.0        # how far behind (with confidence) a candidate had to be to be dropped
+    margin: float              # how far behind (with confidence) a candidate had to be to be dropped
 
     @property
     def survivors(self) -> tuple:

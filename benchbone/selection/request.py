@@ -40,7 +40,7 @@ class Request:
     epsilon: float = DEFAULTS["epsilon"]          # points
     confidence: float = DEFAULTS["confidence"]
     margin: float = DEFAULTS["margin"]            # points
-    taper: float | None = DEFAULTS["taper"]       # the margin tapers to none at the pool (None: constant)
+    taper: float | None = DEFAULTS["taper"]       # the margin tapers to none at the pool (0 or None: constant)
     claim_from: float = DEFAULTS["claim_from"]    # a fraction of the training pool, or a number of images
     strategy: str = "linear-probe"
     estimators: list[str] | None = None

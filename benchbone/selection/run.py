@@ -267,7 +267,7 @@ class Selector:
         budget = None if r.budget_s is None else r.budget_s - self.spent - reserve
         result = eliminate(kept, evaluate, epsilon=r.epsilon / 100, confidence=r.confidence, sizes=self.sizes,
                            budget_s=budget, cost=cost if budget is not None else None, margin=r.margin / 100,
-                           taper=r.taper or None, claim_from=claim_from, screened=self.screened, prefetch=self.prefetch)
+                           taper=r.taper, claim_from=claim_from, screened=self.screened, prefetch=self.prefetch)
         self.spent += result.seconds
         for rnd in result.history:
             self.say(f"benchbone: round {rnd.index} ({rnd.size} images): leader {rnd.leader} "
