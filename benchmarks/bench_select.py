@@ -61,6 +61,7 @@ import numpy as np
 from scipy import stats
 
 from benchbone.selection.elimination import eliminate
+from benchbone.selection.request import validation_sizes
 
 SIZES = (500, 1000, 2000, 4000, 8000)
 NOISE = {"estimator-1": 0.45, "estimator-2": 0.7, "prior": 1.7}  # score noise in units of the spread of A
@@ -94,12 +95,12 @@ class Problem:
         self.scores = {name: final + noise * spread * rng.standard_normal(k) for name, noise in NOISE.items()}
         self.per_image = np.exp(rng.uniform(math.log(0.002), math.log(0.040), k))
         self.jitter = np.exp(0.1 * rng.standard_normal((k, len(n))))
-        self.full_cost = float(sum(self.step_cost(c, n_full, 0, True) for c in range(k)))
+        self.full_cost = float(sum(self.step_cost(c, n_full, 0, val_items) for c in range(k)))
 
-    def step_cost(self, c: int, size: int, extracted: int, validation: bool) -> float:
-        """Seconds to evaluate c at ``size`` with ``extracted`` training images cached (and the validation
-        items still to extract when ``validation``)."""
-        return self.per_image[c] * (max(0, size - extracted) + self.m * validation) + 0.0005 * size
+    def step_cost(self, c: int, size: int, extracted: int, validation: int) -> float:
+        """Seconds to evaluate c at ``size`` with ``extracted`` training images cached and ``validation`` items
+        still to extract."""
+        return self.per_image[c] * (max(0, size - extracted) + validation) + 0.0005 * size
 
     def regret(self, c: int) -> float:
         return 100 * float(self.theta[:, -1].max() - self.theta[c, -1])
@@ -110,21 +111,21 @@ def screen_cost(p: Problem) -> float:
 
 
 def run_select(p: Problem, keep: float, epsilon: float, confidence: float, budget: float, margin: float | None = None,
-               claim_from: int = 0, taper: float | None = None):
+               claim_from: int = 0, taper: float | None = None, grow_validation: bool = True):
     combined = sum(stats.zscore(p.scores[name]) for name in ESTIMATORS)
     order = list(np.argsort(-combined, kind="stable"))[:max(2, math.ceil(keep * p.k))]
     extracted = {c: p.sizes[0] for c in order}  # the screen extracted the smallest subsample
-    seen_val = set()
+    validated = {c: 0 for c in order}
     index = {n: r for r, n in enumerate(p.sizes)}
+    items = validation_sizes(p.m, list(p.sizes), grow_validation)  # round r scores the first items[r]
 
     def predicted(c, size):
-        return p.step_cost(c, size, extracted[c], c not in seen_val)
+        return p.step_cost(c, size, extracted[c], items[index[size]] - validated[c])
 
     def evaluate(c, size):
         took = predicted(c, size) * p.jitter[c, index[size]]
-        extracted[c] = size
-        seen_val.add(c)
-        return p.correct[c, index[size]], took
+        extracted[c], validated[c] = size, items[index[size]]
+        return p.correct[c, index[size], :items[index[size]]], took
 
     result = eliminate([int(c) for c in order], evaluate, epsilon=epsilon / 100, confidence=confidence,
                        sizes=p.sizes, budget_s=budget * p.full_cost - screen_cost(p), cost=predicted,
@@ -142,7 +143,7 @@ def run_halving(p: Problem, rng: np.random.Generator):
     extracted = {c: 0 for c in alive}
     for r, size in enumerate(p.sizes):
         for c in alive:
-            spent += p.step_cost(c, size, extracted[c], r == 0) * p.jitter[c, r]
+            spent += p.step_cost(c, size, extracted[c], p.m if r == 0 else 0) * p.jitter[c, r]
             extracted[c] = size
         accuracy = {c: p.correct[c, r].mean() for c in alive}
         alive = sorted(alive, key=lambda c: -accuracy[c])
@@ -153,14 +154,16 @@ def run_halving(p: Problem, rng: np.random.Generator):
 
 
 def simulate(problems: int, seed: int, val_items: int, keep: float, epsilon: float, confidence: float,
-             budget: float, margin: float | None = None, claim_from: int = 0, taper: float | None = None) -> list[dict]:
+             budget: float, margin: float | None = None, claim_from: int = 0, taper: float | None = None,
+             grow_validation: bool = True) -> list[dict]:
     rng = np.random.default_rng(seed)
     rows = {name: {"regret": [], "cost": [], "held": [], "tau": []}
             for name in ("select", "successive-halving", *NOISE, "full-grid")}
     stops = {}
     for _ in range(problems):
         p = Problem(rng, val_items)
-        chosen, spent, held, reason = run_select(p, keep, epsilon, confidence, budget, margin, claim_from, taper)
+        chosen, spent, held, reason = run_select(p, keep, epsilon, confidence, budget, margin, claim_from, taper,
+                                                 grow_validation)
         stops[reason] = stops.get(reason, 0) + 1
         rows["select"]["regret"].append(p.regret(chosen))
         rows["select"]["cost"].append(spent / p.full_cost)
@@ -228,7 +231,8 @@ def zoo(names: list[str], cache_dir: str, out: str, image_size: int | None, quie
             if important or not quiet:
                 print(line, file=sys.stderr, flush=True)
 
-        full = Selector(Request(out=Path(out) / name / "full", keep=10_000, **base), get_plugin_manager(), say)
+        full = Selector(Request(out=Path(out) / name / "full", keep=10_000, full_validation=True, **base),
+                        get_plugin_manager(), say)
         fitting = full.constrain(full.prepare())
         full.screen(fitting)
         pool = len(full.pool)
@@ -282,6 +286,8 @@ def main(argv=None) -> int:
     parser.add_argument("--taper", type=float, default=None, help="the margin tapers along a power-law learning "
                         "curve of this exponent, to none at the largest size (default: constant)")
     parser.add_argument("--claim-from", type=int, default=0, help=f"smallest size for a within-epsilon claim {SIZES}")
+    parser.add_argument("--full-validation", action="store_true", help="select scores every round on all validation "
+                        "items (default: round r on as many as it trains on, all at the last size)")
     args = parser.parse_args(argv)
     if args.zoo:
         start = time.perf_counter()
@@ -294,7 +300,7 @@ def main(argv=None) -> int:
         parser.error("give --simulate (or --zoo)")
     start = time.perf_counter()
     rows = simulate(args.problems, args.seed, args.val_items, args.keep, args.epsilon, args.confidence, args.budget,
-                    args.margin, args.claim_from, args.taper)
+                    args.margin, args.claim_from, args.taper, not args.full_validation)
     for row in rows:
         if args.json:
             print(json.dumps(row))

@@ -133,7 +133,9 @@ def test_bad_flags_are_one_line_and_exit_2(capsys, tmp_path, extra, message):
 
 def test_helpers():
     from benchbone.selection.constraints import count_text, parse_count, parse_duration
-    from benchbone.selection.request import min_val_items, nested_order, round_sizes, smallest_epsilon
+    from benchbone.inputs.splits import SplitView
+    from benchbone.selection.request import (min_val_items, nested_chunks, nested_order, round_sizes,
+                                             smallest_epsilon, validation_sizes)
 
     assert parse_count("30M") == 3e7 and parse_count("1.5k") == 1500 and parse_count(5) == 5
     assert parse_duration("90s") == 90 and parse_duration("2h") == 7200 and parse_duration("15m") == 900
@@ -150,6 +152,14 @@ def test_helpers():
     assert round_sizes(1005, 10, None) == [200, 400, 1005]
     assert round_sizes(640, 4, 40) == [40, 80, 160, 320, 640]
     assert round_sizes(76, 4, None) == [76]
+    assert validation_sizes(1000, [200, 400, 800, 2000]) == [400, 800, 1000, 1000]
+    assert validation_sizes(1000, [200, 400, 800, 2000], grow=False) == [1000] * 4
+    assert validation_sizes(5000, [200, 400, 1005]) == [400, 800, 5000]  # all at the last size
+    view = SplitView("train", None, np.arange(100, 200), labels)
+    chunks = nested_chunks(view, [20, 50, 100], 0)
+    assert [len(c) for c in chunks] == [20, 30, 50]
+    assert sorted(np.concatenate([c.indices for c in chunks])) == list(range(100, 200))
+    assert all(np.array_equal(c.labels, labels[c.indices - 100]) for c in chunks)
     assert min_val_items(0.9, 2, 1) == 4  # 1/2^4 < 3/4 * 0.1
     assert smallest_epsilon(252, 0.9, 10, 3) > 1 > smallest_epsilon(2000, 0.9, 10, 3)
 

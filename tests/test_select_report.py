@@ -45,8 +45,10 @@ def check_selection_page(text: str, data: dict) -> None:
     assert text.count('<table class="sortable candidates"') == 1
     rounds = text.split('<table class="rounds">')[1].split("</table>")[0]
     assert rounds.count("<tr>") == len(data["rounds"]) + 1
-    margins = [float(m) for m in re.findall(r"<tr><td class=n>\d+</td><td class=n>[\d,]+</td><td class=n>\d+</td>"
-                                             r"<td class=n>([\d.e+-]+)</td>", rounds)]
+    cells = re.findall(r"<tr><td class=n>\d+</td><td class=n>[\d,]+</td><td class=n>([\d,]+)</td><td class=n>\d+</td>"
+                       r"<td class=n>([\d.e+-]+)</td>", rounds)
+    assert [int(items.replace(",", "")) for items, _ in cells] == [r["validation_items"] for r in data["rounds"]]
+    margins = [float(margin) for _, margin in cells]
     assert margins == [float(format(r["margin"], ".2g")) for r in data["rounds"]]
     assert f"margin {data['margin']:g} points at the first size, tapered (gamma {data['taper']:g})" in text
     panels = [p for p in estimator_panels(data) if p[2]]

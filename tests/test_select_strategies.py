@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 from pathlib import Path
 
@@ -47,18 +48,22 @@ def test_the_strategy_never_sees_the_validation_items(recorded):
     assert recorded["code"] == 0, recorded["err"]
     data, calls = recorded["json"], recorded["records"]
     assert data["strategy"] == "test-recorder" and data["rounds"]
-    rounds = [c for c in calls if len(c["test"]) == data["items"]["validation"]]
+    scored = [r["validation_items"] for r in data["rounds"]]  # a prefix of the validation items, growing
+    assert scored == sorted(scored) and scored[0] < data["items"]["validation"]
+    rounds = [c for c in calls if len(c["test"]) in scored]
     tests = [c for c in calls if len(c["test"]) == data["items"]["test"]]
     assert len(rounds) == sum(len(r["candidates"]) for r in data["rounds"]) and len(tests) >= 1
-    validation = set(rounds[0]["test"])
+    prefixes = {len(c["test"]): set(c["test"]) for c in rounds}
+    validation = prefixes[max(prefixes)]
+    assert all(prefixes[a] < prefixes[b] for a, b in itertools.pairwise(sorted(prefixes)))
     for call in calls:
         train, val = set(call["train"]), set(call["val"])
         assert call["same_source"]["val"] and not train & val and call["labels_match"]
         assert len(train) + len(val) in data["sizes"] and abs(len(val) / (len(train) + len(val)) - 0.2) < 0.05
         assert call["images"] == len(train)
         assert not (train | val) & validation  # the items scored are never fitted on or chosen with
-    for call in rounds:
-        assert call["same_source"]["test"] and set(call["test"]) == validation  # the same items, every round
+    for call in rounds:  # the same items for every candidate of a round
+        assert call["same_source"]["test"] and set(call["test"]) == prefixes[len(call["test"])]
     for call in tests:
         assert not call["same_source"]["test"]  # at the test step: the test split
     chosen = data["candidates"][data["chosen"]]

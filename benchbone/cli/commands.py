@@ -259,7 +259,7 @@ def cmd_select(args) -> int:
         dataset=args.dataset, backbones=args.backbone, out=Path(args.out or "benchbone-runs/select"),
         limits=Limits(args.max_latency_ms, parse_count(args.max_params) if args.max_params else None, args.max_gmacs),
         budget_s=parse_duration(args.budget) if args.budget else None, epsilon=args.epsilon,
-        confidence=args.confidence, margin=args.margin, taper=args.taper,
+        confidence=args.confidence, margin=args.margin, taper=args.taper, full_validation=args.full_validation,
         claim_from=args.claim_from, strategy=args.strategy,
         estimators=args.estimator or None, screen_by=args.screen_by, keep=args.keep, screen_size=args.screen_size,
         overrides=parse_overrides(args.overrides), weights=parse_weights(args.weights), data_dir=args.data_dir,

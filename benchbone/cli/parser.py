@@ -172,6 +172,9 @@ def _select_parser(sub, common) -> None:
     sel.add_argument("--taper", type=float, default=0.5, metavar="GAMMA",
                      help="the margin shrinks with the gain still to come on a learning curve n^-GAMMA, to none at "
                           "the whole pool (default 0.5; 0: the same margin in every round)")
+    sel.add_argument("--full-validation", action="store_true",
+                     help="score every round on all validation items (default: round r on the first 2 n_r of them, "
+                          "n_r its training images, all at the last round: the early rounds cost less)")
     sel.add_argument("--claim-from", type=float, default=0.5, metavar="N",
                      help="no within-epsilon claim below this training size: a fraction of the pool (<= 1) or a "
                           "number of images (default 0.5)")

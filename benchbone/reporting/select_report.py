@@ -143,7 +143,8 @@ def _candidates(data: dict, index: int) -> str:
         cells += [_num((c["estimators"].get(n) or {}).get("score"), ".4g") for n in names]
         cells.append(_num(c["rounds_evaluated"], ".0f", f"{c['rounds_survived']} survived of {c['rounds_evaluated']}"))
         cells.append(_num(None) if not val else _num(
-            val["top1"], title=f"round {val['round']}, {val['size']:,} training images", shown=f"{100 * val['top1']:.2f}"))
+            val["top1"], title=f"round {val['round']}, {val['size']:,} training images"
+            + (f", {val['items']:,} validation items" if val.get("items") else ""), shown=f"{100 * val['top1']:.2f}"))
         cells.append(_num(None) if not test else _num(
             test["top1"], title=f"{test['items']} test items, probe trained on {test['train_size']:,} images",
             shown=f"{100 * test['top1']:.2f} <span class=\"ci\">{interval_text(*test['ci'], True)}</span>"))
@@ -157,7 +158,9 @@ def _candidates(data: dict, index: int) -> str:
 def _rounds(data: dict) -> str:
     steps = survivor_steps(data)
     rows = "".join(
-        f"<tr><td class=n>{r['index']}</td><td class=n>{r['size']:,}</td><td class=n>{len(r['candidates'])}</td>"
+        f"<tr><td class=n>{r['index']}</td><td class=n>{r['size']:,}</td>"
+        f"<td class=n>{'-' if r.get('validation_items') is None else format(r['validation_items'], ',')}</td>"
+        f"<td class=n>{len(r['candidates'])}</td>"
         f"<td class=n>{'-' if r.get('margin') is None else format(r['margin'], '.2g')}</td>"
         f"<td>{html_text(r['leader'])} ({100 * r['accuracy'][r['leader']]:.2f}%)</td>"
         f"<td>{html_text(', '.join(r['eliminated']) or '-')}</td><td class=n>{alive}</td>"
@@ -166,7 +169,7 @@ def _rounds(data: dict) -> str:
     if not rows:
         return '<p class="note">No round of exact evaluation ran.</p>'
     return ('<div class="scroll"><table class="rounds"><thead><tr><th>round</th><th>training images</th>'
-            '<th>candidates</th><th title="points behind the leader, with confidence, to be dropped">margin</th>'
+            '<th>validation items</th><th>candidates</th><th title="points behind the leader, with confidence, to be dropped">margin</th>'
             '<th>leader (val top1)</th><th>eliminated</th><th>survivors after</th><th>seconds</th>'
             f'<th>device s spent</th></tr></thead><tbody>{rows}</tbody></table></div>')
 

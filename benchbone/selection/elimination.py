@@ -4,7 +4,9 @@
 training subsample sizes n_1 < ... < n_R. In round r every surviving candidate is evaluated once:
 ``evaluate(candidate, n_r)`` trains its probe on the round's subsample (fixed in advance: seeded, nested,
 class-stratified) and returns ``(correct, seconds)``, ``correct`` a bool per validation item, the same items
-in the same order for every candidate and round. The *leader* is the survivor with the highest validation
+in the same order for every candidate of a round. A round may score fewer items than the next (select scores a
+prefix of them, fixed in advance, that grows with n_r: ``request.validation_sizes``); each test compares
+candidates of one round only. The *leader* is the survivor with the highest validation
 accuracy (ties: the first in the given order, i.e. the screen's). Then
 
 * a survivor s is dropped when L(leader, s) > ``margin`` (epsilon unless given): it is worse than the leader
@@ -148,6 +150,7 @@ class Round:
     eliminated: tuple
     seconds: float             # summed evaluation time of the round
     margin: float              # how far behind (with confidence) a candidate had to be to be dropped
+    items: int                 # validation items scored
 
     @property
     def survivors(self) -> tuple:
@@ -222,7 +225,8 @@ def eliminate(candidates: Sequence[Hashable], evaluate: Callable, *, epsilon: fl
         bounds = {c: lower_bound(correct[leader], correct[c], beta, test, seed=r) for c in alive if c != leader}
         dropped = tuple(c for c in alive if c != leader and bounds[c] > margins[r - 1])
         alive = [c for c in alive if c not in dropped]
-        history.append(Round(r, size, tuple(correct), accuracy, leader, bounds, dropped, seconds, margins[r - 1]))
+        history.append(Round(r, size, tuple(correct), accuracy, leader, bounds, dropped, seconds, margins[r - 1],
+                             len(correct[leader])))
         if len(alive) == 1:
             reason = "one left"
             break

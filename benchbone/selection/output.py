@@ -44,7 +44,7 @@ class SelectResult:
         for rnd in sel.history:
             for c in rnd.candidates:
                 rounds_of[c] += 1
-                val[c] = {"top1": round(rnd.accuracy[c], 6), "size": rnd.size, "round": rnd.index}
+                val[c] = {"top1": round(rnd.accuracy[c], 6), "size": rnd.size, "round": rnd.index, "items": rnd.items}
         per = {}
         for label, cand in s.candidates.items():
             test = None
@@ -86,6 +86,7 @@ class SelectResult:
                         "accuracy": {c: round(a, 6) for c, a in rnd.accuracy.items()},
                         "lower_bounds": {c: round(b, 6) for c, b in rnd.lower_bounds.items()},
                         "margin": round(100 * rnd.margin, 3), "eliminated": list(rnd.eliminated),
+                        "validation_items": rnd.items,
                         "seconds": round(rnd.seconds, 3)} for rnd in sel.history],
             "estimators_vs_exact": {"round1": rank_figures({c: per[c]["estimators"] for c in per}, first, names)},
             "exact_last": exact,

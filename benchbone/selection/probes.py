@@ -185,11 +185,11 @@ def strategy_views(chunks: list, scored, seed: int) -> dict:
             "val": SplitView(first.source, first.dataset, indices[held], labels[held]), "test": scored}
 
 
-def strategy_step(sel, cand, chunks: list, test: bool, workdir) -> dict:
+def strategy_step(sel, cand, chunks: list, scored, test: bool, workdir) -> dict:
     """``cand``'s registered strategy called as ``execution.cell_run.run_cell`` calls it, with a ``Context`` (from
-    ``Selector`` ``sel``) on ``strategy_views`` of ``chunks`` scoring ``sel.val`` (with ``test``: ``sel.test_view``)
-    and their images; the step's record: the correctness of each item scored (``correct`` and ``n``, or with
-    ``test`` ``test_correct`` and ``test_n``), info, and seconds: its wall time plus the stored seconds of the
+    ``Selector`` ``sel``) on ``strategy_views`` of ``chunks`` scoring ``scored`` (the round's validation items, or
+    with ``test`` the test items) and their images; the step's record: the correctness of each item scored
+    (``correct`` and ``n``, or with ``test`` ``test_correct`` and ``test_n``), info, and seconds: its wall time plus the stored seconds of the
     features it read from the cache."""
     from torch.utils.data import Subset
 
@@ -200,7 +200,6 @@ def strategy_step(sel, cand, chunks: list, test: bool, workdir) -> dict:
     from benchbone.inputs.transforms import Augmentation
 
     session, cell, classes = sel.session, cand.cell, list(sel.data.classes)
-    scored = sel.test_view if test else sel.val
     views = strategy_views(chunks, scored, cell.seed)
     backbone, preprocess, settings = sel._build(cand)
     augment = session.registries.datasets.get(cell.dataset).meta.get("augment")

@@ -26,7 +26,7 @@ from benchbone.selection.constraints import Limits
 from benchbone.selection.elimination import per_test_alpha
 
 DEFAULTS = {"epsilon": 1.0, "confidence": 0.9, "margin": 3.0, "taper": 0.5, "claim_from": 0.5, "val_fraction": 0.2,
-            "screen_per_class": 20, "screen_min": 200, "c_steps": 9}
+            "screen_per_class": 20, "screen_min": 200, "c_steps": 9, "val_per_train": 2}
 
 
 @dataclass
@@ -41,6 +41,7 @@ class Request:
     confidence: float = DEFAULTS["confidence"]
     margin: float = DEFAULTS["margin"]            # points
     taper: float | None = DEFAULTS["taper"]       # the margin tapers to none at the pool (0 or None: constant)
+    full_validation: bool = False                 # every round scores all validation items (else a growing prefix)
     claim_from: float = DEFAULTS["claim_from"]    # a fraction of the training pool, or a number of images
     strategy: str = "linear-probe"
     estimators: list[str] | None = None
@@ -76,6 +77,23 @@ def round_sizes(pool: int, classes: int, screen_size: int | None) -> list[int]:
     while sizes[-1] < pool:
         sizes.append(pool if 2 * sizes[-1] > 0.75 * pool else 2 * sizes[-1])
     return sizes
+
+
+def nested_chunks(view, ends: list[int], seed: int) -> list:
+    """``view`` (a SplitView) in its ``nested_order`` cut at each of ``ends``: the rows each end adds, each chunk a
+    SplitView in index order."""
+    from benchbone.inputs.splits import SplitView
+
+    order = nested_order(view.labels, seed)
+    return [SplitView(view.source, view.dataset, np.sort(view.indices[order[a:b]]), view.labels[np.sort(order[a:b])])
+            for a, b in zip([0, *ends[:-1]], ends)]
+
+
+def validation_sizes(m: int, sizes: list[int], grow: bool = True) -> list[int]:
+    """How many validation items each round scores, the first of a nested class-stratified order: with ``grow``
+    twice as many as the round trains on (``val_per_train``), all ``m`` at the last size; else all ``m`` in every
+    round. Fixed before anything is evaluated, so each round's tests are on items fixed in advance."""
+    return [min(m, DEFAULTS["val_per_train"] * n) if grow else m for n in sizes[:-1]] + [m]
 
 
 def min_val_items(confidence: float, candidates: int, rounds: int) -> int:

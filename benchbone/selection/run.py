@@ -27,7 +27,8 @@ from benchbone.selection import screen
 from benchbone.selection import steps as step_records
 from benchbone.selection.elimination import eliminate
 from benchbone.selection.probes import PROBES
-from benchbone.selection.request import DEFAULTS, Request, min_val_items, nested_order, round_sizes, smallest_epsilon
+from benchbone.selection.request import (DEFAULTS, Request, min_val_items, nested_chunks, round_sizes, smallest_epsilon,
+                                         validation_sizes)
 
 __all__ = ["Request", "Selector", "select"]
 
@@ -40,13 +41,13 @@ class Candidate:
         self.scores: dict = {}
         self.status = "candidate"
         self.why = ""
-        self.features: dict = {}     # chunk index -> (X, y); "val" -> (X, y)
-        self.extract_s: dict = {}    # chunk index / "val" / "test" -> seconds, images
+        self.features: dict = {}     # chunk index or validation chunk ("val0", ...) -> (X, y)
+        self.extract_s: dict = {}    # chunk index / "val0", "val1", ... / "test" -> seconds, images
         self.meta: dict = {}
         self.fit_rate: float | None = None  # seconds per training image of the last fit
         self.test: dict | None = None
         self.state = ""              # the digest of the backbone's weights (keys every step)
-        self.charged: set = set()    # chunks (and "val", "test") whose extraction seconds are counted
+        self.charged: set = set()    # chunks (and "val0", ..., "test") whose extraction seconds are counted
         self.fit_s: dict = {}        # training size -> seconds of the probe's fit
         self.probe = None            # (training size, predict, info) of the last fitted probe
 
@@ -136,7 +137,6 @@ class Selector:
         from benchbone.execution.cell_run import split_views
         from benchbone.execution.harness import capable_cells
         from benchbone.execution.session import Session
-        from benchbone.inputs.splits import SplitView
         from benchbone.records import check_run_dir
 
         r, say = self.r, self.say
@@ -153,10 +153,11 @@ class Selector:
         self.pool, self.val, self.test_view = views["train"], views["val"], views["test"]
         classes = len(self.data.classes)
         self.sizes = round_sizes(len(self.pool), classes, r.screen_size)
-        order = nested_order(self.pool.labels, cells[0].seed)
-        self.chunks = [SplitView(self.pool.source, self.pool.dataset, np.sort(self.pool.indices[order[a:b]]),
-                                 self.pool.labels[np.sort(order[a:b])])
-                       for a, b in zip([0, *self.sizes[:-1]], self.sizes)]
+        self.chunks = nested_chunks(self.pool, self.sizes, cells[0].seed)
+        self.val_sizes = validation_sizes(len(self.val), self.sizes, not r.full_validation)
+        ends = sorted(set(self.val_sizes))
+        self.val_chunks = nested_chunks(self.val, ends, cells[0].seed)
+        self._val_count = [ends.index(v) + 1 for v in self.val_sizes]  # validation chunks round r reads
         registry = self.pm.registries().estimators
         self.estimator_names = names = screen.usable(registry, r.estimators, say)
         if r.screen_by not in names:
@@ -165,8 +166,22 @@ class Selector:
         self.candidates = {c.label: c for c in candidates}
         say(f"benchbone: select on {self.data_name()}: {len(candidates)} candidate(s) on {self.session.device}; "
             f"pool {len(self.pool)} training, {len(self.val)} validation, {len(self.test_view)} test images; "
-            f"sizes {', '.join(map(str, self.sizes))}")
+            f"sizes {', '.join(map(str, self.sizes))} (validation items {', '.join(map(str, self.val_sizes))})")
         return candidates
+
+    def parts(self, r_index: int) -> tuple[list, list]:
+        """The rows round ``r_index`` reads, as (key, SplitView) pairs: its training chunks (keys 0..r) and its
+        validation chunks ("val0", ...: the first ``val_sizes[r_index]`` validation items)."""
+        return ([(i, self.chunks[i]) for i in range(r_index + 1)],
+                [(f"val{j}", self.val_chunks[j]) for j in range(self._val_count[r_index])])
+
+    def val_prefix(self, r_index: int):
+        """The validation items round ``r_index`` scores, one SplitView in the order its chunks are read."""
+        from benchbone.inputs.splits import SplitView
+
+        chunks = self.val_chunks[:self._val_count[r_index]]
+        return SplitView(self.val.source, self.val.dataset, np.concatenate([c.indices for c in chunks]),
+                         np.concatenate([c.labels for c in chunks]))
 
     def constrain(self, candidates: list) -> list:
         """Measure each candidate, before any data is touched; those within the limits."""
@@ -259,10 +274,9 @@ class Selector:
             r_index = self.sizes.index(size)
             rate = 1 / cand.constraints["throughput_ips"]
             if self.generic:  # the strategy passes its own images: the last step's seconds per training image
-                return cand.fit_rate * size if cand.fit_rate else rate * (size + m)
-            new = sum(len(self.chunks[i]) for i in range(r_index + 1) if i not in cand.charged)
-            fit = (cand.fit_rate or 0.0) * size
-            return rate * (new + (0 if "val" in cand.charged else m)) + fit
+                return cand.fit_rate * size if cand.fit_rate else rate * (size + self.val_sizes[r_index])
+            new = sum(len(view) for part in self.parts(r_index) for key, view in part if key not in cand.charged)
+            return rate * new + (cand.fit_rate or 0.0) * size
 
         budget = None if r.budget_s is None else r.budget_s - self.spent - reserve
         result = eliminate(kept, evaluate, epsilon=r.epsilon / 100, confidence=r.confidence, sizes=self.sizes,
@@ -270,7 +284,7 @@ class Selector:
                            taper=r.taper, claim_from=claim_from, screened=self.screened, prefetch=self.prefetch)
         self.spent += result.seconds
         for rnd in result.history:
-            self.say(f"benchbone: round {rnd.index} ({rnd.size} images): leader {rnd.leader} "
+            self.say(f"benchbone: round {rnd.index} ({rnd.size} images, {rnd.items} validation): leader {rnd.leader} "
                      f"{100 * rnd.accuracy[rnd.leader]:.1f}%; dropped {', '.join(rnd.eliminated) or 'none'} "
                      f"(margin {100 * rnd.margin:.1f} points); "
                      f"{len(rnd.survivors)} left; {rnd.seconds:.1f} s")

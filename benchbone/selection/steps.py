@@ -27,7 +27,7 @@ def evaluate(sel, cand, size: int, steps: Path, test: bool = False):
         kept["key"] = key
         write_atomic(path, json.dumps(kept, default=str))
         shutil.rmtree(work, ignore_errors=True)
-    cand.charged.update([*range(r_index + 1), "val", *(["test"] if test else [])])
+    cand.charged.update([key for part in sel.parts(r_index) for key, _ in part] + (["test"] if test else []))
     if not test:
         cand.fit_rate = kept["fit_s"] / size
         cand.fit_s[size] = kept["fit_s"]
@@ -43,7 +43,7 @@ def record(sel, cand, size: int, steps: Path, test: bool) -> tuple:
     from benchbone.digests import json_digest
 
     key = {"candidate": cand.cell.id, "state": cand.state, "size": size, "sizes": sel.sizes,
-           "val": sel.val.digest(), "pool": sel.pool.digest(), "strategy": cand.cell.strategy,
+           "val": sel.val.digest(), "val_items": sel.val_sizes[sel.sizes.index(size)], "pool": sel.pool.digest(), "strategy": cand.cell.strategy,
            "params": dict(cand.cell.params), "test": sel.test_view.digest() if test else None}
     path = steps / f"{json_digest(key, length=24)}.json"
     try:
@@ -56,23 +56,16 @@ def record(sel, cand, size: int, steps: Path, test: bool) -> tuple:
 
 def _fit(sel, cand, r_index: int, test: bool, work: Path, steps: Path) -> dict:
     if sel.generic:  # the registered strategy on the round's images, scoring the validation (or test) items
-        return probes.strategy_step(sel, cand, sel.chunks[:r_index + 1], test, work)
-    seconds, parts = 0.0, []
-    for i in range(r_index + 1):
-        if cand.features.get(i) is None:
-            cand.features[i] = sel.features(cand, sel.chunks[i], i)
-        if i not in cand.charged:
-            seconds += cand.extract_s[i]["seconds"]
-        parts.append(cand.features[i])
-    if cand.features.get("val") is None:
-        cand.features["val"] = sel.features(cand, sel.val, "val")
-    if "val" not in cand.charged:
-        seconds += cand.extract_s["val"]["seconds"]
-    evaluated = [cand.features["val"][0]]
+        return probes.strategy_step(sel, cand, sel.chunks[:r_index + 1],
+                                    sel.test_view if test else sel.val_prefix(r_index), test, work)
+    training, validation = sel.parts(r_index)
+    X, y, seconds = _rows(sel, cand, training)
+    X_val, y_val, val_seconds = _rows(sel, cand, validation)
+    seconds += val_seconds
+    evaluated = [X_val]
     if test:
         evaluated.append(sel.features(cand, sel.test_view, "test")[0])
         seconds += cand.extract_s["test"]["seconds"]
-    X, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     t = time.perf_counter()
     if test and cand.probe is not None and cand.probe[0] == len(y):  # the final round's probe, kept in memory
         predicted = [cand.probe[1](x) for x in evaluated]
@@ -84,10 +77,22 @@ def _fit(sel, cand, r_index: int, test: bool, work: Path, steps: Path) -> dict:
                                               around=(previous or {}).get("info", {}).get("C"))
         cand.probe = (len(y), predict, info)
     fit_s = time.perf_counter() - t
-    correct = predicted[0] == cand.features["val"][1]
+    correct = predicted[0] == y_val
     out = {"n": len(correct), "correct": np.packbits(correct).tobytes().hex(), "seconds": seconds + fit_s,
            "fit_s": fit_s, "info": info}
     if test:
         right = predicted[1] == np.asarray(sel.test_view.labels)
         out.update(test_n=len(right), test_correct=np.packbits(right).tobytes().hex())
     return out
+
+
+def _rows(sel, cand, parts: list) -> tuple:
+    """(X, y, seconds) of ``parts`` ((key, SplitView) pairs of ``Selector.parts``) through the feature cache, kept in
+    ``cand.features``; the seconds are the extraction seconds of the parts not yet charged to ``cand``."""
+    seconds = 0.0
+    for key, view in parts:
+        if cand.features.get(key) is None:
+            cand.features[key] = sel.features(cand, view, key)
+        seconds += 0.0 if key in cand.charged else cand.extract_s[key]["seconds"]
+    return (np.concatenate([cand.features[key][0] for key, _ in parts]),
+            np.concatenate([cand.features[key][1] for key, _ in parts]), seconds)
