@@ -140,10 +140,10 @@ def select(
     ``SelectResult`` (``.chosen``, ``.survivors``, ``.statement``, ``.data``: select.json, ``.to_frame()``).
 
     ``budget``: device time as seconds or text ("90s", "2h"); ``max_params`` a count or text ("30M");
-    ``params`` as ``--set``; further keywords as the flags of the same name: ``margin``, ``taper``, ``full_validation``, ``claim_from``,
-    ``estimators``, ``screen_by``, ``keep``, ``screen_size``, ``executor`` ("submitit" or "ray": the steps' work
-    as jobs) and ``executor_options`` (as the executor flags, e.g. ``{"slurm_cluster": "local"}``). See
-    docs/select.md.
+    ``params`` as ``--set``; further keywords as the flags of the same name: ``margin``, ``taper``,
+    ``full_validation``, ``claim_from``, ``estimators``, ``screen_by``, ``keep``, ``screen_size``, ``executor``
+    ("submitit" or "ray": the steps' work as jobs) and ``executor_options`` (as the executor flags, e.g.
+    ``{"slurm_cluster": "local"}``). See docs/select.md.
     """
     from benchbone.planning.grid import parse_weights
     from benchbone.plugins import get_plugin_manager
@@ -153,7 +153,8 @@ def select(
     if not isinstance(dataset, str):
         raise UsageError(f"benchbone.select(dataset={dataset!r}): give one dataset name")
     _check_types(None, params, weights, out)
-    known = {"margin", "taper", "full_validation", "claim_from", "estimators", "screen_by", "keep", "screen_size", "executor", "executor_options"}
+    known = {"margin", "taper", "full_validation", "claim_from", "estimators", "screen_by", "keep", "screen_size",
+             "executor", "executor_options"}
     if set(options) - known:
         raise UsageError(f"benchbone.select: unknown argument(s) {', '.join(sorted(set(options) - known))}; "
                          f"also accepted: {', '.join(sorted(known))}")

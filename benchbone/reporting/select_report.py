@@ -169,7 +169,8 @@ def _rounds(data: dict) -> str:
     if not rows:
         return '<p class="note">No round of exact evaluation ran.</p>'
     return ('<div class="scroll"><table class="rounds"><thead><tr><th>round</th><th>training images</th>'
-            '<th>validation items</th><th>candidates</th><th title="points behind the leader, with confidence, to be dropped">margin</th>'
+            '<th>validation items</th><th>candidates</th>'
+            '<th title="points behind the leader, with confidence, to be dropped">margin</th>'
             '<th>leader (val top1)</th><th>eliminated</th><th>survivors after</th><th>seconds</th>'
             f'<th>device s spent</th></tr></thead><tbody>{rows}</tbody></table></div>')
 

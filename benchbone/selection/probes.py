@@ -189,8 +189,8 @@ def strategy_step(sel, cand, chunks: list, scored, test: bool, workdir) -> dict:
     """``cand``'s registered strategy called as ``execution.cell_run.run_cell`` calls it, with a ``Context`` (from
     ``Selector`` ``sel``) on ``strategy_views`` of ``chunks`` scoring ``scored`` (the round's validation items, or
     with ``test`` the test items) and their images; the step's record: the correctness of each item scored
-    (``correct`` and ``n``, or with ``test`` ``test_correct`` and ``test_n``), info, and seconds: its wall time plus the stored seconds of the
-    features it read from the cache."""
+    (``correct`` and ``n``, or with ``test`` ``test_correct`` and ``test_n``), info, and seconds: its wall time
+    plus the stored seconds of the features it read from the cache."""
     from torch.utils.data import Subset
 
     from benchbone.api import DatasetSplits

@@ -42,9 +42,10 @@ def record(sel, cand, size: int, steps: Path, test: bool) -> tuple:
     """(path, key, the record kept there or None) of ``cand``'s step at ``size``."""
     from benchbone.digests import json_digest
 
-    key = {"candidate": cand.cell.id, "state": cand.state, "size": size, "sizes": sel.sizes,
-           "val": sel.val.digest(), "val_items": sel.val_sizes[sel.sizes.index(size)], "pool": sel.pool.digest(), "strategy": cand.cell.strategy,
-           "params": dict(cand.cell.params), "test": sel.test_view.digest() if test else None}
+    key = {"candidate": cand.cell.id, "state": cand.state, "size": size, "sizes": sel.sizes, "val": sel.val.digest(),
+           "val_items": sel.val_sizes[sel.sizes.index(size)], "pool": sel.pool.digest(),
+           "strategy": cand.cell.strategy, "params": dict(cand.cell.params),
+           "test": sel.test_view.digest() if test else None}
     path = steps / f"{json_digest(key, length=24)}.json"
     try:
         kept = json.loads(path.read_text(encoding="utf-8"))
