@@ -13,6 +13,7 @@ from benchbone.api import API_VERSION, Backbone, Cell, Config, DatasetSplits, Im
 from benchbone.errors import BenchboneError, OfflineError, PluginError, UnknownNameError, UsageError
 from benchbone.hookspecs import hookimpl
 from benchbone.moved import install as _install_moved_paths
+from benchbone.selection.defaults import DEFAULTS as _SELECT_DEFAULTS
 
 _install_moved_paths()
 
@@ -120,8 +121,8 @@ def select(
     backbones: str | Iterable[str],
     *,
     budget: str | float | None = None,
-    epsilon: float = 1.0,
-    confidence: float = 0.9,
+    epsilon: float = _SELECT_DEFAULTS["epsilon"],
+    confidence: float = _SELECT_DEFAULTS["confidence"],
     max_latency_ms: float | None = None,
     max_params: str | float | None = None,
     max_gmacs: float | None = None,

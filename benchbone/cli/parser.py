@@ -149,6 +149,7 @@ def _select_parser(sub, common) -> None:
     """``benchbone select``: its own flags and those of ``run`` that apply."""
     from benchbone.reporting import formats
     from benchbone.planning.grid import HARNESS_DEFAULTS
+    from benchbone.selection.defaults import DEFAULTS
 
     sel = sub.add_parser("select", parents=[common], help="choose a backbone for one dataset under a budget",
                          description="Screen candidate backbones cheaply, evaluate the promising ones exactly on "
@@ -163,21 +164,23 @@ def _select_parser(sub, common) -> None:
     sel.add_argument("--max-gmacs", type=float, metavar="G", help="drop candidates above this many GMACs an image (counted)")
     sel.add_argument("--budget", metavar="TIME", help="device time for the screen, the rounds and the test: 90s, 15m, 2h "
                                                      "(default: none; stop on the answer or at the whole pool)")
-    sel.add_argument("--epsilon", type=float, default=1.0, metavar="POINTS",
-                     help="the chosen backbone is within this many points of the best (default 1)")
-    sel.add_argument("--confidence", type=float, default=0.9, metavar="P", help="of the statement (default 0.9)")
-    sel.add_argument("--margin", type=float, default=3.0, metavar="POINTS",
+    sel.add_argument("--epsilon", type=float, default=DEFAULTS["epsilon"], metavar="POINTS",
+                     help="the chosen backbone is within this many points of the best (default %(default)g)")
+    sel.add_argument("--confidence", type=float, default=DEFAULTS["confidence"], metavar="P",
+                     help="of the statement (default %(default)g)")
+    sel.add_argument("--margin", type=float, default=DEFAULTS["margin"], metavar="POINTS",
                      help="a candidate is dropped when worse than the leader by more than this with confidence "
-                          "(default 3: fewer wrong drops where learning curves cross)")
-    sel.add_argument("--taper", type=float, default=0.5, metavar="GAMMA",
+                          "(default %(default)g: fewer wrong drops where learning curves cross)")
+    sel.add_argument("--taper", type=float, default=DEFAULTS["taper"], metavar="GAMMA",
                      help="the margin shrinks with the gain still to come on a learning curve n^-GAMMA, to none at "
-                          "the whole pool (default 0.5; 0: the same margin in every round)")
+                          "the whole pool (default %(default)g; 0: the same margin in every round)")
     sel.add_argument("--full-validation", action="store_true",
-                     help="score every round on all validation items (default: round r on the first 2 n_r of them, "
-                          "n_r its training images, all at the last round: the early rounds cost less)")
-    sel.add_argument("--claim-from", type=float, default=0.5, metavar="N",
+                     help=f"score every round on all validation items (default: round r on the first "
+                          f"{DEFAULTS['val_per_train']} n_r of them, n_r its training images, all at the last round: "
+                          "the early rounds cost less)")
+    sel.add_argument("--claim-from", type=float, default=DEFAULTS["claim_from"], metavar="N",
                      help="no within-epsilon claim below this training size: a fraction of the pool (<= 1) or a "
-                          "number of images (default 0.5)")
+                          "number of images (default %(default)g)")
     sel.add_argument("--strategy", "-s", default="linear-probe", metavar="NAME",
                      help="the exact evaluation: linear-probe (default; C chosen on a carve of the training "
                           "subsample, or --set C=VALUE), knn, or any registered strategy (finetune, head-sgd, ...), "
@@ -185,8 +188,8 @@ def _select_parser(sub, common) -> None:
     sel.add_argument("--estimator", action="append", default=[], metavar="NAME",
                      help="screen with these estimators (default: all; nce and leep only where a backbone keeps its "
                           "source classifier; see `benchbone list estimators`; repeatable)")
-    sel.add_argument("--screen-by", default="logme", metavar="NAME",
-                     help="the estimator whose order makes the first cut (default logme)")
+    sel.add_argument("--screen-by", default=DEFAULTS["screen_by"], metavar="NAME",
+                     help="the estimator whose order makes the first cut (default %(default)s)")
     sel.add_argument("--keep", type=float, metavar="K",
                      help="candidates the screen keeps: a number, or a fraction (< 1; default: a quarter, at least 2), "
                           "plus the static prior's top pick")
@@ -197,8 +200,9 @@ def _select_parser(sub, common) -> None:
     sel.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
                      help="load backbone NAME from a local state dict (repeatable)")
     sel.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                     help="as for run: the harness's " + ", ".join(HARNESS_DEFAULTS) + " (val_fraction defaults to 0.2 "
-                          "here), layer=A,B (each layer a candidate), and the strategy's parameters")
+                     help="as for run: the harness's " + ", ".join(HARNESS_DEFAULTS) + " (val_fraction defaults to "
+                          f"{DEFAULTS['val_fraction']:g} here), layer=A,B (each layer a candidate), and the "
+                          "strategy's parameters")
     sel.add_argument("--out", metavar="DIR", help="where select.json, select.md, select.png, report.html and steps/ go "
                                                    "(default benchbone-runs/select)")
     sel.add_argument("--data-dir", metavar="DIR", help="where the datasets' files are")

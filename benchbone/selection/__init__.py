@@ -9,6 +9,12 @@ parameters, GMACs, latency, throughput), ``screen`` (estimator scores, the first
 evaluations that never see the validation items), ``run`` (the steps, ``select``) and ``output``
 (``SelectResult``, select.json, the table and the plot).
 """
-from benchbone.selection.elimination import Round, Selection, eliminate, lower_bound, mcnemar_p, per_test_alpha
-
 __all__ = ["Round", "Selection", "eliminate", "lower_bound", "mcnemar_p", "per_test_alpha"]
+
+
+def __getattr__(name: str):  # imported when first asked for: the command line's parser reads ``defaults`` only
+    if name in __all__:
+        from benchbone.selection import elimination
+
+        return getattr(elimination, name)
+    raise AttributeError(f"module 'benchbone.selection' has no attribute {name!r}")

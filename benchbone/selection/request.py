@@ -23,12 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchbone.selection import screen
 from benchbone.selection.constraints import Limits
+from benchbone.selection.defaults import DEFAULTS
 from benchbone.selection.elimination import per_test_alpha
 
-DEFAULTS = {"epsilon": 1.0, "confidence": 0.9, "margin": 3.0, "taper": 0.5, "claim_from": 0.5, "val_fraction": 0.2,
-            "screen_per_class": 20, "screen_min": 200, "c_steps": 9, "val_per_train": 2}
 
 
 @dataclass
@@ -47,7 +45,7 @@ class Request:
     claim_from: float = DEFAULTS["claim_from"]    # a fraction of the training pool, or a number of images
     strategy: str = "linear-probe"
     estimators: list[str] | None = None
-    screen_by: str = screen.DEFAULT_SCREEN_BY
+    screen_by: str = DEFAULTS["screen_by"]
     keep: float | None = None
     screen_size: int | None = None
     overrides: dict = field(default_factory=dict)

@@ -27,7 +27,8 @@ from benchbone.selection import screen
 from benchbone.selection import steps as step_records
 from benchbone.selection.elimination import eliminate
 from benchbone.selection.probes import PROBES
-from benchbone.selection.request import (DEFAULTS, Request, min_val_items, nested_chunks, round_sizes, smallest_epsilon,
+from benchbone.selection.defaults import DEFAULTS
+from benchbone.selection.request import (Request, min_val_items, nested_chunks, round_sizes, smallest_epsilon,
                                          validation_sizes)
 
 __all__ = ["Request", "Selector", "select"]

@@ -26,7 +26,6 @@ from benchbone.errors import UsageError, first_line
 from benchbone.selection.probes import ONE_THREAD_BELOW, one_thread
 
 PRIOR = "static-prior"
-DEFAULT_SCREEN_BY = "logme"
 
 
 def usable(registry, asked: list[str] | None, say) -> list[str]:
