@@ -25,9 +25,9 @@ from benchbone.reporting.presentation import duration_text
 from benchbone.selection import constraints as cons
 from benchbone.selection import screen
 from benchbone.selection import steps as step_records
+from benchbone.selection.defaults import DEFAULTS
 from benchbone.selection.elimination import eliminate
 from benchbone.selection.probes import PROBES
-from benchbone.selection.defaults import DEFAULTS
 from benchbone.selection.request import (Request, min_val_items, nested_chunks, round_sizes, smallest_epsilon,
                                          validation_sizes)
 
