@@ -28,7 +28,6 @@ from benchbone.selection.defaults import DEFAULTS
 from benchbone.selection.elimination import per_test_alpha
 
 
-
 @dataclass
 class Request:
     """What ``benchbone select`` was asked (the CLI's flags, ``benchbone.select``'s arguments)."""
