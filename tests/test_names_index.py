@@ -110,7 +110,7 @@ print(code, *(name for name in ("torchvision", "timm") if name in sys.modules))
 
 
 @pytest.mark.slow
-def test_a_run_with_a_current_index_fills_only_its_backbones_plugins(tmp_path):
+def test_a_run_with_a_current_index_fills_only_its_backbones_plugins(tmp_path, cli):
     import subprocess
     import sys
 
@@ -125,4 +125,7 @@ def test_a_run_with_a_current_index_fills_only_its_backbones_plugins(tmp_path):
     assert (tmp_path / "cache" / "index" / "backbones.json").exists()
     assert run("test/tiny-cnn", "b") == ["0"]  # only the tiny plugin registered its backbones
     assert run("test/tiny-*", "c") == ["0"]  # patterns too
-    assert run("test/tiny-cn", "d")[0] == "2"  # a misspelling: the whole registry, for its did-you-mean
+    misspelled = cli("run", "-p", "benchbone.testing", "-b", "test/tiny-cn", "-d", "test/blobs", "-s", "knn", "-q",
+                     "--out", tmp_path / "d")  # the same cache; in this process, as it counts no imports
+    assert misspelled.code == 2 and "Did you mean test/tiny-cnn" in misspelled.err
+    assert "timm/" in misspelled.err  # a misspelling: the whole registry, for its did-you-mean

@@ -35,6 +35,17 @@ def test_holm_matches_r_p_adjust():
     assert np.isnan(statistics.holm([0.01, np.nan])[1])
 
 
+def test_holm_gives_statsmodels_numbers_to_the_bit():
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 7, 40):
+        p = np.round(rng.random(n) ** 3, 2)  # ties and values that Holm pushes above 1
+        assert np.array_equal(statistics.holm(p), multipletests(p, method="holm")[1])
+    assert np.array_equal(statistics.holm([np.nan, 0.2, np.nan, 0.01]), [np.nan, 0.2, np.nan, 0.02], equal_nan=True)
+    assert len(statistics.holm([])) == 0
+
+
 def test_per_item_forms_average_to_the_metric(metric_registry):
     from sklearn.metrics import log_loss, top_k_accuracy_score
 

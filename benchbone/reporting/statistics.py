@@ -254,12 +254,11 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:
-    """Holm's step-down adjustment (statsmodels' multipletests); NaN stays NaN."""
-    from statsmodels.stats.multitest import multipletests
-
+    """Holm's step-down adjustment, computed as statsmodels' ``multipletests(method="holm")`` computes it (which
+    also runs ``gc.collect()`` on every call: 0.1 to 0.5 s in a process holding many objects); NaN stays NaN."""
     p = np.asarray(p_values, dtype=np.float64)
     out = np.full(len(p), np.nan)
-    known = ~np.isnan(p)
-    if known.any():
-        out[known] = multipletests(p[known], method="holm")[1]
+    known = np.flatnonzero(~np.isnan(p))
+    order = known[np.argsort(p[known])]
+    out[order] = np.minimum(np.maximum.accumulate(p[order] * np.arange(len(order), 0, -1)), 1.0)
     return out
