@@ -115,9 +115,11 @@ def test_q_hides_the_progress_but_not_a_failed_cell(cli, tmp_path):
 
 
 def test_many_probe_cells_give_the_float32_warning_once_with_their_count(cli, tmp_path, monkeypatch):
+    import benchbone_plugins.linear_probe
     from benchbone.compute import sweep
 
     monkeypatch.setattr(sweep, "stalled", lambda fit, tol: True)  # every point unresolved: every cell warns
+    monkeypatch.setattr(benchbone_plugins.linear_probe, "_FITTED", {})  # no probe an earlier test fitted is reused
     args = ["run", *TINY, "-s", "linear-probe", "--seeds", "3"]
     for steps, quiet in ((3, ()), (4, ("-q",))):  # other sweeps: the probe reuses a fit it has made in this process
         result = cli(*args, "--set", f"c_steps={steps}", *quiet, "--out", tmp_path / f"run{len(quiet)}")
