@@ -25,8 +25,8 @@ Each problem draws K candidates (10-30) and a validation set of ``--val-items`` 
 Methods: ``select`` (the screen orders, keeps the top ``--keep`` fraction, then ``eliminate`` at ``--epsilon``,
 ``--confidence``, ``--margin``, ``--claim-from`` and a budget, screen included, of ``--budget`` times the full
 grid's cost; round r scores the first 2 n_r validation items, all at the last size, each extracted once, or with
-``--full-validation`` all of them in every round), ``successive-halving`` (no screen: all K at the smallest size, the better half by validation
-accuracy goes on at twice the size),
+``--full-validation`` all of them in every round), ``successive-halving`` (no screen: all K at the smallest
+size, the better half by validation accuracy goes on at twice the size),
 each estimator alone and the prior alone (top-1 by score), and the ``full-grid`` (every candidate at the full
 size, the best on validation). Per method, one JSON row: ``coverage`` (over problems where a guarantee was
 stated, how often it held: the chosen candidate's theta at the final size within epsilon of the best of

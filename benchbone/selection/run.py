@@ -180,7 +180,7 @@ class Selector:
         """The validation items round ``r_index`` scores, one SplitView in the order its chunks are read."""
         from benchbone.inputs.splits import SplitView
 
-        chunks = self.val_chunks[:self._val_count[r_index]]
+        chunks = [view for _, view in self.parts(r_index)[1]]
         return SplitView(self.val.source, self.val.dataset, np.concatenate([c.indices for c in chunks]),
                          np.concatenate([c.labels for c in chunks]))
 
